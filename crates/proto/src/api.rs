@@ -1,0 +1,1 @@
+//! REST models (filled in below).
