@@ -1,1 +1,24 @@
-//! zygote-qemu
+//! zygote-qemu: the QEMU process and its QMP socket.
+//!
+//! * [`binary`]: find `qemu-system-x86_64`/`qemu-img`, check the version (>= 9.0).
+//! * [`accel`]: KVM or TCG, and the matching `-cpu` model.
+//! * [`config`]: [`VmConfig`] and the one function that writes the command line.
+//! * [`process`]: spawn, wait for and kill QEMU; `qemu-img create` overlays.
+//! * [`qmp`]: the async QMP client (commands from many tasks, events broadcast).
+//!
+//! This crate runs QEMU and speaks QMP; it holds no VM state machine (that is the
+//! engine's) and never touches guest memory (that is `zygote-mem`'s).
+
+pub mod accel;
+pub mod binary;
+pub mod config;
+mod error;
+pub mod process;
+pub mod qmp;
+
+pub use accel::{choose_accel, cpu_model, parse_accel, Accel, AccelChoice};
+pub use binary::{detect_qemu, qemu_img_path, QemuBinary};
+pub use config::{VmConfig, DEFAULT_APPEND};
+pub use error::QemuError;
+pub use process::{create_overlay, read_tail, QemuExit, QemuProcess};
+pub use qmp::{wait_event, Qmp, QmpEvent};

@@ -1,0 +1,268 @@
+//! [`VmConfig`]: everything that goes on one QEMU command line, and
+//! [`VmConfig::args`], the only place that command line is written. Pure: no I/O.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Accel, QemuError};
+
+/// The guest kernel command line zygote boots with.
+///
+/// `console=ttyS0` sends the kernel's and init's output to the `-serial` chardev
+/// (the console log); `rdinit=/init` runs the initramfs init; `quiet` keeps boot
+/// fast (each printk to the emulated 8250 costs TCG time).
+pub const DEFAULT_APPEND: &str = "console=ttyS0 rdinit=/init quiet";
+
+/// One QEMU microvm: a guest booted from a kernel and initramfs, RAM in a
+/// daemon-owned file, one qcow2 disk, one virtio-serial port for the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Accelerator.
+    pub accel: Accel,
+    /// `-cpu` model; must match the parent's for a restored child
+    /// (see [`crate::cpu_model`]).
+    pub cpu: String,
+    /// Guest RAM in MiB; must equal the memory file's size.
+    pub memory_mib: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// The RAM file (`/proc/<daemon pid>/fd/<n>` of a memfd).
+    pub mem_path: PathBuf,
+    /// `share=on` (writes reach the file; parents) or `share=off` (private
+    /// copy-on-write mapping; children of a snapshot).
+    pub mem_share: bool,
+    /// Guest kernel (bzImage).
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: PathBuf,
+    /// Kernel command line (start from [`DEFAULT_APPEND`]).
+    pub append: String,
+    /// The sandbox's qcow2 overlay, attached as virtio-blk `d0`.
+    pub disk: PathBuf,
+    /// QMP unix socket (QEMU listens).
+    pub qmp_socket: PathBuf,
+    /// Agent unix socket (QEMU listens; the guest sees port `agent`).
+    pub agent_socket: PathBuf,
+    /// The serial console is written here.
+    pub console_log: PathBuf,
+    /// `-incoming defer` (a child waiting for `migrate-incoming`).
+    pub incoming_defer: bool,
+    /// `-S`: do not start the vCPUs until `cont`.
+    pub start_paused: bool,
+    /// TCG translation-block cache size in MiB (`-accel tcg,tb-size=N`); smaller
+    /// saves QEMU process memory per VM. Ignored under KVM.
+    pub tb_size_mib: Option<u32>,
+    /// `-name` (shown in `ps` and QMP `query-name`).
+    pub name: String,
+}
+
+/// Escapes a value for QEMU's `key=value,...` option syntax (a comma is doubled).
+fn opt(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn path_opt(p: &Path) -> String {
+    opt(&p.to_string_lossy())
+}
+
+impl VmConfig {
+    /// Checks the fields [`VmConfig::args`] cannot express.
+    pub fn validate(&self) -> Result<(), QemuError> {
+        let bad = |field, value: String, fix| Err(QemuError::InvalidConfig { field, value, fix });
+        if self.memory_mib == 0 {
+            return bad("memory_mib", "0".into(), "give the guest at least 64 MiB");
+        }
+        if self.vcpus == 0 {
+            return bad("vcpus", "0".into(), "give the guest at least one vCPU");
+        }
+        if self.cpu.is_empty() || self.cpu.contains(char::is_whitespace) {
+            return bad(
+                "cpu",
+                self.cpu.clone(),
+                "use a QEMU CPU model such as \"max\"",
+            );
+        }
+        if self.name.contains(',') || self.name.is_empty() {
+            return bad(
+                "name",
+                self.name.clone(),
+                "use a non-empty name without commas",
+            );
+        }
+        for (field, p) in [("kernel", &self.kernel), ("initrd", &self.initrd)] {
+            // -kernel/-initrd take a plain path; -initrd splits on commas.
+            if p.to_string_lossy().contains(',') {
+                return bad(field, p.display().to_string(), "use a path without commas");
+            }
+        }
+        Ok(())
+    }
+
+    /// The QEMU arguments (without the binary), following the recipe in
+    /// `qemu-fork-recipe.md`. Serial console and QMP use explicit `-chardev`s so
+    /// every path goes through the same comma escaping.
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::with_capacity(64);
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        let mem = format!("{}M", self.memory_mib);
+
+        push(&["-M", "microvm,memory-backend=mem"]);
+        let accel = match (self.accel, self.tb_size_mib) {
+            (Accel::Tcg, Some(n)) => format!("tcg,tb-size={n}"),
+            (accel, _) => accel.to_string(),
+        };
+        push(&["-accel", &accel]);
+        push(&[
+            "-cpu",
+            &self.cpu,
+            "-m",
+            &mem,
+            "-smp",
+            &self.vcpus.to_string(),
+        ]);
+        let backend = format!(
+            "memory-backend-file,id=mem,size={mem},mem-path={},share={}",
+            path_opt(&self.mem_path),
+            if self.mem_share { "on" } else { "off" }
+        );
+        push(&["-object", &backend]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
+        let console = format!("file,id=console,path={}", path_opt(&self.console_log));
+        push(&["-chardev", &console, "-serial", "chardev:console"]);
+        push(&["-kernel", &self.kernel.to_string_lossy()]);
+        push(&["-initrd", &self.initrd.to_string_lossy()]);
+        push(&["-append", &self.append]);
+        let qmp = format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            path_opt(&self.qmp_socket)
+        );
+        push(&["-chardev", &qmp, "-mon", "chardev=qmp,mode=control"]);
+        let agent = format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            path_opt(&self.agent_socket)
+        );
+        push(&["-chardev", &agent]);
+        let drive = format!("id=d0,file={},format=qcow2,if=none", path_opt(&self.disk));
+        push(&["-drive", &drive]);
+        push(&[
+            "-device",
+            "virtio-serial-device",
+            "-device",
+            "virtserialport,chardev=agent,name=agent",
+            "-device",
+            "virtio-blk-device,drive=d0",
+            "-device",
+            "virtio-rng-device",
+        ]);
+        if self.start_paused {
+            push(&["-S"]);
+        }
+        if self.incoming_defer {
+            push(&["-incoming", "defer"]);
+        }
+        push(&["-name", &self.name]);
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> VmConfig {
+        VmConfig {
+            accel: Accel::Tcg,
+            cpu: "max".into(),
+            memory_mib: 256,
+            vcpus: 1,
+            mem_path: "/proc/1/fd/7".into(),
+            mem_share: true,
+            kernel: "/k/vmlinuz".into(),
+            initrd: "/k/initrd.gz".into(),
+            append: DEFAULT_APPEND.into(),
+            disk: "/s/gen1.qcow2".into(),
+            qmp_socket: "/s/qmp.sock".into(),
+            agent_socket: "/s/agent.sock".into(),
+            console_log: "/s/console.log".into(),
+            incoming_defer: false,
+            start_paused: false,
+            tb_size_mib: None,
+            name: "sb1".into(),
+        }
+    }
+
+    fn value_of(args: &[String], flag: &str) -> Vec<String> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn parent_command_line() {
+        let a = cfg().args();
+        assert_eq!(value_of(&a, "-M"), ["microvm,memory-backend=mem"]);
+        assert_eq!(value_of(&a, "-accel"), ["tcg"]);
+        assert_eq!(value_of(&a, "-cpu"), ["max"]);
+        assert_eq!(value_of(&a, "-m"), ["256M"]);
+        assert_eq!(value_of(&a, "-smp"), ["1"]);
+        assert_eq!(
+            value_of(&a, "-object"),
+            ["memory-backend-file,id=mem,size=256M,mem-path=/proc/1/fd/7,share=on"]
+        );
+        assert_eq!(
+            value_of(&a, "-drive"),
+            ["id=d0,file=/s/gen1.qcow2,format=qcow2,if=none"]
+        );
+        assert_eq!(value_of(&a, "-append"), [DEFAULT_APPEND]);
+        assert_eq!(
+            value_of(&a, "-device"),
+            [
+                "virtio-serial-device",
+                "virtserialport,chardev=agent,name=agent",
+                "virtio-blk-device,drive=d0",
+                "virtio-rng-device"
+            ]
+        );
+        for f in ["-nodefaults", "-no-user-config", "-no-reboot"] {
+            assert!(a.iter().any(|x| x == f), "{f} missing");
+        }
+        assert!(!a.iter().any(|x| x == "-S" || x == "-incoming"));
+        assert_eq!(a.last().map(String::as_str), Some("sb1"));
+        cfg().validate().unwrap();
+    }
+
+    #[test]
+    fn child_command_line_and_escaping() {
+        let mut c = cfg();
+        c.mem_share = false;
+        c.incoming_defer = true;
+        c.start_paused = true;
+        c.tb_size_mib = Some(16);
+        c.console_log = "/s/we,ird/console.log".into();
+        let a = c.args();
+        assert_eq!(value_of(&a, "-accel"), ["tcg,tb-size=16"]);
+        assert!(value_of(&a, "-object")[0].ends_with("share=off"));
+        assert_eq!(value_of(&a, "-incoming"), ["defer"]);
+        assert!(a.iter().any(|x| x == "-S"));
+        assert!(value_of(&a, "-chardev")
+            .contains(&"file,id=console,path=/s/we,,ird/console.log".to_string()));
+        c.accel = Accel::Kvm;
+        assert_eq!(value_of(&c.args(), "-accel"), ["kvm"]);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = cfg();
+        c.memory_mib = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("memory_mib"));
+        let mut c = cfg();
+        c.initrd = "/a,b".into();
+        assert!(c.validate().unwrap_err().to_string().contains("initrd"));
+    }
+}

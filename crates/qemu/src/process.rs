@@ -1,0 +1,332 @@
+//! [`QemuProcess`]: one running `qemu-system-x86_64`, its captured output and its
+//! end; [`create_overlay`]: `qemu-img create`. Owns process lifetime only: it does
+//! not talk QMP (see [`crate::Qmp`]) and does not read the console.
+//!
+//! No `PR_SET_PDEATHSIG`: the death signal fires when the *thread* that forked
+//! exits, and tokio's spawning worker thread may be short-lived. The daemon reaps
+//! stale QEMUs at startup through the pids it recorded.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use crate::{QemuBinary, QemuError, VmConfig};
+
+/// How many output lines of QEMU are kept for error messages.
+const TAIL_LINES: usize = 40;
+/// Longest kept line (QEMU's messages are short; the guest's are not ours).
+const MAX_LINE: usize = 1024;
+/// How long `qemu-img create` may take.
+const QEMU_IMG_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for a SIGKILLed process to be reaped.
+const REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How QEMU ended: the exit status and the tail of what it printed.
+#[derive(Debug, Clone)]
+pub struct QemuExit {
+    /// The exit status (a signal shows as such).
+    pub status: ExitStatus,
+    /// The last lines QEMU wrote to stdout/stderr (QEMU prints errors there).
+    pub stderr_tail: String,
+}
+
+impl fmt::Display for QemuExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exited with {}", self.status)?;
+        if self.stderr_tail.trim().is_empty() {
+            write!(f, " (no output)")
+        } else {
+            write!(
+                f,
+                "; its output ended with:\n{}",
+                self.stderr_tail.trim_end()
+            )
+        }
+    }
+}
+
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// A running QEMU. Dropping it kills the process (`kill_on_drop`); call
+/// [`QemuProcess::kill`] for an orderly SIGTERM first.
+#[derive(Debug)]
+pub struct QemuProcess {
+    child: Child,
+    pid: u32,
+    name: String,
+    tail: Tail,
+    pumps: Vec<JoinHandle<()>>,
+    exit: Option<QemuExit>,
+}
+
+impl QemuProcess {
+    /// Starts QEMU with `cfg.args()`. Must be called inside a tokio runtime.
+    /// Returns once the process exists; QEMU may still fail (bad option, missing
+    /// file): that shows as an early exit with the reason in [`QemuExit`].
+    pub fn spawn(bin: &QemuBinary, cfg: &VmConfig) -> Result<QemuProcess, QemuError> {
+        cfg.validate()?;
+        let args = cfg.args();
+        tracing::debug!(name = %cfg.name, cmd = %format!("{} {}", bin.path.display(), args.join(" ")), "spawning QEMU");
+        let mut child = Command::new(&bin.path)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| QemuError::Spawn {
+                path: bin.path.clone(),
+                source,
+            })?;
+        let pid = child.id().unwrap_or(0);
+        let tail: Tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        let mut pumps = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            pumps.push(tokio::spawn(pump(
+                out,
+                tail.clone(),
+                cfg.name.clone(),
+                "stdout",
+            )));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(tokio::spawn(pump(
+                err,
+                tail.clone(),
+                cfg.name.clone(),
+                "stderr",
+            )));
+        }
+        tracing::info!(name = %cfg.name, pid, "QEMU started");
+        Ok(QemuProcess {
+            child,
+            pid,
+            name: cfg.name.clone(),
+            tail,
+            pumps,
+            exit: None,
+        })
+    }
+
+    /// The process id (record it: the daemon kills stale QEMUs at startup).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The VM name given in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The last lines QEMU printed so far.
+    pub fn stderr_tail(&self) -> String {
+        let t = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        t.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    /// Waits for the process to exit (no timeout: see [`QemuProcess::wait_timeout`]).
+    pub async fn wait(&mut self) -> Result<QemuExit, QemuError> {
+        if let Some(e) = &self.exit {
+            return Ok(e.clone());
+        }
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|source| QemuError::Process {
+                op: "wait",
+                pid: self.pid,
+                source,
+            })?;
+        Ok(self.finish(status).await)
+    }
+
+    /// Waits at most `timeout` for the process to exit.
+    pub async fn wait_timeout(&mut self, timeout: Duration) -> Result<QemuExit, QemuError> {
+        match tokio::time::timeout(timeout, self.wait()).await {
+            Ok(r) => r,
+            Err(_) => Err(QemuError::ExitTimeout {
+                pid: self.pid,
+                waited: timeout,
+                op: "wait",
+            }),
+        }
+    }
+
+    /// The exit, if the process has exited.
+    pub async fn try_wait(&mut self) -> Result<Option<QemuExit>, QemuError> {
+        if let Some(e) = &self.exit {
+            return Ok(Some(e.clone()));
+        }
+        match self.child.try_wait().map_err(|source| QemuError::Process {
+            op: "try_wait",
+            pid: self.pid,
+            source,
+        })? {
+            Some(status) => Ok(Some(self.finish(status).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// An error saying the VM exited, for callers that expected it running.
+    pub fn exited_error(&self, exit: QemuExit) -> QemuError {
+        QemuError::Exited {
+            name: self.name.clone(),
+            pid: self.pid,
+            exit,
+        }
+    }
+
+    /// Ends the process: SIGTERM, then SIGKILL if it has not exited after `grace`.
+    pub async fn kill(&mut self, grace: Duration) -> Result<QemuExit, QemuError> {
+        if let Some(e) = self.try_wait().await? {
+            return Ok(e);
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+            // SAFETY: kill(2) has no memory effects; `pid` is our un-reaped child
+            // (try_wait above returned None), so it cannot name a recycled pid.
+            let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+            if rc != 0 {
+                tracing::warn!(pid, error = %std::io::Error::last_os_error(), "SIGTERM failed");
+            }
+        }
+        if let Ok(r) = tokio::time::timeout(grace, self.wait()).await {
+            return r;
+        }
+        tracing::warn!(name = %self.name, pid = self.pid, ?grace, "QEMU ignored SIGTERM; sending SIGKILL");
+        self.child
+            .start_kill()
+            .map_err(|source| QemuError::Process {
+                op: "SIGKILL",
+                pid: self.pid,
+                source,
+            })?;
+        match tokio::time::timeout(REAP_TIMEOUT, self.wait()).await {
+            Ok(r) => r,
+            Err(_) => Err(QemuError::ExitTimeout {
+                pid: self.pid,
+                waited: REAP_TIMEOUT,
+                op: "SIGKILL",
+            }),
+        }
+    }
+
+    async fn finish(&mut self, status: ExitStatus) -> QemuExit {
+        // The pipes close when QEMU exits; give the pumps a moment to drain.
+        for p in self.pumps.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_millis(500), p).await;
+        }
+        let exit = QemuExit {
+            status,
+            stderr_tail: self.stderr_tail(),
+        };
+        tracing::info!(name = %self.name, pid = self.pid, %status, "QEMU exited");
+        self.exit = Some(exit.clone());
+        exit
+    }
+}
+
+impl Drop for QemuProcess {
+    fn drop(&mut self) {
+        for p in &self.pumps {
+            p.abort();
+        }
+    }
+}
+
+async fn pump<R: AsyncRead + Unpin>(r: R, tail: Tail, name: String, stream: &'static str) {
+    let mut lines = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match lines.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let mut line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                if line.len() > MAX_LINE {
+                    let mut cut = MAX_LINE;
+                    while !line.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    line.truncate(cut);
+                }
+                tracing::debug!(vm = %name, stream, "qemu: {line}");
+                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() == TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        }
+    }
+}
+
+/// Creates a qcow2 `overlay` backed by `base` (`qemu-img create -f qcow2 -F
+/// <base_format> -b <base> <overlay>`). `base` is made absolute first (qemu-img
+/// resolves a relative backing path against the overlay's directory).
+pub async fn create_overlay(
+    base: &Path,
+    base_format: &str,
+    overlay: &Path,
+) -> Result<(), QemuError> {
+    let err = |detail: String| QemuError::Overlay {
+        base: base.to_path_buf(),
+        overlay: overlay.to_path_buf(),
+        detail,
+    };
+    if !matches!(base_format, "raw" | "qcow2") {
+        return Err(err(format!(
+            "base format {base_format:?} is not \"raw\" or \"qcow2\""
+        )));
+    }
+    let base_abs =
+        std::fs::canonicalize(base).map_err(|e| err(format!("base image unreadable: {e}")))?;
+    let img = crate::qemu_img_path()?;
+    let mut cmd = Command::new(&img);
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", base_format, "-b"])
+        .arg(&base_abs)
+        .arg(overlay)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(QEMU_IMG_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| {
+            err(format!(
+                "{} did not finish within {QEMU_IMG_TIMEOUT:?}",
+                img.display()
+            ))
+        })?
+        .map_err(|e| err(format!("running {}: {e}", img.display())))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "{} ({})",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            out.status
+        )));
+    }
+    tracing::debug!(?base_abs, ?overlay, "qcow2 overlay created");
+    Ok(())
+}
+
+/// Reads at most the last `max_bytes` of a file (e.g. the console log, for error
+/// messages). A missing file reads as empty.
+pub fn read_tail(path: &Path, max_bytes: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max_bytes)));
+    let mut buf = Vec::new();
+    let _ = f.take(max_bytes).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
