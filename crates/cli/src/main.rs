@@ -1,1 +1,145 @@
-fn main() {}
+//! `zygote`: microVM sandboxes whose core primitive is fork.
+//!
+//! Every command but `daemon` and `image build` is a thin client of the daemon's
+//! REST API. Data goes to stdout, logs to stderr; `--json` prints one JSON
+//! document for scripts.
+
+mod connect;
+mod env;
+mod image_cmd;
+mod sandbox_cmd;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// zygote: boot a warm Linux microVM once, then fork it in milliseconds.
+#[derive(Parser, Debug)]
+#[command(name = "zygote", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// How to reach the daemon.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Conn {
+    /// Unix socket of the daemon.
+    #[arg(long, env = env::SOCKET)]
+    socket: Option<PathBuf>,
+    /// Base URL of a daemon on TCP (token from ZYGOTE_TOKEN).
+    #[arg(long, env = env::URL, conflicts_with = "socket")]
+    url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon in the foreground (as root).
+    Daemon(DaemonArgs),
+    /// Build and list guest images.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCmd),
+    /// Create a sandbox, run a command in it with output streamed, remove it.
+    Run(sandbox_cmd::RunArgs),
+    /// Create a sandbox and print its id.
+    Create(sandbox_cmd::CreateArgs),
+    /// Run a command in a sandbox; exits with the command's code.
+    Exec(sandbox_cmd::ExecArgs),
+    /// Evaluate Python in a sandbox's warm interpreter.
+    Eval(sandbox_cmd::EvalArgs),
+    /// Copy a file into or out of a sandbox (`ID:/path` on exactly one side).
+    Cp(sandbox_cmd::CpArgs),
+    /// List sandboxes.
+    Ls(sandbox_cmd::LsArgs),
+    /// Remove sandboxes.
+    Rm(sandbox_cmd::RmArgs),
+}
+
+#[derive(Args, Debug)]
+struct DaemonArgs {
+    /// Unix socket to serve on.
+    #[arg(long, env = env::SOCKET, default_value = env::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Also serve on TCP at ADDR:PORT (bearer token required off loopback).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Home directory (state, images, sandboxes).
+    #[arg(long, env = env::HOME, default_value = env::DEFAULT_HOME)]
+    home: PathBuf,
+    /// File holding the bearer token for TCP.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Accelerator: auto, kvm or tcg.
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    /// Seconds a boot may take before it fails with the console's tail.
+    #[arg(long, default_value_t = 60)]
+    boot_timeout: u64,
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli.cmd)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(cmd: Cmd) -> Result<u8> {
+    match cmd {
+        Cmd::Daemon(a) => daemon(a).await.map(|_| 0),
+        Cmd::Image(c) => image_cmd::run(c).await,
+        Cmd::Run(a) => sandbox_cmd::run(a).await,
+        Cmd::Create(a) => sandbox_cmd::create(a).await,
+        Cmd::Exec(a) => sandbox_cmd::exec(a).await,
+        Cmd::Eval(a) => sandbox_cmd::eval(a).await,
+        Cmd::Cp(a) => sandbox_cmd::cp(a).await,
+        Cmd::Ls(a) => sandbox_cmd::ls(a).await,
+        Cmd::Rm(a) => sandbox_cmd::rm(a).await,
+    }
+}
+
+async fn daemon(a: DaemonArgs) -> Result<()> {
+    let accel = match a.accel.as_str() {
+        "auto" => None,
+        other => Some(other.parse::<zygote_qemu::Accel>().map_err(|e| anyhow::anyhow!("{e}"))?),
+    };
+    let token = match &a.token_file {
+        Some(p) => Some(zygote_daemon::load_token(p)?),
+        None => None,
+    };
+    let mut engine = zygote_engine::EngineConfig::new(a.home.clone());
+    engine.accel = accel;
+    engine.boot_timeout = std::time::Duration::from_secs(a.boot_timeout);
+    zygote_daemon::run(zygote_daemon::DaemonConfig {
+        socket: a.socket,
+        listen: a.listen,
+        token,
+        engine,
+    })
+    .await
+    .context("the daemon stopped with an error")
+}

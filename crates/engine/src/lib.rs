@@ -1,1 +1,179 @@
-//! zygote-engine
+//! The engine: sandboxes and their lifecycle, above the crates that wrap QEMU,
+//! guest memory and images. It owns every sandbox, its QEMU process, its memfd,
+//! overlay, sockets and runtime directory, and removes them on every path.
+//!
+//! It knows nothing of HTTP: the daemon translates requests into calls here.
+
+pub mod agent_link;
+mod error;
+mod lifecycle;
+pub mod ops;
+mod paths;
+mod sandbox;
+mod stale;
+pub mod state;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use error::{EngineError, ErrorClass, Result};
+pub use sandbox::{Sandbox, Spec};
+use tracing::{info, warn};
+use zygote_proto::api::{ImageSummary, SandboxInfo};
+use zygote_qemu::{Accel, AccelChoice, QemuBinary};
+
+use crate::store::Store;
+
+/// Default image name.
+pub const DEFAULT_IMAGE: &str = "python";
+/// Default guest RAM.
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+/// Smallest guest RAM accepted.
+pub const MIN_MEMORY_MIB: u64 = 128;
+/// Largest guest RAM accepted.
+pub const MAX_MEMORY_MIB: u64 = 65_536;
+/// Most vCPUs accepted.
+pub const MAX_VCPUS: u32 = 64;
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Home directory (state database, images, sandboxes).
+    pub home: PathBuf,
+    /// Force an accelerator; `None` chooses automatically.
+    pub accel: Option<Accel>,
+    /// How long a boot may take before it fails with the console's tail.
+    pub boot_timeout: Duration,
+}
+
+impl EngineConfig {
+    /// Defaults for a home directory.
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            home: home.into(),
+            accel: None,
+            boot_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The engine.
+pub struct Engine {
+    cfg: EngineConfig,
+    qemu: QemuBinary,
+    accel: AccelChoice,
+    store: Store,
+    sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+    shutting_down: AtomicBool,
+}
+
+impl Engine {
+    /// Open the engine on a home directory: detect QEMU and the accelerator, open
+    /// the state database and clean up after a previous daemon that died.
+    pub fn open(cfg: EngineConfig) -> Result<Arc<Engine>> {
+        for d in [cfg.home.clone(), cfg.home.join("sandboxes"), cfg.home.join("images")] {
+            std::fs::create_dir_all(&d).map_err(|source| EngineError::Io {
+                what: format!("cannot create directory {}", d.display()),
+                source,
+            })?;
+        }
+        let qemu = zygote_qemu::detect_qemu()?;
+        let accel = zygote_qemu::choose_accel(cfg.accel)?;
+        info!(qemu = %qemu.path.display(), version = ?qemu.version, accel = %accel.accel, reason = %accel.reason, "engine ready");
+        let store = Store::open(&cfg.home.join("zygote.db"))?;
+        let engine = Arc::new(Engine {
+            cfg,
+            qemu,
+            accel,
+            store,
+            sandboxes: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+        });
+        engine.recover()?;
+        Ok(engine)
+    }
+
+    /// Home directory.
+    pub fn home(&self) -> &Path {
+        &self.cfg.home
+    }
+
+    /// QEMU version string.
+    pub fn qemu_version(&self) -> String {
+        let (a, b, c) = self.qemu.version;
+        format!("{a}.{b}.{c}")
+    }
+
+    /// Accelerator in use and why.
+    pub fn accel(&self) -> &AccelChoice {
+        &self.accel
+    }
+
+    /// Every sandbox, oldest first.
+    pub fn list(&self) -> Vec<SandboxInfo> {
+        let mut v: Vec<SandboxInfo> = self.map().values().map(|s| s.info()).collect();
+        v.sort_by(|a, b| a.created_at_unix.cmp(&b.created_at_unix).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// One sandbox.
+    pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
+        self.map()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound { id: id.to_string() })
+    }
+
+    /// Built images.
+    pub fn images(&self) -> Result<Vec<ImageSummary>> {
+        Ok(zygote_image::list(&self.cfg.home)?
+            .into_iter()
+            .map(|i| ImageSummary {
+                name: i.name,
+                id: i.id,
+                kernel_version: i.kernel_version,
+                release: i.release,
+                rootfs_bytes: i.rootfs_bytes,
+                created_unix: i.created_unix,
+            })
+            .collect())
+    }
+
+    /// Number of sandboxes held.
+    pub fn count(&self) -> usize {
+        self.map().len()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Sandbox>>> {
+        self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            Err(EngineError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Stop every sandbox and refuse new work. Leaves no QEMU process, memfd,
+    /// overlay or socket behind.
+    pub async fn shutdown(self: &Arc<Self>) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let ids: Vec<String> = self.map().keys().cloned().collect();
+        info!(count = ids.len(), "stopping every sandbox");
+        let stops = ids.iter().map(|id| {
+            let e = self.clone();
+            async move {
+                if let Err(err) = e.remove(id).await {
+                    warn!(%id, error = %err, "stopping a sandbox at shutdown failed");
+                }
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
+}

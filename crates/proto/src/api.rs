@@ -1,1 +1,269 @@
-//! REST models (filled in below).
+//! REST models of the daemon's v1 API (JSON). Inputs deny unknown fields so a
+//! misspelt option is a 400 naming it, never silently ignored.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// `POST /v1/sandboxes`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreateSandbox {
+    /// Image name (default `python`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Guest RAM in MiB (default 256).
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Virtual CPUs (default 1).
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Environment applied to every exec in this sandbox.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Lifetime in seconds; the sandbox is removed when it runs out.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Lifecycle state of a sandbox.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub enum SandboxState {
+    /// QEMU is starting and the guest is booting.
+    Booting,
+    /// The agent answered; the sandbox takes work.
+    Running,
+    /// Being removed.
+    Stopping,
+    /// QEMU exited or the guest stopped answering; `reason` says why.
+    Dead,
+}
+
+impl SandboxState {
+    /// Lower-case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Booting => "booting",
+            SandboxState::Running => "running",
+            SandboxState::Stopping => "stopping",
+            SandboxState::Dead => "dead",
+        }
+    }
+}
+
+/// A sandbox as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SandboxInfo {
+    /// Random, unguessable id.
+    pub id: String,
+    /// Image name.
+    pub image: String,
+    /// Lifecycle state.
+    pub state: SandboxState,
+    /// Why it is dead, when it is.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Accelerator (`tcg` or `kvm`).
+    pub accel: String,
+    /// QEMU's pid.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at_unix: u64,
+    /// Milliseconds from QEMU start to the agent's answer.
+    #[serde(default)]
+    pub boot_ms: Option<u64>,
+    /// When the sandbox will be removed, seconds since the Unix epoch.
+    #[serde(default)]
+    pub expires_at_unix: Option<u64>,
+}
+
+/// `POST /v1/sandboxes/{id}/exec` (and `/exec/stream`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ExecBody {
+    /// Program and arguments. Exactly one of `argv` and `cmd`.
+    #[serde(default)]
+    pub argv: Vec<String>,
+    /// A shell command line (`/bin/sh -c`).
+    #[serde(default)]
+    pub cmd: Option<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Text fed to stdin, then closed.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Bytes (base64) fed to stdin, then closed.
+    #[serde(default)]
+    pub stdin_b64: Option<String>,
+    /// Kill the process group after this many seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
+}
+
+/// Result of a buffered exec.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ExecResult {
+    /// Exit code; `null` when a signal ended the process.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the process.
+    pub signal: Option<i32>,
+    /// The timeout fired.
+    pub timed_out: bool,
+    /// Standard output (UTF-8, invalid bytes replaced).
+    pub stdout: String,
+    /// Standard error (UTF-8, invalid bytes replaced).
+    pub stderr: String,
+    /// Wall time in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// One line of the NDJSON answer of `POST /v1/sandboxes/{id}/exec/stream`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub enum ExecEvent {
+    /// The process started.
+    Started {
+        /// Guest pid.
+        pid: u32,
+    },
+    /// Output bytes (base64).
+    Stdout {
+        /// Base64 of the bytes.
+        data_b64: String,
+    },
+    /// Error-output bytes (base64).
+    Stderr {
+        /// Base64 of the bytes.
+        data_b64: String,
+    },
+    /// The process ended.
+    Exit {
+        /// Exit code.
+        exit_code: Option<i32>,
+        /// Terminating signal.
+        signal: Option<i32>,
+        /// The timeout fired.
+        timed_out: bool,
+        /// Wall time in milliseconds.
+        duration_ms: f64,
+    },
+    /// The exec failed before or while running.
+    Error {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// `POST /v1/sandboxes/{id}/eval`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EvalBody {
+    /// Python code.
+    pub code: String,
+}
+
+/// Answer of `PUT /v1/sandboxes/{id}/files`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WriteFileResult {
+    /// Guest path written.
+    pub path: String,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Answer of `GET /v1/sandboxes/{id}/files/list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ListResult {
+    /// Directory listed.
+    pub path: String,
+    /// Entries, sorted by name.
+    pub entries: Vec<crate::agent::DirEntry>,
+}
+
+/// An image as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ImageSummary {
+    /// Image name.
+    pub name: String,
+    /// Content hash of this generation.
+    pub id: String,
+    /// Guest kernel version.
+    pub kernel_version: String,
+    /// Debian release.
+    pub release: String,
+    /// Root filesystem size in bytes.
+    pub rootfs_bytes: u64,
+    /// Build time, seconds since the Unix epoch.
+    pub created_unix: u64,
+}
+
+/// Every error answer: `{"error": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    /// What was wrong, with the value, and what to do.
+    pub error: String,
+}
+
+/// `GET /version`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct VersionInfo {
+    /// zygote version.
+    pub version: String,
+    /// API version (`v1`).
+    pub api: String,
+    /// Agent protocol version.
+    pub agent_protocol: u32,
+    /// QEMU version in use.
+    pub qemu: String,
+    /// Accelerator in use.
+    pub accel: String,
+}
+
+/// `GET /healthz`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Health {
+    /// Always true when the daemon answers.
+    pub ok: bool,
+    /// Sandboxes the daemon holds.
+    pub sandboxes: usize,
+}
+
+/// Answer of `DELETE /v1/sandboxes/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Removed {
+    /// The id removed.
+    pub id: String,
+    /// Always true.
+    pub removed: bool,
+}

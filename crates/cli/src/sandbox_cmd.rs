@@ -1,0 +1,371 @@
+//! Sandbox commands: run, create, exec, eval, cp, ls, rm.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use clap::Args;
+use zygote_client::Client;
+use zygote_proto::api::{CreateSandbox, ExecBody, ExecEvent, SandboxInfo};
+
+use crate::connect::client;
+use crate::Conn;
+
+fn parse_env(kv: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for s in kv {
+        let Some((k, v)) = s.split_once('=') else {
+            bail!("--env `{s}` is not KEY=VALUE: pass e.g. --env FOO=bar");
+        };
+        if k.is_empty() {
+            bail!("--env `{s}` has an empty name: pass e.g. --env FOO=bar");
+        }
+        m.insert(k.to_string(), v.to_string());
+    }
+    Ok(m)
+}
+
+/// Options shared by `run` and `create`.
+#[derive(Args, Debug)]
+pub(crate) struct SandboxOpts {
+    /// Image name.
+    #[arg(long)]
+    image: Option<String>,
+    /// Guest RAM in MiB.
+    #[arg(long = "memory")]
+    memory: Option<u64>,
+    /// Virtual CPUs.
+    #[arg(long)]
+    vcpus: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(flatten)]
+    opts: SandboxOpts,
+    /// Environment for the command (KEY=VALUE, repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Working directory in the guest.
+    #[arg(long)]
+    workdir: Option<String>,
+    /// Kill the command after this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CreateArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(flatten)]
+    opts: SandboxOpts,
+    /// Environment for every exec (KEY=VALUE, repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Remove the sandbox after this many seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Print a JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ExecArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Sandbox id.
+    id: String,
+    /// Environment (KEY=VALUE, repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Working directory in the guest.
+    #[arg(long)]
+    workdir: Option<String>,
+    /// Kill the command after this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct EvalArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Sandbox id.
+    id: String,
+    /// Python code.
+    code: String,
+    /// Print the whole result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CpArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Source: a host path or ID:/guest/path.
+    src: String,
+    /// Destination: a host path or ID:/guest/path.
+    dst: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct LsArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RmArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Sandbox ids.
+    ids: Vec<String>,
+    /// Remove every sandbox.
+    #[arg(long, conflicts_with = "ids")]
+    all: bool,
+}
+
+fn create_body(opts: &SandboxOpts, env: BTreeMap<String, String>, timeout: Option<u64>) -> CreateSandbox {
+    CreateSandbox {
+        image: opts.image.clone(),
+        memory_mib: opts.memory,
+        vcpus: opts.vcpus,
+        env,
+        timeout_secs: timeout,
+    }
+}
+
+/// Stream an exec to our stdout/stderr; returns the process's exit code
+/// (128+signal for a signal, 124 for a timeout, like `timeout(1)`).
+async fn stream_exec(c: &Client, id: &str, body: &ExecBody) -> Result<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let last = c
+        .exec_stream(id, body, |ev| match ev {
+            ExecEvent::Stdout { data_b64 } => {
+                if let Ok(b) = b64.decode(data_b64) {
+                    let _ = out.write_all(&b);
+                    let _ = out.flush();
+                }
+            }
+            ExecEvent::Stderr { data_b64 } => {
+                if let Ok(b) = b64.decode(data_b64) {
+                    let _ = err.write_all(&b);
+                }
+            }
+            ExecEvent::Started { .. } | ExecEvent::Exit { .. } | ExecEvent::Error { .. } => {}
+        })
+        .await?;
+    match last {
+        ExecEvent::Exit {
+            exit_code,
+            signal,
+            timed_out,
+            ..
+        } => {
+            if timed_out {
+                eprintln!("zygote: the command timed out and was killed");
+                return Ok(124);
+            }
+            if let Some(s) = signal {
+                return Ok((128 + s).clamp(0, 255) as u8);
+            }
+            Ok(exit_code.unwrap_or(1).clamp(0, 255) as u8)
+        }
+        ExecEvent::Error { error } => bail!("{error}"),
+        ExecEvent::Started { .. } | ExecEvent::Stdout { .. } | ExecEvent::Stderr { .. } => {
+            bail!("the exec stream ended early")
+        }
+    }
+}
+
+fn exec_body(cmd: Vec<String>, env: BTreeMap<String, String>, workdir: Option<String>, timeout: Option<f64>) -> ExecBody {
+    ExecBody {
+        argv: cmd,
+        env,
+        cwd: workdir,
+        timeout_secs: timeout,
+        ..Default::default()
+    }
+}
+
+pub(crate) async fn run(a: RunArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    let env = parse_env(&a.env)?;
+    let info = c.create(&create_body(&a.opts, BTreeMap::new(), None)).await?;
+    let body = exec_body(a.cmd, env, a.workdir, a.timeout);
+    let res = stream_exec(&c, &info.id, &body).await;
+    let rm = c.remove(&info.id).await;
+    let code = res?;
+    rm.with_context(|| format!("cannot remove sandbox {}", info.id))?;
+    Ok(code)
+}
+
+pub(crate) async fn create(a: CreateArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    let env = parse_env(&a.env)?;
+    let info = c.create(&create_body(&a.opts, env, a.timeout)).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!("{}", info.id);
+    }
+    Ok(0)
+}
+
+pub(crate) async fn exec(a: ExecArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    let body = exec_body(a.cmd, parse_env(&a.env)?, a.workdir, a.timeout);
+    stream_exec(&c, &a.id, &body).await
+}
+
+pub(crate) async fn eval(a: EvalArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    let r = c.eval(&a.id, &a.code).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(if r.error.is_some() { 1 } else { 0 });
+    }
+    print!("{}", r.stdout);
+    eprint!("{}", r.stderr);
+    if let Some(err) = &r.error {
+        match &r.traceback {
+            Some(tb) => eprint!("{tb}"),
+            None => eprintln!("{err}"),
+        }
+        return Ok(1);
+    }
+    if let Some(v) = &r.result {
+        println!("{v}");
+    }
+    Ok(0)
+}
+
+/// `ID:/path` → (id, path); anything else is a host path.
+fn split_remote(s: &str) -> Option<(&str, &str)> {
+    let (id, path) = s.split_once(':')?;
+    if id.is_empty() || id.contains('/') || !path.starts_with('/') {
+        return None;
+    }
+    Some((id, path))
+}
+
+pub(crate) async fn cp(a: CpArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    match (split_remote(&a.src), split_remote(&a.dst)) {
+        (Some(_), Some(_)) => bail!("both `{}` and `{}` are sandbox paths: exactly one side must be ID:/path", a.src, a.dst),
+        (None, None) => bail!("neither `{}` nor `{}` is a sandbox path: write one side as ID:/absolute/path", a.src, a.dst),
+        (None, Some((id, path))) => {
+            let r = c.upload_file(id, std::path::Path::new(&a.src), path).await?;
+            eprintln!("{} bytes -> {id}:{}", r.bytes, r.path);
+        }
+        (Some((id, path)), None) => {
+            let tmp = format!("{}.zygote-part", a.dst);
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .with_context(|| format!("cannot create {tmp}"))?;
+            let res = c.download_to(id, path, &mut f).await;
+            drop(f);
+            match res {
+                Ok(n) => {
+                    std::fs::rename(&tmp, &a.dst).with_context(|| format!("cannot write {}", a.dst))?;
+                    eprintln!("{id}:{path} -> {} ({n} bytes)", a.dst);
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn table(list: &[SandboxInfo]) -> String {
+    let mut s = format!(
+        "{:<26} {:<10} {:<9} {:>7} {:>5} {:>8}  {}\n",
+        "ID", "IMAGE", "STATE", "MEM_MIB", "VCPU", "BOOT_MS", "REASON"
+    );
+    for i in list {
+        s.push_str(&format!(
+            "{:<26} {:<10} {:<9} {:>7} {:>5} {:>8}  {}\n",
+            i.id,
+            i.image,
+            i.state.as_str(),
+            i.memory_mib,
+            i.vcpus,
+            i.boot_ms.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            i.reason.clone().unwrap_or_default()
+        ));
+    }
+    s
+}
+
+pub(crate) async fn ls(a: LsArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    let list = c.list().await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print!("{}", table(&list));
+    }
+    Ok(0)
+}
+
+pub(crate) async fn rm(a: RmArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    let ids: Vec<String> = if a.all {
+        c.list().await?.into_iter().map(|i| i.id).collect()
+    } else if a.ids.is_empty() {
+        bail!("name the sandboxes to remove, or pass --all");
+    } else {
+        a.ids
+    };
+    let mut failed = 0;
+    for id in ids {
+        match c.remove(&id).await {
+            Ok(()) => println!("{id}"),
+            Err(e) => {
+                eprintln!("error: {id}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_paths() {
+        assert_eq!(split_remote("abc:/tmp/x"), Some(("abc", "/tmp/x")));
+        assert_eq!(split_remote("./a:b"), None);
+        assert_eq!(split_remote("/tmp/x"), None);
+        assert_eq!(split_remote("abc:rel"), None);
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env(&["A=1".into(), "B=x=y".into()]).unwrap().get("B").unwrap(), "x=y");
+        assert!(parse_env(&["A".into()]).is_err());
+        assert!(parse_env(&["=1".into()]).is_err());
+    }
+}

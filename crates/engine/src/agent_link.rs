@@ -1,0 +1,364 @@
+//! The host side of the agent protocol: one connection to a guest agent over the
+//! QEMU chardev socket behind the virtio-serial port `agent`, multiplexing many
+//! requests by id.
+//!
+//! A reader task routes each incoming frame to the request that owns its id; a
+//! writer task owns the socket's write half. A request is a [`Request`] handle:
+//! dropping it forgets the id. When the link closes every pending request sees
+//! [`LinkError::Closed`] with the reason.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, warn};
+use zygote_proto::agent::{self, AgentError, Decoder, Frame, Msg, CONNECTION_ID};
+use zygote_proto::AGENT_PROTOCOL_VERSION;
+
+/// Frames buffered per request before the reader waits for its consumer.
+const PER_REQUEST_QUEUE: usize = 64;
+
+/// Errors of the agent link.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The socket could not be reached.
+    #[error("cannot connect to the agent socket {path}")]
+    Connect {
+        /// Socket path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent did not answer the handshake in time.
+    #[error("the guest agent did not answer within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The agent speaks another protocol version.
+    #[error("guest agent speaks protocol {agent}, the daemon speaks {host}: rebuild the image with `zygote image build`")]
+    Protocol {
+        /// Agent's version.
+        agent: u32,
+        /// Ours.
+        host: u32,
+    },
+    /// The link closed (QEMU exited, the guest powered off).
+    #[error("the agent link closed: {0}")]
+    Closed(String),
+    /// The agent answered the request with an error.
+    #[error("{}", .0.message)]
+    Agent(AgentError),
+    /// The agent answered with a message that does not fit the request.
+    #[error("unexpected agent reply {0}")]
+    Unexpected(String),
+    /// The agent did not answer in time.
+    #[error("the guest agent did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The request does not fit in one agent frame.
+    #[error("the request is {len} bytes, over the agent's {max}-byte frame cap: send large inputs as files (PUT /v1/sandboxes/ID/files)")]
+    TooLarge {
+        /// Encoded size.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+}
+
+/// What the agent said in its handshake.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    /// Agent build version.
+    pub agent_version: String,
+    /// Boot id of the guest.
+    pub boot_id: String,
+}
+
+type Routes = Arc<Mutex<HashMap<u64, mpsc::Sender<Frame>>>>;
+
+struct Shared {
+    routes: Routes,
+    out: mpsc::Sender<Vec<u8>>,
+    next_id: AtomicU64,
+    closed: watch::Receiver<Option<String>>,
+}
+
+/// A live connection to one guest agent.
+pub struct AgentLink {
+    shared: Arc<Shared>,
+    hello: Hello,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for AgentLink {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl AgentLink {
+    /// Connect to the agent socket and complete the handshake before `timeout`.
+    ///
+    /// QEMU creates the socket a moment after it starts, and the guest opens its
+    /// end of the port only once booted, so both waits live inside the timeout.
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<AgentLink, LinkError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = loop {
+            match UnixStream::connect(path).await {
+                Ok(s) => break s,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    debug!(error = %e, "agent socket not ready yet");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(source) => {
+                    return Err(LinkError::Connect {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                }
+            }
+        };
+        let (mut rd, mut wr) = stream.into_split();
+        let routes: Routes = Arc::default();
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+        let (closed_tx, closed_rx) = watch::channel(None::<String>);
+        let (hello_tx, hello_rx) = oneshot::channel::<Msg>();
+
+        let writer = tokio::spawn(async move {
+            while let Some(buf) = out_rx.recv().await {
+                if let Err(e) = wr.write_all(&buf).await {
+                    debug!(error = %e, "agent link write failed");
+                    break;
+                }
+            }
+        });
+        let reader_routes = routes.clone();
+        let reader = tokio::spawn(async move {
+            let mut hello_tx = Some(hello_tx);
+            let mut dec = Decoder::new();
+            let mut buf = vec![0u8; 512 * 1024];
+            let reason = loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) => break "the guest closed the agent port".to_string(),
+                    Ok(n) => n,
+                    Err(e) => break format!("agent socket read failed: {e}"),
+                };
+                dec.feed(&buf[..n]);
+                loop {
+                    match dec.next_frame() {
+                        Ok(Some(f)) => {
+                            if f.id == CONNECTION_ID {
+                                match (&f.msg, hello_tx.take()) {
+                                    (Msg::HelloOk { .. } | Msg::Error(_), Some(tx)) => {
+                                        let _ = tx.send(f.msg);
+                                    }
+                                    (_, tx) => {
+                                        hello_tx = tx;
+                                        debug!(msg = ?f.msg, "connection-level agent frame");
+                                    }
+                                }
+                                continue;
+                            }
+                            let route = reader_routes
+                                .lock()
+                                .ok()
+                                .and_then(|r| r.get(&f.id).cloned());
+                            match route {
+                                Some(tx) => {
+                                    // A dropped request is not an error: its id is forgotten.
+                                    let _ = tx.send(f).await;
+                                }
+                                None => debug!(id = f.id, "agent frame for a forgotten request"),
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => warn!(error = %e, "undecodable frame from the agent"),
+                    }
+                }
+            };
+            debug!(%reason, "agent link closed");
+            if let Ok(mut r) = reader_routes.lock() {
+                r.clear();
+            }
+            let _ = closed_tx.send(Some(reason));
+        });
+
+        let shared = Arc::new(Shared {
+            routes,
+            out: out_tx,
+            next_id: AtomicU64::new(1),
+            closed: closed_rx,
+        });
+        let link_tasks = vec![writer, reader];
+        let hello_frame = agent::encode_vec(
+            CONNECTION_ID,
+            &Msg::Hello {
+                protocol: AGENT_PROTOCOL_VERSION,
+            },
+            &[],
+        );
+        let _ = shared.out.send(hello_frame).await;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut closed = shared.closed.clone();
+        let reply = tokio::select! {
+            r = tokio::time::timeout(remaining, hello_rx) => match r {
+                Ok(Ok(m)) => m,
+                Ok(Err(_)) => return Err(LinkError::Closed(closed_reason(&shared.closed))),
+                Err(_) => return Err(LinkError::HandshakeTimeout(timeout)),
+            },
+            _ = closed.wait_for(|c| c.is_some()) => {
+                return Err(LinkError::Closed(closed_reason(&shared.closed)))
+            }
+        };
+        let hello = match reply {
+            Msg::HelloOk {
+                protocol,
+                agent_version,
+                boot_id,
+            } => {
+                if protocol != AGENT_PROTOCOL_VERSION {
+                    return Err(LinkError::Protocol {
+                        agent: protocol,
+                        host: AGENT_PROTOCOL_VERSION,
+                    });
+                }
+                Hello {
+                    agent_version,
+                    boot_id,
+                }
+            }
+            Msg::Error(e) => return Err(LinkError::Agent(e)),
+            other => return Err(LinkError::Unexpected(format!("{other:?}"))),
+        };
+        Ok(AgentLink {
+            shared,
+            hello,
+            tasks: link_tasks,
+        })
+    }
+
+    /// The handshake's answer.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// Why the link closed, if it has.
+    pub fn closed(&self) -> Option<String> {
+        self.shared.closed.borrow().clone()
+    }
+
+    /// Start a request: allocate an id, send the first frame.
+    pub async fn start(&self, msg: &Msg, payload: &[u8]) -> Result<Request, LinkError> {
+        if let Some(r) = self.closed() {
+            return Err(LinkError::Closed(r));
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(PER_REQUEST_QUEUE);
+        if let Ok(mut r) = self.shared.routes.lock() {
+            r.insert(id, tx);
+        }
+        let req = Request {
+            id,
+            rx,
+            shared: self.shared.clone(),
+        };
+        req.send(msg, payload).await?;
+        Ok(req)
+    }
+
+    /// Send a request and wait for its single reply frame.
+    pub async fn call(&self, msg: &Msg, timeout: Duration) -> Result<Frame, LinkError> {
+        let mut req = self.start(msg, &[]).await?;
+        match tokio::time::timeout(timeout, req.next()).await {
+            Ok(r) => r,
+            Err(_) => Err(LinkError::Timeout(timeout)),
+        }
+    }
+
+    /// Send raw bytes as if they were frames (for tests of the agent's defences).
+    pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<(), LinkError> {
+        self.shared
+            .out
+            .send(bytes)
+            .await
+            .map_err(|_| LinkError::Closed(closed_reason(&self.shared.closed)))
+    }
+}
+
+/// Refuse a frame the agent would reject for its size.
+fn check_size(frame: &[u8]) -> Result<(), LinkError> {
+    let body = frame.len().saturating_sub(4);
+    let header = frame
+        .get(4..8)
+        .map(|h| u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize)
+        .unwrap_or(0);
+    if body > agent::MAX_FRAME {
+        return Err(LinkError::TooLarge {
+            len: body,
+            max: agent::MAX_FRAME,
+        });
+    }
+    if header > agent::MAX_HEADER {
+        return Err(LinkError::TooLarge {
+            len: header,
+            max: agent::MAX_HEADER,
+        });
+    }
+    Ok(())
+}
+
+fn closed_reason(rx: &watch::Receiver<Option<String>>) -> String {
+    rx.borrow()
+        .clone()
+        .unwrap_or_else(|| "the agent link closed".to_string())
+}
+
+/// One request in flight. Dropping it forgets the id.
+pub struct Request {
+    id: u64,
+    rx: mpsc::Receiver<Frame>,
+    shared: Arc<Shared>,
+}
+
+impl Request {
+    /// The request's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Send a further frame for this request (stdin, file data).
+    pub async fn send(&self, msg: &Msg, payload: &[u8]) -> Result<(), LinkError> {
+        let frame = agent::encode_vec(self.id, msg, payload);
+        check_size(&frame)?;
+        self.shared
+            .out
+            .send(frame)
+            .await
+            .map_err(|_| LinkError::Closed(closed_reason(&self.shared.closed)))
+    }
+
+    /// The next frame for this request. An agent `Error` frame becomes
+    /// [`LinkError::Agent`].
+    pub async fn next(&mut self) -> Result<Frame, LinkError> {
+        match self.rx.recv().await {
+            Some(Frame {
+                msg: Msg::Error(e), ..
+            }) => Err(LinkError::Agent(e)),
+            Some(f) => Ok(f),
+            None => Err(LinkError::Closed(closed_reason(&self.shared.closed))),
+        }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.shared.routes.lock() {
+            r.remove(&self.id);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Engine errors, each with a class the daemon maps onto an HTTP status.
+
+use zygote_proto::agent::ErrorKind;
+
+use crate::agent_link::LinkError;
+
+/// How a caller should treat an error (the daemon maps these to statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request is wrong (400).
+    BadRequest,
+    /// The thing named does not exist (404).
+    NotFound,
+    /// The thing exists but is in the wrong state (409).
+    Conflict,
+    /// The request is too large (413).
+    TooLarge,
+    /// The guest refused (403).
+    Forbidden,
+    /// Something took too long (504).
+    Timeout,
+    /// The daemon is going away (503).
+    Unavailable,
+    /// Anything else (500).
+    Internal,
+}
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No sandbox has that id.
+    #[error("no sandbox with id `{id}`: list them with `zygote ls`")]
+    NotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The image is not built.
+    #[error(transparent)]
+    Image(#[from] zygote_image::ImageError),
+    /// The request is invalid; the message names the value and the fix.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The sandbox is not in a state that allows the operation.
+    #[error("sandbox `{id}` is {state}{}: create a new one", .reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    NotRunning {
+        /// Sandbox id.
+        id: String,
+        /// Its state.
+        state: &'static str,
+        /// Why it died.
+        reason: Option<String>,
+    },
+    /// The guest did not boot.
+    #[error("sandbox boot failed: {reason}\n--- console tail ---\n{console_tail}")]
+    Boot {
+        /// What happened.
+        reason: String,
+        /// The last lines the guest printed.
+        console_tail: String,
+        /// The boot timed out (rather than QEMU failing).
+        timed_out: bool,
+    },
+    /// Talking to the guest agent failed.
+    #[error(transparent)]
+    Agent(#[from] LinkError),
+    /// QEMU failed.
+    #[error(transparent)]
+    Qemu(#[from] zygote_qemu::QemuError),
+    /// Guest memory could not be set up.
+    #[error(transparent)]
+    Mem(#[from] zygote_mem::MemError),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A host file operation failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon is shutting down.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+impl EngineError {
+    /// The class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EngineError::NotFound { .. } => ErrorClass::NotFound,
+            EngineError::Image(e) => {
+                if matches!(e, zygote_image::ImageError::NotFound { .. }) {
+                    ErrorClass::NotFound
+                } else {
+                    ErrorClass::BadRequest
+                }
+            }
+            EngineError::BadRequest(_) => ErrorClass::BadRequest,
+            EngineError::NotRunning { .. } => ErrorClass::Conflict,
+            EngineError::Boot { timed_out, .. } => {
+                if *timed_out {
+                    ErrorClass::Timeout
+                } else {
+                    ErrorClass::Internal
+                }
+            }
+            EngineError::Agent(l) => match l {
+                LinkError::Agent(a) => match a.kind {
+                    ErrorKind::BadRequest => ErrorClass::BadRequest,
+                    ErrorKind::NotFound => ErrorClass::NotFound,
+                    ErrorKind::PermissionDenied => ErrorClass::Forbidden,
+                    ErrorKind::TooLarge => ErrorClass::TooLarge,
+                    ErrorKind::Internal => ErrorClass::Internal,
+                },
+                LinkError::Timeout(_) | LinkError::HandshakeTimeout(_) => ErrorClass::Timeout,
+                LinkError::Closed(_) => ErrorClass::Conflict,
+                LinkError::TooLarge { .. } => ErrorClass::TooLarge,
+                LinkError::Connect { .. } | LinkError::Protocol { .. } | LinkError::Unexpected(_) => {
+                    ErrorClass::Internal
+                }
+            },
+            EngineError::Qemu(_) | EngineError::Mem(_) | EngineError::Store(_) | EngineError::Io { .. } => {
+                ErrorClass::Internal
+            }
+            EngineError::ShuttingDown => ErrorClass::Unavailable,
+        }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
