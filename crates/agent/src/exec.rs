@@ -1,0 +1,339 @@
+//! `Exec`: spawning a process in its own session, streaming its output, feeding
+//! its stdin, enforcing its timeout and reporting how it ended.
+//!
+//! The exit status comes from the [`Reaper`](crate::reaper::Reaper), never from
+//! `Child::wait`: the reaper's callback stores the status and closes a wake
+//! pipe, which the output loop polls next to stdout and stderr. `Exit` is sent
+//! once the process has exited and both pipes hit end-of-file, or a short drain
+//! after the exit when a background grandchild keeps the pipes open.
+
+use std::fs::File;
+use std::io::{ErrorKind as IoKind, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zygote_proto::agent::{AgentError, ErrorKind, ExecRequest, ExitStatus, Msg, CHUNK};
+
+use crate::conn::{Ctx, Reply};
+use crate::sys;
+use crate::util::{bad, err, lock, log, BASE_ENV};
+
+/// How long output may keep flowing after the main process exited.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(150);
+
+/// Bytes for a running exec's stdin.
+pub(crate) struct StdinMsg {
+    /// The bytes.
+    pub(crate) data: Vec<u8>,
+    /// Close stdin after them.
+    pub(crate) eof: bool,
+}
+
+/// Shared between the exec thread and the connection (for `Signal`/`Cancel`).
+#[derive(Default)]
+pub(crate) struct ExecCtl {
+    /// Process group id (= pid); 0 until spawned.
+    pgid: AtomicI32,
+    /// `Cancel` arrived (possibly before the spawn).
+    cancelled: AtomicBool,
+}
+
+impl ExecCtl {
+    /// Send `sig` to the process group.
+    pub(crate) fn signal(&self, sig: i32) -> Result<(), AgentError> {
+        let pgid = self.pgid.load(Ordering::Acquire);
+        if pgid <= 0 {
+            if sig == libc::SIGKILL {
+                self.cancel();
+                return Ok(());
+            }
+            return Err(bad(
+                "the process has not started yet: retry after `started`",
+            ));
+        }
+        match sys::kill(-pgid, sig) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(err(
+                ErrorKind::Internal,
+                format!("cannot send signal {sig} to process group {pgid}: {e}"),
+            )),
+        }
+    }
+
+    /// Kill the process group (now, or right after the spawn).
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        let pgid = self.pgid.load(Ordering::Acquire);
+        if pgid > 0 {
+            let _ = sys::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Validate, spawn and supervise one exec; replies `Started`, output, `Exit`.
+pub(crate) fn run(
+    ctx: &Ctx,
+    reply: &Reply,
+    req: ExecRequest,
+    ctl: Arc<ExecCtl>,
+    stdin_rx: Option<Receiver<StdinMsg>>,
+) {
+    let mut cmd = match build(&req) {
+        Ok(c) => c,
+        Err(e) => return reply.error(e),
+    };
+    let (wake_r, wake_w) = match sys::pipe() {
+        Ok(p) => p,
+        Err(e) => return reply.error(err(ErrorKind::Internal, format!("pipe: {e}"))),
+    };
+    let status: Arc<Mutex<Option<i32>>> = Arc::default();
+    let slot = status.clone();
+    let on_exit = Box::new(move |st: i32| {
+        *lock(&slot) = Some(st);
+        drop(wake_w);
+    });
+    let mut child = match ctx.reaper.spawn(&mut cmd, on_exit) {
+        Ok(c) => c,
+        Err(e) => return reply.error(spawn_error(&req, e)),
+    };
+    let pid = child.id() as i32;
+    ctl.pgid.store(pid, Ordering::Release);
+    if ctl.cancelled.load(Ordering::Acquire) {
+        let _ = sys::kill(-pid, libc::SIGKILL);
+    }
+    let key = ctx.seq() as u64;
+    lock(&ctx.exec_groups).insert(key, pid);
+    reply.send(&Msg::Started { pid: pid as u32 }, &[]);
+
+    if let (Some(stdin), Some(rx)) = (child.stdin.take(), stdin_rx) {
+        let _ = std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || feed_stdin(stdin, rx));
+    }
+    let stdout = child.stdout.take().map(|s| File::from(OwnedFd::from(s)));
+    let stderr = child.stderr.take().map(|s| File::from(OwnedFd::from(s)));
+    drop(child);
+
+    let deadline = req
+        .timeout_ms
+        .filter(|&ms| ms > 0)
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
+    let timed_out = pump(reply, pid, stdout, stderr, wake_r, deadline);
+    let raw = lock(&status).take();
+    lock(&ctx.exec_groups).remove(&key);
+    let (code, signal) = raw.map(sys::decode_wait_status).unwrap_or((None, None));
+    reply.send(
+        &Msg::Exit(ExitStatus {
+            code,
+            signal,
+            timed_out,
+        }),
+        &[],
+    );
+}
+
+/// Build the command: program, environment, cwd, stdio, own session.
+fn build(req: &ExecRequest) -> Result<Command, AgentError> {
+    let mut cmd = match (&req.shell, req.argv.split_first()) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "both `argv` and `shell` are set: pass a program and its arguments, or a shell command line",
+            ))
+        }
+        (Some(sh), None) => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(sh);
+            c
+        }
+        (None, Some((prog, args))) => {
+            if prog.is_empty() {
+                return Err(bad("argv[0] is empty: pass a program name or path"));
+            }
+            let mut c = Command::new(prog);
+            c.args(args);
+            c
+        }
+        (None, None) => {
+            return Err(bad("argv is empty: pass a program and its arguments"));
+        }
+    };
+    cmd.env_clear();
+    for (k, v) in BASE_ENV {
+        cmd.env(k, v);
+    }
+    for (k, v) in &req.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(bad(format!(
+                "environment variable name `{k}` is invalid: it must be non-empty and contain no `=`"
+            )));
+        }
+        cmd.env(k, v);
+    }
+    let cwd = req.cwd.as_deref().unwrap_or("/");
+    if !cwd.starts_with('/') {
+        return Err(bad(format!(
+            "working directory `{cwd}` is relative: use an absolute path"
+        )));
+    }
+    match std::fs::metadata(cwd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(bad(format!("working directory `{cwd}` is not a directory"))),
+        Err(e) if e.kind() == IoKind::NotFound => {
+            return Err(err(
+                ErrorKind::NotFound,
+                format!(
+                    "working directory `{cwd}` does not exist: create it first or pick another cwd"
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(err(
+                ErrorKind::PermissionDenied,
+                format!("working directory `{cwd}` is not accessible: {e}"),
+            ))
+        }
+    }
+    cmd.current_dir(cwd);
+    cmd.stdin(if req.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped());
+    cmd.stderr(Stdio::piped());
+    // SAFETY: the closure runs between fork and exec and only calls setsid, which
+    // is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(sys::setsid);
+    }
+    Ok(cmd)
+}
+
+fn spawn_error(req: &ExecRequest, e: std::io::Error) -> AgentError {
+    let prog = if req.shell.is_some() {
+        "/bin/sh"
+    } else {
+        req.argv.first().map(String::as_str).unwrap_or("")
+    };
+    match e.raw_os_error() {
+        Some(libc::ENOENT) if prog.contains('/') => err(
+            ErrorKind::NotFound,
+            format!("program `{prog}` does not exist"),
+        ),
+        Some(libc::ENOENT) => err(
+            ErrorKind::NotFound,
+            format!("program `{prog}` not found in PATH"),
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => err(
+            ErrorKind::PermissionDenied,
+            format!("program `{prog}` is not executable (permission denied)"),
+        ),
+        Some(libc::ENOEXEC) => bad(format!("program `{prog}` is not in an executable format")),
+        _ if e.kind() == IoKind::InvalidInput => {
+            bad(format!("argv or env contains a NUL byte: {e}"))
+        }
+        _ => err(ErrorKind::Internal, format!("cannot start `{prog}`: {e}")),
+    }
+}
+
+fn feed_stdin(mut stdin: std::process::ChildStdin, rx: Receiver<StdinMsg>) {
+    let mut broken = false;
+    while let Ok(m) = rx.recv() {
+        if !broken && !m.data.is_empty() && stdin.write_all(&m.data).is_err() {
+            // The process closed its stdin; discard the rest.
+            broken = true;
+        }
+        if m.eof {
+            return;
+        }
+    }
+}
+
+/// Stream output until exit + EOF; returns whether the timeout fired.
+fn pump(
+    reply: &Reply,
+    pid: i32,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    wake: OwnedFd,
+    deadline: Option<Instant>,
+) -> bool {
+    let mut pipes = [stdout, stderr];
+    let mut buf = vec![0u8; CHUNK];
+    let mut exited = false;
+    let mut drain_until: Option<Instant> = None;
+    let mut timed_out = false;
+    loop {
+        if exited && pipes.iter().all(Option::is_none) {
+            return timed_out;
+        }
+        let now = Instant::now();
+        if let Some(d) = drain_until {
+            if now >= d {
+                return timed_out;
+            }
+        }
+        if let Some(d) = deadline {
+            if !timed_out && !exited && now >= d {
+                timed_out = true;
+                let _ = sys::kill(-pid, libc::SIGKILL);
+                let _ = sys::kill(pid, libc::SIGKILL);
+            }
+        }
+        let next = [drain_until, deadline.filter(|_| !timed_out && !exited)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.saturating_duration_since(now));
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3);
+        let mut which: Vec<usize> = Vec::with_capacity(3);
+        for (i, p) in pipes.iter().enumerate() {
+            if let Some(f) = p {
+                fds.push(pollfd(f.as_raw_fd()));
+                which.push(i);
+            }
+        }
+        if !exited {
+            fds.push(pollfd(wake.as_raw_fd()));
+            which.push(2);
+        }
+        if let Err(e) = sys::poll(&mut fds, next) {
+            log!("exec {}: poll failed: {e}", reply.id);
+            return timed_out;
+        }
+        for (fd, &w) in fds.iter().zip(&which) {
+            if fd.revents == 0 {
+                continue;
+            }
+            if w == 2 {
+                exited = true;
+                drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                continue;
+            }
+            let Some(f) = pipes[w].as_mut() else { continue };
+            match f.read(&mut buf) {
+                Ok(0) => pipes[w] = None,
+                Ok(n) => {
+                    let msg = if w == 0 { Msg::Stdout } else { Msg::Stderr };
+                    reply.send(&msg, &buf[..n]);
+                }
+                Err(e) if e.kind() == IoKind::Interrupted || e.kind() == IoKind::WouldBlock => {}
+                Err(_) => pipes[w] = None,
+            }
+        }
+    }
+}
+
+fn pollfd(fd: i32) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
