@@ -70,6 +70,10 @@ pub enum Msg {
         /// The child's hostname.
         hostname: String,
         /// Host wall-clock time, nanoseconds since the Unix epoch.
+        ///
+        /// Encoded as a JSON integer; decoded through `u64` because serde's
+        /// internally tagged enums cannot buffer a `u128` ("u128 is not supported").
+        #[serde(deserialize_with = "de_u128_via_u64")]
         unix_nanos: u128,
         /// Fresh entropy (the payload carries the bytes); count in bytes.
         entropy_bytes: u32,
@@ -173,6 +177,11 @@ pub enum Msg {
     EvalOk(EvalResult),
     /// The request failed.
     Error(AgentError),
+}
+
+/// Deserialize a `u128` field that fits a `u64` (see `Msg::Resumed::unix_nanos`).
+fn de_u128_via_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+    u64::deserialize(d).map(u128::from)
 }
 
 /// A process to start.
@@ -540,6 +549,19 @@ mod tests {
         assert_eq!(errs, 1);
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].msg, Msg::Ping);
+    }
+
+    #[test]
+    fn resumed_round_trips() {
+        let msg = Msg::Resumed {
+            sandbox_id: "sb".into(),
+            hostname: "h".into(),
+            unix_nanos: 1_700_000_000_123_456_789,
+            entropy_bytes: 32,
+        };
+        let wire = encode_vec(0, &msg, &[1; 32]);
+        let f = decode_body(&wire[4..]).unwrap();
+        assert_eq!(f.msg, msg);
     }
 
     #[test]
