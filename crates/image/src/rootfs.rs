@@ -162,6 +162,9 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), ImageError> {
 
 /// `cp -al` (hard links, fast, same filesystem) with a `cp -a` fallback.
 fn copy_tree(base: &Path, tree: &Path) -> Result<(), ImageError> {
+    if let Some(parent) = tree.parent() {
+        host::mkdir_p(parent)?;
+    }
     let linked = Command::new("cp")
         .arg("-al")
         .arg(base)
