@@ -5,11 +5,16 @@ use std::path::{Path, PathBuf};
 
 use crate::{Accel, QemuError};
 
-/// The guest kernel command line zygote boots with.
+/// The base of the guest kernel command line.
 ///
 /// `console=ttyS0` sends the kernel's and init's output to the `-serial` chardev
 /// (the console log); `rdinit=/init` runs the initramfs init; `quiet` keeps boot
 /// fast (each printk to the emulated 8250 costs TCG time).
+///
+/// **Under TCG this is not enough**: boot with [`crate::default_append`], which
+/// adds `tsc_early_khz=<host TSC kHz>`. Without it a boot hangs whenever the host
+/// is busy while the guest calibrates its TSC against the PIT (0 of 50 boots
+/// reached init on a loaded 2-CPU host; see [`crate::timing`] for the evidence).
 pub const DEFAULT_APPEND: &str = "console=ttyS0 rdinit=/init quiet";
 
 /// One QEMU microvm: a guest booted from a kernel and initramfs, RAM in a
@@ -93,6 +98,17 @@ impl VmConfig {
             if p.to_string_lossy().contains(',') {
                 return bad(field, p.display().to_string(), "use a path without commas");
             }
+        }
+        if self.accel == Accel::Tcg
+            && !self.append.contains("tsc_early_khz=")
+            && !self.incoming_defer
+        {
+            tracing::warn!(
+                name = %self.name,
+                append = %self.append,
+                "TCG boot without tsc_early_khz= may hang in calibrate_delay when the host \
+                 is busy; build the command line with zygote_qemu::default_append"
+            );
         }
         Ok(())
     }

@@ -65,6 +65,12 @@ pub enum QemuError {
         /// Why not.
         reason: String,
     },
+    /// The host TSC frequency (needed for `tsc_early_khz=` under TCG) is unknown.
+    #[error("cannot determine the host TSC frequency: {detail}")]
+    TscFrequency {
+        /// What went wrong and what to set.
+        detail: String,
+    },
     /// A [`crate::VmConfig`] field is invalid.
     #[error("invalid VM config {field} = {value:?}: {fix}")]
     InvalidConfig {

@@ -5,6 +5,8 @@
 //! * [`config`]: [`VmConfig`] and the one function that writes the command line.
 //! * [`process`]: spawn, wait for and kill QEMU; `qemu-img create` overlays.
 //! * [`qmp`]: the async QMP client (commands from many tasks, events broadcast).
+//! * [`timing`]: the host TSC rate and the boot command line (`tsc_early_khz=`)
+//!   that keeps TCG boots from hanging.
 //!
 //! This crate runs QEMU and speaks QMP; it holds no VM state machine (that is the
 //! engine's) and never touches guest memory (that is `zygote-mem`'s).
@@ -15,6 +17,7 @@ pub mod config;
 mod error;
 pub mod process;
 pub mod qmp;
+pub mod timing;
 
 pub use accel::{choose_accel, cpu_model, parse_accel, Accel, AccelChoice};
 pub use binary::{detect_qemu, qemu_img_path, QemuBinary};
@@ -22,3 +25,4 @@ pub use config::{VmConfig, DEFAULT_APPEND};
 pub use error::QemuError;
 pub use process::{create_overlay, read_tail, QemuExit, QemuProcess};
 pub use qmp::{wait_event, Qmp, QmpEvent};
+pub use timing::{default_append, host_tsc_khz};
