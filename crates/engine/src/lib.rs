@@ -66,6 +66,8 @@ pub struct Engine {
     cfg: EngineConfig,
     qemu: QemuBinary,
     accel: AccelChoice,
+    /// Kernel command line for boots (carries `tsc_early_khz=` under TCG).
+    append: String,
     store: Store,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
     shutting_down: AtomicBool,
@@ -84,11 +86,13 @@ impl Engine {
         let qemu = zygote_qemu::detect_qemu()?;
         let accel = zygote_qemu::choose_accel(cfg.accel)?;
         info!(qemu = %qemu.path.display(), version = ?qemu.version, accel = %accel.accel, reason = %accel.reason, "engine ready");
+        let append = zygote_qemu::default_append(accel.accel)?;
         let store = Store::open(&cfg.home.join("zygote.db"))?;
         let engine = Arc::new(Engine {
             cfg,
             qemu,
             accel,
+            append,
             store,
             sandboxes: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),

@@ -172,7 +172,7 @@ impl Engine {
             mem_share: true,
             kernel: image.kernel.clone(),
             initrd: image.initrd.clone(),
-            append: zygote_qemu::DEFAULT_APPEND.to_string(),
+            append: self.append.clone(),
             disk: overlay,
             qmp_socket: sb.dir.join("qmp.sock"),
             agent_socket: agent_socket.clone(),
