@@ -89,7 +89,7 @@ fn is_mounted(target: &str) -> bool {
 pub(crate) fn init() {
     for m in MOUNTS {
         let _ = fs::create_dir_all(m.target);
-        if m.target != "/proc" && is_mounted(m.target) {
+        if is_mounted(m.target) {
             continue;
         }
         match sys::mount(m.source, m.target, Some(m.fstype), m.flags, m.data) {
@@ -101,6 +101,8 @@ pub(crate) fn init() {
             ensure_std_fds();
         }
     }
+    // /dev may have been mounted (and skipped above) by an initramfs init.
+    ensure_std_fds();
     for (link, to) in [
         ("/dev/fd", "/proc/self/fd"),
         ("/dev/stdin", "/proc/self/fd/0"),
