@@ -43,11 +43,25 @@ fn find_agent(explicit: Option<PathBuf>) -> Result<PathBuf> {
     }
     let exe = std::env::current_exe().context("cannot locate the zygote binary")?;
     let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    let profile = dir.file_name().map(|s| s.to_os_string()).unwrap_or_default();
+    let profile = dir
+        .file_name()
+        .map(|s| s.to_os_string())
+        .unwrap_or_default();
     let mut candidates = vec![dir.join("zygote-agent")];
     if let Some(target) = dir.parent() {
-        candidates.insert(0, target.join("x86_64-unknown-linux-gnu").join(&profile).join("zygote-agent"));
-        candidates.push(target.join("x86_64-unknown-linux-gnu").join("release").join("zygote-agent"));
+        candidates.insert(
+            0,
+            target
+                .join("x86_64-unknown-linux-gnu")
+                .join(&profile)
+                .join("zygote-agent"),
+        );
+        candidates.push(
+            target
+                .join("x86_64-unknown-linux-gnu")
+                .join("release")
+                .join("zygote-agent"),
+        );
     }
     candidates.push(PathBuf::from("/usr/local/lib/zygote/zygote-agent"));
     for c in &candidates {
@@ -81,8 +95,12 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
                     agent_bin: &agent,
                 };
                 let mut progress = |p: zygote_image::Progress| match p {
-                    zygote_image::Progress::Step { name, detail } => eprintln!("  {name}: {detail}"),
-                    zygote_image::Progress::Done { step, secs } => eprintln!("  {step}: done in {secs:.1} s"),
+                    zygote_image::Progress::Step { name, detail } => {
+                        eprintln!("  {name}: {detail}")
+                    }
+                    zygote_image::Progress::Done { step, secs } => {
+                        eprintln!("  {step}: done in {secs:.1} s")
+                    }
                 };
                 Ok(zygote_image::build(&recipe, &opts, &mut progress)?)
             })
@@ -109,7 +127,10 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<12} {:<14} {:<10} {:>10}  {}", "NAME", "ID", "RELEASE", "ROOTFS_MB", "KERNEL");
+                println!(
+                    "{:<12} {:<14} {:<10} {:>10}  KERNEL",
+                    "NAME", "ID", "RELEASE", "ROOTFS_MB"
+                );
                 for i in list {
                     println!(
                         "{:<12} {:<14} {:<10} {:>10}  {}",

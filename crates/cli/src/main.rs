@@ -125,7 +125,11 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
 async fn daemon(a: DaemonArgs) -> Result<()> {
     let accel = match a.accel.as_str() {
         "auto" => None,
-        other => Some(other.parse::<zygote_qemu::Accel>().map_err(|e| anyhow::anyhow!("{e}"))?),
+        other => Some(
+            other
+                .parse::<zygote_qemu::Accel>()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
     };
     let token = match &a.token_file {
         Some(p) => Some(zygote_daemon::load_token(p)?),

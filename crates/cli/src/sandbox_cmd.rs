@@ -140,7 +140,11 @@ pub(crate) struct RmArgs {
     all: bool,
 }
 
-fn create_body(opts: &SandboxOpts, env: BTreeMap<String, String>, timeout: Option<u64>) -> CreateSandbox {
+fn create_body(
+    opts: &SandboxOpts,
+    env: BTreeMap<String, String>,
+    timeout: Option<u64>,
+) -> CreateSandbox {
     CreateSandbox {
         image: opts.image.clone(),
         memory_mib: opts.memory,
@@ -195,7 +199,12 @@ async fn stream_exec(c: &Client, id: &str, body: &ExecBody) -> Result<u8> {
     }
 }
 
-fn exec_body(cmd: Vec<String>, env: BTreeMap<String, String>, workdir: Option<String>, timeout: Option<f64>) -> ExecBody {
+fn exec_body(
+    cmd: Vec<String>,
+    env: BTreeMap<String, String>,
+    workdir: Option<String>,
+    timeout: Option<f64>,
+) -> ExecBody {
     ExecBody {
         argv: cmd,
         env,
@@ -208,7 +217,9 @@ fn exec_body(cmd: Vec<String>, env: BTreeMap<String, String>, workdir: Option<St
 pub(crate) async fn run(a: RunArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
     let env = parse_env(&a.env)?;
-    let info = c.create(&create_body(&a.opts, BTreeMap::new(), None)).await?;
+    let info = c
+        .create(&create_body(&a.opts, BTreeMap::new(), None))
+        .await?;
     let body = exec_body(a.cmd, env, a.workdir, a.timeout);
     let res = stream_exec(&c, &info.id, &body).await;
     let rm = c.remove(&info.id).await;
@@ -269,10 +280,20 @@ fn split_remote(s: &str) -> Option<(&str, &str)> {
 pub(crate) async fn cp(a: CpArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
     match (split_remote(&a.src), split_remote(&a.dst)) {
-        (Some(_), Some(_)) => bail!("both `{}` and `{}` are sandbox paths: exactly one side must be ID:/path", a.src, a.dst),
-        (None, None) => bail!("neither `{}` nor `{}` is a sandbox path: write one side as ID:/absolute/path", a.src, a.dst),
+        (Some(_), Some(_)) => bail!(
+            "both `{}` and `{}` are sandbox paths: exactly one side must be ID:/path",
+            a.src,
+            a.dst
+        ),
+        (None, None) => bail!(
+            "neither `{}` nor `{}` is a sandbox path: write one side as ID:/absolute/path",
+            a.src,
+            a.dst
+        ),
         (None, Some((id, path))) => {
-            let r = c.upload_file(id, std::path::Path::new(&a.src), path).await?;
+            let r = c
+                .upload_file(id, std::path::Path::new(&a.src), path)
+                .await?;
             eprintln!("{} bytes -> {id}:{}", r.bytes, r.path);
         }
         (Some((id, path)), None) => {
@@ -284,7 +305,8 @@ pub(crate) async fn cp(a: CpArgs) -> Result<u8> {
             drop(f);
             match res {
                 Ok(n) => {
-                    std::fs::rename(&tmp, &a.dst).with_context(|| format!("cannot write {}", a.dst))?;
+                    std::fs::rename(&tmp, &a.dst)
+                        .with_context(|| format!("cannot write {}", a.dst))?;
                     eprintln!("{id}:{path} -> {} ({n} bytes)", a.dst);
                 }
                 Err(e) => {
@@ -310,7 +332,9 @@ fn table(list: &[SandboxInfo]) -> String {
             i.state.as_str(),
             i.memory_mib,
             i.vcpus,
-            i.boot_ms.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            i.boot_ms
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "-".into()),
             i.reason.clone().unwrap_or_default()
         ));
     }
@@ -364,7 +388,13 @@ mod tests {
 
     #[test]
     fn env_pairs() {
-        assert_eq!(parse_env(&["A=1".into(), "B=x=y".into()]).unwrap().get("B").unwrap(), "x=y");
+        assert_eq!(
+            parse_env(&["A=1".into(), "B=x=y".into()])
+                .unwrap()
+                .get("B")
+                .unwrap(),
+            "x=y"
+        );
         assert!(parse_env(&["A".into()]).is_err());
         assert!(parse_env(&["=1".into()]).is_err());
     }

@@ -27,10 +27,26 @@ async fn cli_contract() {
     let d = Daemon::start().await;
 
     // run: exit code and streamed output, sandbox removed afterwards
-    let o = zygote(&d, &["run", "--env", "A=b", "--workdir", "/etc", "--", "sh", "-c", "echo $A; pwd; exit 5"]);
+    let o = zygote(
+        &d,
+        &[
+            "run",
+            "--env",
+            "A=b",
+            "--workdir",
+            "/etc",
+            "--",
+            "sh",
+            "-c",
+            "echo $A; pwd; exit 5",
+        ],
+    );
     assert_eq!(o.status.code(), Some(5), "{o:?}");
     assert_eq!(stdout(&o), "b\n/etc\n");
-    assert!(d.client.list().await.unwrap().is_empty(), "run left a sandbox behind");
+    assert!(
+        d.client.list().await.unwrap().is_empty(),
+        "run left a sandbox behind"
+    );
 
     // create --json
     let o = zygote(&d, &["create", "--json", "--memory", "256"]);
@@ -42,7 +58,10 @@ async fn cli_contract() {
     // exec: exit codes, signals map to 128+n, timeout to 124
     let o = zygote(&d, &["exec", &id, "--", "sh", "-c", "echo hi >&2; exit 7"]);
     assert_eq!(o.status.code(), Some(7));
-    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().next(), Some("hi"));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).lines().next(),
+        Some("hi")
+    );
     let o = zygote(&d, &["exec", &id, "--", "sh", "-c", "kill -9 $$"]);
     assert_eq!(o.status.code(), Some(137));
     let o = zygote(&d, &["exec", &id, "--timeout", "1", "--", "sleep", "60"]);
@@ -62,10 +81,16 @@ async fn cli_contract() {
     let src = tmp.path().join("src.bin");
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&src, &data).unwrap();
-    let o = zygote(&d, &["cp", src.to_str().unwrap(), &format!("{id}:/root/in.bin")]);
+    let o = zygote(
+        &d,
+        &["cp", src.to_str().unwrap(), &format!("{id}:/root/in.bin")],
+    );
     assert!(o.status.success(), "{o:?}");
     let dst = tmp.path().join("dst.bin");
-    let o = zygote(&d, &["cp", &format!("{id}:/root/in.bin"), dst.to_str().unwrap()]);
+    let o = zygote(
+        &d,
+        &["cp", &format!("{id}:/root/in.bin"), dst.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{o:?}");
     assert!(std::fs::read(&dst).unwrap() == data);
     let o = zygote(&d, &["cp", "a", "b"]);
@@ -94,5 +119,8 @@ async fn cli_contract() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("no zygote daemon answers") && err.contains("zygote daemon"), "{err}");
+    assert!(
+        err.contains("no zygote daemon answers") && err.contains("zygote daemon"),
+        "{err}"
+    );
 }

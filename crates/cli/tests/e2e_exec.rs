@@ -34,7 +34,10 @@ async fn exec_codes_signals_env_cwd_stdin_timeout() {
     assert_eq!(r.stderr, "err\n");
 
     // argv is passed as is, no shell splitting
-    let r = c.exec(&sb.id, &body(&["/bin/echo", "a  b", "$HOME"])).await.unwrap();
+    let r = c
+        .exec(&sb.id, &body(&["/bin/echo", "a  b", "$HOME"]))
+        .await
+        .unwrap();
     assert_eq!(r.stdout, "a  b $HOME\n");
 
     // signals
@@ -62,7 +65,10 @@ async fn exec_codes_signals_env_cwd_stdin_timeout() {
     // stdin
     let mut b = body(&["sh", "-c", "tr a-z A-Z; echo done"]);
     b.stdin = Some("hello stdin\n".into());
-    assert_eq!(c.exec(&sb.id, &b).await.unwrap().stdout, "HELLO STDIN\ndone\n");
+    assert_eq!(
+        c.exec(&sb.id, &b).await.unwrap().stdout,
+        "HELLO STDIN\ndone\n"
+    );
     let mut b = body(&["wc", "-c"]);
     b.stdin_b64 = Some("AAECAwQ=".into()); // 5 bytes
     assert_eq!(c.exec(&sb.id, &b).await.unwrap().stdout.trim(), "5");
@@ -75,7 +81,11 @@ async fn exec_codes_signals_env_cwd_stdin_timeout() {
     assert!(r.timed_out, "{r:?}");
     assert_eq!(r.signal, Some(9));
     assert!(!r.stdout.contains("never"));
-    assert!(t0.elapsed() < Duration::from_secs(20), "timeout took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "timeout took {:?}",
+        t0.elapsed()
+    );
     // ...including the background child: no `sleep 300` survives
     let r = d
         .sh(&sb.id, "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '^sleep 300' || true")
@@ -83,7 +93,10 @@ async fn exec_codes_signals_env_cwd_stdin_timeout() {
     assert_eq!(r.stdout.trim(), "0", "a `sleep 300` survived the timeout");
 
     // unknown program
-    let e = c.exec(&sb.id, &body(&["no-such-program-xyz"])).await.unwrap_err();
+    let e = c
+        .exec(&sb.id, &body(&["no-such-program-xyz"]))
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(404), "{e}");
     assert!(e.to_string().contains("no-such-program-xyz"), "{e}");
 
@@ -103,9 +116,21 @@ async fn exec_codes_signals_env_cwd_stdin_timeout() {
         .await
         .unwrap();
     let total = t0.elapsed();
-    assert!(matches!(last, ExecEvent::Exit { exit_code: Some(0), .. }), "{last:?}");
+    assert!(
+        matches!(
+            last,
+            ExecEvent::Exit {
+                exit_code: Some(0),
+                ..
+            }
+        ),
+        "{last:?}"
+    );
     let first = first_out.expect("stdout event");
-    assert!(total - first >= Duration::from_millis(1500), "first chunk at {first:?}, exit at {total:?}: output was not streamed");
+    assert!(
+        total - first >= Duration::from_millis(1500),
+        "first chunk at {first:?}, exit at {total:?}: output was not streamed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -138,7 +163,10 @@ async fn concurrent_execs_in_one_sandbox() {
             c.exec(
                 &id,
                 &ExecBody {
-                    cmd: Some(format!("head -c 200000 /dev/zero | tr '\\0' '{}' | wc -c", i)),
+                    cmd: Some(format!(
+                        "head -c 200000 /dev/zero | tr '\\0' '{}' | wc -c",
+                        i
+                    )),
                     ..Default::default()
                 },
             )
@@ -166,14 +194,39 @@ async fn eval_state_persists() {
     assert_eq!((r.result, r.error), (None, None));
     let r = c.eval(&sb.id, "x + 1").await.unwrap();
     assert_eq!(r.result.as_deref(), Some("42"));
-    let r = c.eval(&sb.id, "def f(n):\n    return n * x\nprint('side', end='')\nf(2)").await.unwrap();
+    let r = c
+        .eval(
+            &sb.id,
+            "def f(n):\n    return n * x\nprint('side', end='')\nf(2)",
+        )
+        .await
+        .unwrap();
     assert_eq!(r.result.as_deref(), Some("82"));
     assert_eq!(r.stdout, "side");
     let r = c.eval(&sb.id, "'a' + 'b'").await.unwrap();
     assert_eq!(r.result.as_deref(), Some("'ab'"));
     let r = c.eval(&sb.id, "1 / 0").await.unwrap();
-    assert!(r.error.as_deref().unwrap_or("").contains("ZeroDivisionError"), "{r:?}");
-    assert!(r.traceback.as_deref().unwrap_or("").contains("ZeroDivisionError"), "{r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("ZeroDivisionError"),
+        "{r:?}"
+    );
+    assert!(
+        r.traceback
+            .as_deref()
+            .unwrap_or("")
+            .contains("ZeroDivisionError"),
+        "{r:?}"
+    );
     // state survives an error
-    assert_eq!(c.eval(&sb.id, "math.floor(x / 2)").await.unwrap().result.as_deref(), Some("20"));
+    assert_eq!(
+        c.eval(&sb.id, "math.floor(x / 2)")
+            .await
+            .unwrap()
+            .result
+            .as_deref(),
+        Some("20")
+    );
 }

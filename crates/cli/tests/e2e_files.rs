@@ -19,15 +19,28 @@ async fn four_mib_random_round_trip_both_ways() {
     let mut data = vec![0u8; 4 * 1024 * 1024 + 123];
     rand::thread_rng().fill_bytes(&mut data);
     let want = hex::encode(Sha256::digest(&data));
-    let w = c.upload(&sb.id, "/tmp/deep/new/dir/up.bin", data.clone()).await.unwrap();
+    let w = c
+        .upload(&sb.id, "/tmp/deep/new/dir/up.bin", data.clone())
+        .await
+        .unwrap();
     assert_eq!(w.bytes, data.len() as u64);
-    let r = d.sh(&sb.id, "sha256sum /tmp/deep/new/dir/up.bin | cut -d' ' -f1").await;
+    let r = d
+        .sh(&sb.id, "sha256sum /tmp/deep/new/dir/up.bin | cut -d' ' -f1")
+        .await;
     assert_eq!(r.stdout.trim(), want, "guest sees different bytes");
-    let back = c.download(&sb.id, "/tmp/deep/new/dir/up.bin").await.unwrap();
+    let back = c
+        .download(&sb.id, "/tmp/deep/new/dir/up.bin")
+        .await
+        .unwrap();
     assert!(back == data, "download differs from upload");
 
     // guest -> host
-    let r = d.sh(&sb.id, "head -c 4194304 /dev/urandom > /tmp/g.bin && sha256sum /tmp/g.bin | cut -d' ' -f1").await;
+    let r = d
+        .sh(
+            &sb.id,
+            "head -c 4194304 /dev/urandom > /tmp/g.bin && sha256sum /tmp/g.bin | cut -d' ' -f1",
+        )
+        .await;
     let guest_sum = r.stdout.trim().to_string();
     let got = c.download(&sb.id, "/tmp/g.bin").await.unwrap();
     assert_eq!(got.len(), 4 * 1024 * 1024);
@@ -45,7 +58,13 @@ async fn four_mib_random_round_trip_both_ways() {
     // stat, list, remove
     let st = c.stat(&sb.id, "/tmp/g.bin").await.unwrap();
     assert_eq!((st.size, st.kind.as_str()), (4 * 1024 * 1024, "file"));
-    let names: Vec<String> = c.list_dir(&sb.id, "/tmp").await.unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = c
+        .list_dir(&sb.id, "/tmp")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     for n in ["all.bin", "deep", "empty", "g.bin"] {
         assert!(names.contains(&n.to_string()), "{n} not in {names:?}");
     }
@@ -66,6 +85,8 @@ async fn four_mib_random_round_trip_both_ways() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    c.upload_file(&sb.id, tmp.path(), "/usr/local/bin/run-me").await.unwrap();
+    c.upload_file(&sb.id, tmp.path(), "/usr/local/bin/run-me")
+        .await
+        .unwrap();
     assert_eq!(d.sh(&sb.id, "run-me").await.stdout, "run-me\n");
 }

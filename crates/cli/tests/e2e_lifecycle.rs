@@ -22,26 +22,51 @@ async fn four_sandboxes_at_once_are_isolated() {
     uniq.dedup();
     assert_eq!(uniq.len(), 4, "ids must differ");
     for id in &ids {
-        assert!(id.len() >= 20 && id.chars().all(|c| c.is_ascii_hexdigit()), "id {id} is not a long random hex string");
+        assert!(
+            id.len() >= 20 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "id {id} is not a long random hex string"
+        );
     }
     // each writes its own marker, in /tmp (tmpfs) and on its disk
     for (i, id) in ids.iter().enumerate() {
-        let r = d.sh(id, &format!("echo {i} > /tmp/mine && echo {i} > /root/disk-mine && sync")).await;
+        let r = d
+            .sh(
+                id,
+                &format!("echo {i} > /tmp/mine && echo {i} > /root/disk-mine && sync"),
+            )
+            .await;
         assert_eq!(r.exit_code, Some(0));
     }
     for (i, id) in ids.iter().enumerate() {
         let r = d.sh(id, "cat /tmp/mine /root/disk-mine").await;
-        assert_eq!(r.stdout, format!("{i}\n{i}\n"), "sandbox {id} sees another's file");
+        assert_eq!(
+            r.stdout,
+            format!("{i}\n{i}\n"),
+            "sandbox {id} sees another's file"
+        );
         let boot = d.sh(id, "cat /proc/sys/kernel/random/boot_id").await.stdout;
         for other in ids.iter().filter(|o| *o != id) {
-            let ob = d.sh(other, "cat /proc/sys/kernel/random/boot_id").await.stdout;
+            let ob = d
+                .sh(other, "cat /proc/sys/kernel/random/boot_id")
+                .await
+                .stdout;
             assert_ne!(boot, ob, "two sandboxes share a kernel");
         }
     }
     // a file written in one is absent in the others
-    d.client.upload(&ids[0], "/root/only-here", b"x".to_vec()).await.unwrap();
+    d.client
+        .upload(&ids[0], "/root/only-here", b"x".to_vec())
+        .await
+        .unwrap();
     for id in &ids[1..] {
-        assert_eq!(d.client.stat(id, "/root/only-here").await.unwrap_err().status(), Some(404));
+        assert_eq!(
+            d.client
+                .stat(id, "/root/only-here")
+                .await
+                .unwrap_err()
+                .status(),
+            Some(404)
+        );
     }
     let listed = d.client.list().await.unwrap();
     assert_eq!(listed.len(), 4);
@@ -66,8 +91,17 @@ async fn rm_and_sigterm_leave_nothing_behind() {
 
     // rm one
     d.client.remove(&a.id).await.unwrap();
-    assert!(eventually(Duration::from_secs(5), || qemu_processes(&dir_a.display().to_string()).is_empty()), "QEMU of a survived rm");
-    assert!(!dir_a.exists(), "sandbox dir (overlay, sockets, console) survived rm");
+    assert!(
+        eventually(Duration::from_secs(5), || qemu_processes(
+            &dir_a.display().to_string()
+        )
+        .is_empty()),
+        "QEMU of a survived rm"
+    );
+    assert!(
+        !dir_a.exists(),
+        "sandbox dir (overlay, sockets, console) survived rm"
+    );
     assert_eq!(memfds_of(daemon_pid).len(), 2, "memfd of a survived rm");
     assert_eq!(d.client.get(&a.id).await.unwrap_err().status(), Some(404));
     assert_eq!(d.client.list().await.unwrap().len(), 2);
@@ -77,21 +111,37 @@ async fn rm_and_sigterm_leave_nothing_behind() {
         let cl = d.client.clone();
         let id = b.id.clone();
         tokio::spawn(async move {
-            cl.exec(&id, &zygote_proto::api::ExecBody { cmd: Some("sleep 600".into()), ..Default::default() }).await
+            cl.exec(
+                &id,
+                &zygote_proto::api::ExecBody {
+                    cmd: Some("sleep 600".into()),
+                    ..Default::default()
+                },
+            )
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let st = d.stop();
-    assert!(st.success(), "daemon exit status {st:?}: {}", tail(&d.log(), 40));
+    assert!(
+        st.success(),
+        "daemon exit status {st:?}: {}",
+        tail(&d.log(), 40)
+    );
     let _ = busy.await;
-    assert!(qemu_processes(&d.home.display().to_string()).is_empty(), "QEMU survived SIGTERM");
+    assert!(
+        qemu_processes(&d.home.display().to_string()).is_empty(),
+        "QEMU survived SIGTERM"
+    );
     assert!(!d.socket.exists(), "daemon socket survived SIGTERM");
     let left = files_below(&sandboxes);
     assert!(left.is_empty(), "files survived SIGTERM: {left:?}");
-    assert!(!std::path::Path::new(&format!("/proc/{daemon_pid}")).exists() || {
-        // a zombie until reaped by the test is fine; it holds no fds
-        memfds_of(daemon_pid).is_empty()
-    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{daemon_pid}")).exists() || {
+            // a zombie until reaped by the test is fine; it holds no fds
+            memfds_of(daemon_pid).is_empty()
+        }
+    );
     let _ = c;
 }
 
@@ -118,7 +168,17 @@ async fn qemu_dying_marks_the_sandbox_dead_with_the_reason() {
     assert_eq!(info.state, SandboxState::Dead);
     let reason = info.reason.unwrap_or_default();
     assert!(reason.contains("QEMU exited"), "reason: {reason}");
-    let e = d.client.exec(&sb.id, &zygote_proto::api::ExecBody { cmd: Some("true".into()), ..Default::default() }).await.unwrap_err();
+    let e = d
+        .client
+        .exec(
+            &sb.id,
+            &zygote_proto::api::ExecBody {
+                cmd: Some("true".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(409), "{e}");
     assert!(e.to_string().contains("dead"), "{e}");
     // the dead sandbox can be removed and is gone
@@ -142,7 +202,12 @@ async fn consecutive_boots_all_reach_the_agent() {
             Err(e) => failures.push(format!("boot {i}: {e}")),
         }
     }
-    assert!(failures.is_empty(), "{} of 10 boots failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of 10 boots failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -172,7 +237,9 @@ async fn restart_reports_sandboxes_of_a_dead_daemon() {
         .spawn()
         .unwrap();
     d.child = Some(child);
-    assert!(eventually(Duration::from_secs(20), || std::os::unix::net::UnixStream::connect(&socket).is_ok()));
+    assert!(eventually(Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    }));
     let info = loop {
         match d.client.get(&sb.id).await {
             Ok(i) => break i,
@@ -182,6 +249,12 @@ async fn restart_reports_sandboxes_of_a_dead_daemon() {
     };
     assert_eq!(info.state, SandboxState::Dead);
     assert!(info.reason.unwrap_or_default().contains("daemon"));
-    assert!(eventually(Duration::from_secs(5), || qemu_processes(&home.display().to_string()).is_empty()), "orphan QEMU not stopped");
+    assert!(
+        eventually(Duration::from_secs(5), || qemu_processes(
+            &home.display().to_string()
+        )
+        .is_empty()),
+        "orphan QEMU not stopped"
+    );
     d.client.remove(&sb.id).await.unwrap();
 }

@@ -118,13 +118,14 @@ impl EngineError {
                 LinkError::Timeout(_) | LinkError::HandshakeTimeout(_) => ErrorClass::Timeout,
                 LinkError::Closed(_) => ErrorClass::Conflict,
                 LinkError::TooLarge { .. } => ErrorClass::TooLarge,
-                LinkError::Connect { .. } | LinkError::Protocol { .. } | LinkError::Unexpected(_) => {
-                    ErrorClass::Internal
-                }
+                LinkError::Connect { .. }
+                | LinkError::Protocol { .. }
+                | LinkError::Unexpected(_) => ErrorClass::Internal,
             },
-            EngineError::Qemu(_) | EngineError::Mem(_) | EngineError::Store(_) | EngineError::Io { .. } => {
-                ErrorClass::Internal
-            }
+            EngineError::Qemu(_)
+            | EngineError::Mem(_)
+            | EngineError::Store(_)
+            | EngineError::Io { .. } => ErrorClass::Internal,
             EngineError::ShuttingDown => ErrorClass::Unavailable,
         }
     }

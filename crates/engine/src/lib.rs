@@ -77,7 +77,11 @@ impl Engine {
     /// Open the engine on a home directory: detect QEMU and the accelerator, open
     /// the state database and clean up after a previous daemon that died.
     pub fn open(cfg: EngineConfig) -> Result<Arc<Engine>> {
-        for d in [cfg.home.clone(), cfg.home.join("sandboxes"), cfg.home.join("images")] {
+        for d in [
+            cfg.home.clone(),
+            cfg.home.join("sandboxes"),
+            cfg.home.join("images"),
+        ] {
             std::fs::create_dir_all(&d).map_err(|source| EngineError::Io {
                 what: format!("cannot create directory {}", d.display()),
                 source,
@@ -120,7 +124,11 @@ impl Engine {
     /// Every sandbox, oldest first.
     pub fn list(&self) -> Vec<SandboxInfo> {
         let mut v: Vec<SandboxInfo> = self.map().values().map(|s| s.info()).collect();
-        v.sort_by(|a, b| a.created_at_unix.cmp(&b.created_at_unix).then(a.id.cmp(&b.id)));
+        v.sort_by(|a, b| {
+            a.created_at_unix
+                .cmp(&b.created_at_unix)
+                .then(a.id.cmp(&b.id))
+        });
         v
     }
 

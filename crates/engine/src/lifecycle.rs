@@ -17,7 +17,9 @@ use crate::agent_link::{AgentLink, LinkError};
 use crate::error::{EngineError, Result};
 use crate::sandbox::{Command, Sandbox, Spec};
 use crate::store::SandboxRow;
-use crate::{paths, Engine, DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB};
+use crate::{
+    paths, Engine, DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
+};
 
 /// How long QEMU gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -158,7 +160,11 @@ impl Engine {
         }
     }
 
-    async fn boot(self: &Arc<Self>, sb: &Arc<Sandbox>, image: &zygote_image::ImageInfo) -> Result<()> {
+    async fn boot(
+        self: &Arc<Self>,
+        sb: &Arc<Sandbox>,
+        image: &zygote_image::ImageInfo,
+    ) -> Result<()> {
         let mem = MemFd::create(&format!("zygote-{}", sb.id), sb.spec.memory_mib << 20)?;
         let overlay = sb.dir.join("disk.qcow2");
         zygote_qemu::create_overlay(&image.rootfs, "raw", &overlay).await?;
@@ -191,7 +197,8 @@ impl Engine {
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
         *sb.cmd.lock().unwrap_or_else(|p| p.into_inner()) = Some(cmd_tx);
         tokio::spawn(
-            supervise(Arc::downgrade(self), sb.clone(), proc, mem, cmd_rx).instrument(sb.span.clone()),
+            supervise(Arc::downgrade(self), sb.clone(), proc, mem, cmd_rx)
+                .instrument(sb.span.clone()),
         );
 
         let mut st = sb.state.subscribe();
@@ -331,10 +338,9 @@ async fn supervise(
             None
         }
         cmd = cmds.recv() => {
-            let done = match cmd {
-                Some(Command::Stop { done }) => Some(done),
-                None => None,
-            };
+            let done = cmd.map(|c| match c {
+                Command::Stop { done } => done,
+            });
             if let Err(e) = proc.kill(STOP_GRACE).await {
                 warn!(error = %e, "stopping QEMU failed");
             }

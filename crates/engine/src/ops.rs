@@ -82,9 +82,9 @@ pub async fn exec(
     req.stdin = stdin.is_some();
     // The agent enforces the timeout; the host keeps a looser watchdog in case the
     // guest itself stops answering.
-    let deadline = req
-        .timeout_ms
-        .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms) + Duration::from_secs(15));
+    let deadline = req.timeout_ms.map(|ms| {
+        tokio::time::Instant::now() + Duration::from_millis(ms) + Duration::from_secs(15)
+    });
     let r = link.start(&Msg::Exec(req), &[]).await?;
     if let Some(data) = stdin {
         let mut chunks = data.chunks(CHUNK).peekable();
@@ -140,7 +140,9 @@ where
     r.send(&Msg::DataEnd, &[]).await?;
     match r.next().await?.msg {
         Msg::Ok => Ok(Ok(total)),
-        other => Err(LinkError::Unexpected(format!("{other:?} after a file write"))),
+        other => Err(LinkError::Unexpected(format!(
+            "{other:?} after a file write"
+        ))),
     }
 }
 
@@ -167,7 +169,9 @@ impl ReadStream {
                 self.done = true;
                 Ok(None)
             }
-            other => Err(LinkError::Unexpected(format!("{other:?} during a file read"))),
+            other => Err(LinkError::Unexpected(format!(
+                "{other:?} during a file read"
+            ))),
         }
     }
 
@@ -250,7 +254,11 @@ pub async fn remove(link: &AgentLink, path: &str, recursive: bool) -> Result<(),
 }
 
 /// Evaluate Python code in the warm interpreter.
-pub async fn eval(link: &AgentLink, code: &str, timeout: Duration) -> Result<EvalResult, LinkError> {
+pub async fn eval(
+    link: &AgentLink,
+    code: &str,
+    timeout: Duration,
+) -> Result<EvalResult, LinkError> {
     let f = link.call(&Msg::Eval { code: code.into() }, timeout).await?;
     match f.msg {
         Msg::EvalOk(r) => Ok(r),

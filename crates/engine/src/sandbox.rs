@@ -100,16 +100,19 @@ impl Sandbox {
     /// Move to a new state; refused transitions are reported and ignored.
     pub(crate) fn set_state(&self, to: SandboxState, reason: Option<String>) -> bool {
         let mut changed = false;
-        self.state.send_modify(|(cur, r)| match state::transition(*cur, to) {
-            Ok(s) => {
-                *cur = s;
-                if reason.is_some() {
-                    *r = reason.clone();
+        self.state
+            .send_modify(|(cur, r)| match state::transition(*cur, to) {
+                Ok(s) => {
+                    *cur = s;
+                    if reason.is_some() {
+                        *r = reason.clone();
+                    }
+                    changed = true;
                 }
-                changed = true;
-            }
-            Err(e) => tracing::debug!(parent: &self.span, error = %e, "state transition ignored"),
-        });
+                Err(e) => {
+                    tracing::debug!(parent: &self.span, error = %e, "state transition ignored")
+                }
+            });
         changed
     }
 
@@ -217,7 +220,12 @@ impl Sandbox {
     }
 
     /// Write a guest file from a stream of chunks.
-    pub async fn write_file<S, E>(&self, path: &str, mode: Option<u32>, body: S) -> Result<Result<u64, E>>
+    pub async fn write_file<S, E>(
+        &self,
+        path: &str,
+        mode: Option<u32>,
+        body: S,
+    ) -> Result<Result<u64, E>>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     {
@@ -282,5 +290,9 @@ fn decode_b64(s: &str) -> Result<Vec<u8>> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(s)
-        .map_err(|e| EngineError::BadRequest(format!("stdin_b64 is not valid base64 ({e}): encode the bytes with standard base64")))
+        .map_err(|e| {
+            EngineError::BadRequest(format!(
+                "stdin_b64 is not valid base64 ({e}): encode the bytes with standard base64"
+            ))
+        })
 }

@@ -26,7 +26,10 @@ mod tests {
     #[test]
     fn never_touches_unrelated_processes() {
         // Our own pid is not a QEMU naming that directory.
-        assert!(!super::kill_stale(std::process::id(), "/nonexistent/zygote"));
+        assert!(!super::kill_stale(
+            std::process::id(),
+            "/nonexistent/zygote"
+        ));
         assert!(!super::kill_stale(u32::MAX, "/x"));
     }
 }

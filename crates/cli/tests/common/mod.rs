@@ -15,7 +15,9 @@ use zygote_proto::api::{CreateSandbox, ExecBody, ExecResult, SandboxInfo};
 
 /// Where `scripts/test.sh` builds the image.
 pub fn image_home() -> PathBuf {
-    PathBuf::from(std::env::var("ZYGOTE_TEST_HOME").unwrap_or_else(|_| "/var/lib/zygote-test".into()))
+    PathBuf::from(
+        std::env::var("ZYGOTE_TEST_HOME").unwrap_or_else(|_| "/var/lib/zygote-test".into()),
+    )
 }
 
 /// Whether end-to-end tests can run here; prints the reason when not.
@@ -27,7 +29,10 @@ pub fn require_e2e() -> bool {
     let why = if !root {
         Some("not root".to_string())
     } else if !image.exists() {
-        Some(format!("no image at {} (run scripts/test.sh, which builds it)", image.display()))
+        Some(format!(
+            "no image at {} (run scripts/test.sh, which builds it)",
+            image.display()
+        ))
     } else {
         None
     };
@@ -60,7 +65,10 @@ impl Daemon {
     }
 
     pub async fn start_with(extra: &[&str]) -> Daemon {
-        let dir = tempfile::Builder::new().prefix("zyg").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("zyg")
+            .tempdir_in("/tmp")
+            .unwrap();
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
         std::os::unix::fs::symlink(image_home().join("images"), home.join("images")).unwrap();
@@ -89,7 +97,11 @@ impl Daemon {
         };
         let t0 = Instant::now();
         while d.client.health().await.is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "daemon did not come up: {}", d.log());
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "daemon did not come up: {}",
+                d.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         d
@@ -110,13 +122,22 @@ impl Daemon {
     pub async fn create_with(&self, req: CreateSandbox) -> SandboxInfo {
         match self.client.create(&req).await {
             Ok(i) => i,
-            Err(e) => panic!("create failed: {e}\n--- daemon log ---\n{}", tail(&self.log(), 60)),
+            Err(e) => panic!(
+                "create failed: {e}\n--- daemon log ---\n{}",
+                tail(&self.log(), 60)
+            ),
         }
     }
 
     pub async fn sh(&self, id: &str, cmd: &str) -> ExecResult {
         self.client
-            .exec(id, &ExecBody { cmd: Some(cmd.into()), ..Default::default() })
+            .exec(
+                id,
+                &ExecBody {
+                    cmd: Some(cmd.into()),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap_or_else(|e| panic!("exec `{cmd}` failed: {e}"))
     }
@@ -135,7 +156,10 @@ impl Daemon {
             }
             if t0.elapsed() > Duration::from_secs(30) {
                 let _ = child.kill();
-                panic!("daemon did not stop within 30 s after SIGTERM:\n{}", tail(&self.log(), 60));
+                panic!(
+                    "daemon did not stop within 30 s after SIGTERM:\n{}",
+                    tail(&self.log(), 60)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -159,8 +183,12 @@ pub fn tail(s: &str, n: usize) -> String {
 pub fn qemu_processes(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd);
         if cmd.contains("qemu-system") && cmd.contains(needle) {
             out.push(pid);
@@ -190,7 +218,9 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() && !p.is_symlink() {
