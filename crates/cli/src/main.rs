@@ -4,6 +4,7 @@
 //! REST API. Data goes to stdout, logs to stderr; `--json` prints one JSON
 //! document for scripts.
 
+mod bench;
 mod connect;
 mod env;
 mod image_cmd;
@@ -56,6 +57,15 @@ enum Cmd {
     Ls(sandbox_cmd::LsArgs),
     /// Remove sandboxes.
     Rm(sandbox_cmd::RmArgs),
+    /// Benchmarks (not tests): tables of p50/p99/max.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Cold boot, boot reliability, exec round trip, file throughput, memory.
+    Sandbox(bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +129,7 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Cp(a) => sandbox_cmd::cp(a).await,
         Cmd::Ls(a) => sandbox_cmd::ls(a).await,
         Cmd::Rm(a) => sandbox_cmd::rm(a).await,
+        Cmd::Bench(BenchCmd::Sandbox(a)) => bench::run(a).await,
     }
 }
 

@@ -44,7 +44,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         outcome.cached,
         started.elapsed().as_secs_f64()
     );
-    eprintln!("cmdline (tcg): {}", zygote_image::kernel_cmdline(true));
+    eprintln!(
+        "cmdline (tcg): {}",
+        zygote_qemu::default_append(zygote_qemu::Accel::Tcg).expect("host TSC rate")
+    );
     println!("{}", serde_json::to_string_pretty(&outcome.image)?);
     Ok(())
 }

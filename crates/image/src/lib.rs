@@ -15,8 +15,7 @@
 //! Module map: `recipe` (TOML recipes), `build` (orchestration), `debootstrap`
 //! (cached base tree), `kernel` (cloud kernel), `modules` (module selection),
 //! `initramfs` (cpio + `/init`), `rootfs` (overlays + mkfs), `cache` (store
-//! layout, ids, list/resolve), `tsc` (host TSC rate for the TCG cmdline),
-//! `host` (commands, apt sources), `error`.
+//! layout, ids, list/resolve), `host` (commands, apt sources), `error`.
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +31,6 @@ mod kernel;
 mod modules;
 mod recipe;
 mod rootfs;
-mod tsc;
 
 pub use build::build;
 pub use cache::{list, resolve, FORMAT_VERSION};
@@ -41,13 +39,12 @@ pub use recipe::{
     builtin_names, load_recipe, parse_recipe, validate_name, Recipe, RecipeFile, DEFAULT_RECIPE,
 };
 pub use rootfs::{AGENT_PATH, ROOT_LABEL};
-pub use tsc::{host_tsc_khz, kernel_cmdline};
 
 /// The kernel command line images are built for. `console=ttyS0` is where
 /// `/init` reports failures; `rdinit=/init` runs the initramfs init;
 /// `panic=-1` turns a kernel panic into a reboot (QEMU exits with `-no-reboot`).
-/// Under TCG use [`kernel_cmdline`]`(true)`, which adds `tsc_early_khz=`:
-/// without it many microvm boots hang before `/init`.
+/// The engine boots with `zygote_qemu::default_append`, which is this plus, under
+/// TCG, `tsc_early_khz=` (without it many microvm boots hang before `/init`).
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 rdinit=/init quiet panic=-1";
 
 /// Where `build` looks for busybox-static (installed by scripts/install-deps.sh).

@@ -75,7 +75,7 @@ fn boot(info: &zygote_image::ImageInfo) -> String {
         .arg("-initrd")
         .arg(&info.initrd)
         .arg("-append")
-        .arg(zygote_image::kernel_cmdline(true))
+        .arg(zygote_qemu::default_append(zygote_qemu::Accel::Tcg).expect("host TSC rate"))
         .arg("-drive")
         .arg(format!(
             "id=d0,file={},format=raw,if=none,snapshot=on",
