@@ -1,78 +1,44 @@
-//! Guest memory files: the only crate in zygote that calls `memfd_create`, `mmap`
-//! and friends.
+//! Guest memory files: the only crate in zygote that calls `memfd_create`, `mmap`,
+//! `fallocate`, `madvise` and the sealing `fcntl`s.
 //!
 //! * [`MemFd`]: an anonymous shared-memory file (memfd) sized to a guest's RAM.
 //!   The daemon keeps it open; QEMU opens it by [`MemFd::backend_path`]
-//!   (`/proc/<daemon pid>/fd/<n>`) as `-object memory-backend-file,...,share=on`,
-//!   so no file descriptor is inherited by QEMU.
+//!   (`/proc/<daemon pid>/fd/<n>`) as `-object memory-backend-file,...`, so no file
+//!   descriptor is inherited by QEMU.
 //! * [`Mapping`]: a shared mapping of a memfd, unmapped on drop.
+//! * [`Region`]: guest memory of a chosen [`PageKind`] (4 KiB shmem or 2 MiB
+//!   hugetlb, falling back to 4 KiB with a returned warning when the pool cannot
+//!   serve), reporting its logical size apart from its 2 MiB-aligned one. Regions
+//!   are prepared ahead of a pause ([`Region::prepare_destination`]), filled from a
+//!   source's allocated ranges ([`Region::copy_from`]), sealed ([`Region::seal`]),
+//!   and written to or loaded from disk ([`Region::persist`], [`Region::from_file`]).
+//! * The hugepage pool: [`pool_info`], [`nr_hugepages`], [`reserve_pool`].
 //!
-//! Every syscall is wrapped once here behind a safe function with a test. This crate
-//! knows nothing about QEMU or snapshots: it creates, sizes, maps and measures
-//! files. (A later phase adds hugetlb files, copying touched ranges, and sealing.)
+//! Every syscall is wrapped once (module `sys`) behind a safe function with a
+//! test. This crate knows nothing about QEMU or snapshots: it creates, sizes, maps,
+//! copies, seals and measures files.
 
+mod copy;
+mod error;
+mod hugetlb;
 mod map;
 mod memfd;
+mod persist;
+mod prefault;
+mod region;
+mod seal;
+mod sys;
 
+pub use copy::{copy_ranges, CopyMethod, CopyOptions, CopyStats};
+pub use error::MemError;
+pub use hugetlb::{
+    align_2m, has_2m_pool, nr_hugepages, parse_meminfo, pool_info, reserve_pool, set_nr_hugepages,
+    PoolInfo, PoolReservation, HUGE_PAGE_2M, MEMINFO_PATH, NR_HUGEPAGES_2M_PATH,
+    NR_OVERCOMMIT_2M_PATH,
+};
 pub use map::Mapping;
-pub use memfd::{DataRange, MemFd};
-
-/// Errors from memory-file syscalls. Each names the file and the size involved.
-#[derive(Debug, thiserror::Error)]
-pub enum MemError {
-    /// The name passed to `memfd_create` contained a NUL byte or was too long.
-    #[error("memfd name {name:?} is invalid: use at most 249 bytes and no NUL byte")]
-    InvalidName {
-        /// The rejected name.
-        name: String,
-    },
-    /// A zero size was requested.
-    #[error("memfd {name:?}: size 0 requested; guest RAM must be at least one page")]
-    ZeroSize {
-        /// The memfd's name.
-        name: String,
-    },
-    /// `memfd_create` failed.
-    #[error("memfd_create({name:?}) failed; is the fd limit (ulimit -n) reached?")]
-    Create {
-        /// The memfd's name.
-        name: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `ftruncate` failed.
-    #[error("sizing memfd {name:?} to {size} bytes failed; check memory limits (shmem, cgroup)")]
-    Resize {
-        /// The memfd's name.
-        name: String,
-        /// The requested size in bytes.
-        size: u64,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A syscall on an existing memfd failed.
-    #[error("{op} on memfd {name:?} failed")]
-    Io {
-        /// The operation (e.g. "fstat", "pwrite at 4096").
-        op: String,
-        /// The memfd's name.
-        name: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// An access beyond the end of the file or mapping.
-    #[error("memfd {name:?}: range {offset}+{len} is beyond its size {size}")]
-    OutOfRange {
-        /// The memfd's name.
-        name: String,
-        /// Start offset.
-        offset: u64,
-        /// Length of the access.
-        len: u64,
-        /// The file's size.
-        size: u64,
-    },
-}
+pub use memfd::{DataRange, MemFd, PageKind};
+pub use persist::PersistStats;
+pub use prefault::Prefault;
+pub use region::Region;
+pub use seal::SNAPSHOT_SEALS;
