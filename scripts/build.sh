@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --locked --release -p zygote-agent --target x86_64-unknown-linux-gnu
 cargo build --locked --release -p zygote-cli
-if ldd target/x86_64-unknown-linux-gnu/release/zygote-agent >/dev/null 2>&1; then
-  echo "build: the agent is not static" >&2
+agent=target/x86_64-unknown-linux-gnu/release/zygote-agent
+if command -v readelf >/dev/null && readelf -l "$agent" | grep -q "program interpreter"; then
+  echo "build: $agent is dynamically linked; the guest needs a static agent" >&2
   exit 1
 fi

@@ -207,11 +207,12 @@ fn build(req: &ExecRequest) -> Result<Command, AgentError> {
     });
     cmd.stdout(Stdio::piped());
     cmd.stderr(Stdio::piped());
-    // SAFETY: the closure runs between fork and exec and only calls setsid, which
-    // is async-signal-safe and allocates nothing.
-    unsafe {
-        cmd.pre_exec(sys::setsid);
-    }
+    // Its own process group (so a timeout or cancel kills the whole group), set
+    // through posix_spawn's POSIX_SPAWN_SETPGROUP rather than a pre_exec hook:
+    // without a hook std spawns with posix_spawn (clone + CLONE_VFORK), which
+    // under TCG halves the cost of an exec compared with fork (measured in the
+    // guest: 15 ms vs 32 ms per `/bin/true`).
+    cmd.process_group(0);
     Ok(cmd)
 }
 

@@ -16,7 +16,7 @@ use tokio::net::{TcpStream, UnixStream};
 use zygote_proto::agent::{DirEntry, EvalResult, FileStat};
 use zygote_proto::api::{
     CreateSandbox, ErrorBody, ExecBody, ExecEvent, ExecResult, Health, ImageSummary, ListResult,
-    SandboxInfo, VersionInfo, WriteFileResult,
+    Pong, SandboxInfo, VersionInfo, WriteFileResult,
 };
 
 /// Where the daemon is.
@@ -183,10 +183,7 @@ impl Client {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, host);
-        if let Endpoint::Tcp {
-            token: Some(t), ..
-        } = &self.endpoint
-        {
+        if let Endpoint::Tcp { token: Some(t), .. } = &self.endpoint {
             b = b.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         b
@@ -200,8 +197,8 @@ impl Client {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<(u16, Vec<u8>), ClientError> {
-        let m = Method::from_bytes(method.as_bytes())
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let m =
+            Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Http(e.to_string()))?;
         let mut b = self.builder(m, path);
         if let Some(ct) = content_type {
             b = b.header(hyper::header::CONTENT_TYPE, ct);
@@ -271,22 +268,44 @@ impl Client {
 
     /// `GET /v1/sandboxes/{id}`
     pub async fn get(&self, id: &str) -> Result<SandboxInfo, ClientError> {
-        self.json(Method::GET, &format!("/v1/sandboxes/{}", encode_query(id)), None::<&()>)
-            .await
+        self.json(
+            Method::GET,
+            &format!("/v1/sandboxes/{}", encode_query(id)),
+            None::<&()>,
+        )
+        .await
     }
 
     /// `DELETE /v1/sandboxes/{id}`
     pub async fn remove(&self, id: &str) -> Result<(), ClientError> {
         let _: serde_json::Value = self
-            .json(Method::DELETE, &format!("/v1/sandboxes/{}", encode_query(id)), None::<&()>)
+            .json(
+                Method::DELETE,
+                &format!("/v1/sandboxes/{}", encode_query(id)),
+                None::<&()>,
+            )
             .await?;
         Ok(())
     }
 
+    /// `POST /v1/sandboxes/{id}/ping`
+    pub async fn ping(&self, id: &str) -> Result<Pong, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{}/ping", encode_query(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// `POST /v1/sandboxes/{id}/exec` (buffered).
     pub async fn exec(&self, id: &str, body: &ExecBody) -> Result<ExecResult, ClientError> {
-        self.json(Method::POST, &format!("/v1/sandboxes/{}/exec", encode_query(id)), Some(body))
-            .await
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{}/exec", encode_query(id)),
+            Some(body),
+        )
+        .await
     }
 
     /// `POST /v1/sandboxes/{id}/exec/stream`: `on_event` sees every event; the
@@ -430,10 +449,12 @@ impl Client {
         while let Some(frame) = stream.next().await {
             let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
             if let Ok(data) = frame.into_data() {
-                out.write_all(&data).await.map_err(|source| ClientError::Io {
-                    what: "cannot write the downloaded data".into(),
-                    source,
-                })?;
+                out.write_all(&data)
+                    .await
+                    .map_err(|source| ClientError::Io {
+                        what: "cannot write the downloaded data".into(),
+                        source,
+                    })?;
                 n += data.len() as u64;
             }
         }
@@ -462,7 +483,11 @@ impl Client {
     pub async fn stat(&self, id: &str, path: &str) -> Result<FileStat, ClientError> {
         self.json(
             Method::GET,
-            &format!("/v1/sandboxes/{}/files/stat?path={}", encode_query(id), encode_query(path)),
+            &format!(
+                "/v1/sandboxes/{}/files/stat?path={}",
+                encode_query(id),
+                encode_query(path)
+            ),
             None::<&()>,
         )
         .await
@@ -473,7 +498,11 @@ impl Client {
         let r: ListResult = self
             .json(
                 Method::GET,
-                &format!("/v1/sandboxes/{}/files/list?path={}", encode_query(id), encode_query(path)),
+                &format!(
+                    "/v1/sandboxes/{}/files/list?path={}",
+                    encode_query(id),
+                    encode_query(path)
+                ),
                 None::<&()>,
             )
             .await?;
@@ -481,7 +510,12 @@ impl Client {
     }
 
     /// `DELETE /v1/sandboxes/{id}/files?path=`
-    pub async fn remove_path(&self, id: &str, path: &str, recursive: bool) -> Result<(), ClientError> {
+    pub async fn remove_path(
+        &self,
+        id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), ClientError> {
         let _: serde_json::Value = self
             .json(
                 Method::DELETE,

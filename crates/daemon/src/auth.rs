@@ -46,17 +46,34 @@ pub fn load_token(path: &Path) -> Result<String, TokenError> {
     })?;
     let token = text.lines().next().unwrap_or("").trim().to_string();
     if token.is_empty() {
-        return Err(TokenError::Weak { path: p, why: "it is empty" });
+        return Err(TokenError::Weak {
+            path: p,
+            why: "it is empty",
+        });
     }
     if token.len() < MIN_TOKEN_LEN {
-        return Err(TokenError::Weak { path: p, why: "the token is too short" });
+        return Err(TokenError::Weak {
+            path: p,
+            why: "the token is too short",
+        });
     }
     let lower = token.to_ascii_lowercase();
-    if ["changeme", "change-me", "password", "secret", "token", "xxxxxxxx", "your-token"]
-        .iter()
-        .any(|w| lower.contains(w))
+    if [
+        "changeme",
+        "change-me",
+        "password",
+        "secret",
+        "token",
+        "xxxxxxxx",
+        "your-token",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
     {
-        return Err(TokenError::Weak { path: p, why: "the token is a placeholder" });
+        return Err(TokenError::Weak {
+            path: p,
+            why: "the token is a placeholder",
+        });
     }
     Ok(token)
 }
@@ -97,9 +114,15 @@ mod tests {
         std::fs::write(&f, "").unwrap();
         assert!(load_token(&f).unwrap_err().to_string().contains("empty"));
         std::fs::write(&f, "short\n").unwrap();
-        assert!(load_token(&f).unwrap_err().to_string().contains("too short"));
+        assert!(load_token(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("too short"));
         std::fs::write(&f, "changeme-changeme-changeme\n").unwrap();
-        assert!(load_token(&f).unwrap_err().to_string().contains("placeholder"));
+        assert!(load_token(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("placeholder"));
         std::fs::write(&f, "Zq3v9LrT0pXw8sKd2mNf\n").unwrap();
         assert_eq!(load_token(&f).unwrap(), "Zq3v9LrT0pXw8sKd2mNf");
         let _ = std::fs::remove_dir_all(&d);

@@ -52,7 +52,9 @@ pub enum DaemonError {
     #[error("--listen {0} is not a loopback address: pass --token-file with a bearer token so the API is not open to the network")]
     TokenRequired(SocketAddr),
     /// Another daemon answers on the socket.
-    #[error("another zygote daemon is already serving {0}: stop it first, or pass another --socket")]
+    #[error(
+        "another zygote daemon is already serving {0}: stop it first, or pass another --socket"
+    )]
     AlreadyRunning(String),
 }
 
@@ -77,7 +79,9 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     }
     if cfg.socket.exists() {
         if tokio::net::UnixStream::connect(&cfg.socket).await.is_ok() {
-            return Err(DaemonError::AlreadyRunning(cfg.socket.display().to_string()));
+            return Err(DaemonError::AlreadyRunning(
+                cfg.socket.display().to_string(),
+            ));
         }
         let _ = std::fs::remove_file(&cfg.socket);
     }
@@ -104,10 +108,12 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             .await;
     }));
     if let Some(addr) = cfg.listen {
-        let tcp = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
-            what: addr.to_string(),
-            source,
-        })?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                what: addr.to_string(),
+                source,
+            })?;
         info!(%addr, auth = cfg.token.is_some(), "serving on TCP");
         let app = routes::router(state.clone(), cfg.token.clone().map(Arc::new));
         let mut rx = stop_rx.clone();
@@ -126,7 +132,10 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     engine.shutdown().await;
     for s in servers {
         // In-flight requests end once their sandboxes are gone; do not wait forever.
-        if tokio::time::timeout(std::time::Duration::from_secs(5), s).await.is_err() {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), s)
+            .await
+            .is_err()
+        {
             warn!("a server task did not finish in time");
         }
     }

@@ -4,7 +4,10 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "zygote", description = "microVM sandboxes whose core primitive is fork"),
+    info(
+        title = "zygote",
+        description = "microVM sandboxes whose core primitive is fork"
+    ),
     paths(
         crate::routes::healthz,
         crate::routes::version,
@@ -13,6 +16,7 @@ use utoipa::OpenApi;
         crate::routes::create_sandbox,
         crate::routes::get_sandbox,
         crate::routes::delete_sandbox,
+        crate::routes::ping,
         crate::routes::exec,
         crate::routes::exec_stream,
         crate::routes::eval,
@@ -27,7 +31,9 @@ struct ApiDoc;
 
 /// The document as JSON.
 pub(crate) fn spec_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".into())
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".into())
 }
 
 #[cfg(test)]
@@ -37,11 +43,22 @@ mod tests {
         let s = super::spec_json();
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         let paths = v["paths"].as_object().unwrap();
-        for p in ["/v1/sandboxes", "/v1/sandboxes/{id}/exec", "/v1/sandboxes/{id}/files", "/healthz"] {
+        for p in [
+            "/v1/sandboxes",
+            "/v1/sandboxes/{id}/exec",
+            "/v1/sandboxes/{id}/files",
+            "/healthz",
+        ] {
             assert!(paths.contains_key(p), "{p} missing");
         }
         let schemas = v["components"]["schemas"].as_object().unwrap();
-        for m in ["CreateSandbox", "SandboxInfo", "ExecBody", "ExecResult", "ErrorBody"] {
+        for m in [
+            "CreateSandbox",
+            "SandboxInfo",
+            "ExecBody",
+            "ExecResult",
+            "ErrorBody",
+        ] {
             assert!(schemas.contains_key(m), "{m} missing");
         }
     }

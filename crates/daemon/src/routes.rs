@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use zygote_engine::ops::ExecItem;
 use zygote_proto::api::{
-    CreateSandbox, EvalBody, ExecBody, ExecEvent, ExecResult, Health, ListResult, Removed,
+    CreateSandbox, EvalBody, ExecBody, ExecEvent, ExecResult, Health, ListResult, Pong, Removed,
     SandboxInfo, VersionInfo, WriteFileResult,
 };
 use zygote_proto::AGENT_PROTOCOL_VERSION;
@@ -86,7 +86,11 @@ pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/v1/images", get(list_images))
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
-        .route("/v1/sandboxes/{id}", get(get_sandbox).delete(delete_sandbox))
+        .route(
+            "/v1/sandboxes/{id}",
+            get(get_sandbox).delete(delete_sandbox),
+        )
+        .route("/v1/sandboxes/{id}/ping", post(ping))
         .route("/v1/sandboxes/{id}/exec", post(exec))
         .route("/v1/sandboxes/{id}/exec/stream", post(exec_stream))
         .route("/v1/sandboxes/{id}/eval", post(eval))
@@ -178,6 +182,19 @@ pub(crate) async fn delete_sandbox(
     Ok(Json(Removed { id, removed: true }))
 }
 
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/ping", params(("id" = String, Path)),
+    responses((status = 200, body = Pong)))]
+pub(crate) async fn ping(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Pong>, ApiError> {
+    let rtt = s.engine.get(&id)?.ping().await?;
+    Ok(Json(Pong {
+        ok: true,
+        agent_rtt_ms: rtt.as_secs_f64() * 1000.0,
+    }))
+}
+
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/exec", params(("id" = String, Path)), request_body = ExecBody,
     responses((status = 200, body = ExecResult), (status = 400, body = zygote_proto::api::ErrorBody)))]
 pub(crate) async fn exec(
@@ -228,8 +245,12 @@ pub(crate) async fn exec_stream(
         let mut st = st?;
         let ev = match st.next().await {
             Ok(Some(ExecItem::Started(pid))) => ExecEvent::Started { pid },
-            Ok(Some(ExecItem::Stdout(b))) => ExecEvent::Stdout { data_b64: B64.encode(&b) },
-            Ok(Some(ExecItem::Stderr(b))) => ExecEvent::Stderr { data_b64: B64.encode(&b) },
+            Ok(Some(ExecItem::Stdout(b))) => ExecEvent::Stdout {
+                data_b64: B64.encode(&b),
+            },
+            Ok(Some(ExecItem::Stderr(b))) => ExecEvent::Stderr {
+                data_b64: B64.encode(&b),
+            },
             Ok(Some(ExecItem::Exit(x))) => {
                 let ev = ExecEvent::Exit {
                     exit_code: x.code,
@@ -241,7 +262,9 @@ pub(crate) async fn exec_stream(
             }
             Ok(None) => return None,
             Err(e) => {
-                let ev = ExecEvent::Error { error: e.to_string() };
+                let ev = ExecEvent::Error {
+                    error: e.to_string(),
+                };
                 return Some((line(&ev), None));
             }
         };

@@ -267,3 +267,13 @@ pub struct Removed {
     /// Always true.
     pub removed: bool,
 }
+
+/// Answer of `POST /v1/sandboxes/{id}/ping`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Pong {
+    /// The agent answered.
+    pub ok: bool,
+    /// Daemon-to-agent round trip in milliseconds.
+    pub agent_rtt_ms: f64,
+}

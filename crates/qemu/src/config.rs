@@ -9,13 +9,15 @@ use crate::{Accel, QemuError};
 ///
 /// `console=ttyS0` sends the kernel's and init's output to the `-serial` chardev
 /// (the console log); `rdinit=/init` runs the initramfs init; `quiet` keeps boot
-/// fast (each printk to the emulated 8250 costs TCG time).
+/// fast (each printk to the emulated 8250 costs TCG time); `panic=-1` turns a
+/// guest kernel panic into a reboot, which `-no-reboot` turns into QEMU exiting,
+/// so the daemon marks the sandbox dead instead of leaving it hung.
 ///
 /// **Under TCG this is not enough**: boot with [`crate::default_append`], which
 /// adds `tsc_early_khz=<host TSC kHz>`. Without it a boot hangs whenever the host
 /// is busy while the guest calibrates its TSC against the PIT (0 of 50 boots
 /// reached init on a loaded 2-CPU host; see [`crate::timing`] for the evidence).
-pub const DEFAULT_APPEND: &str = "console=ttyS0 rdinit=/init quiet";
+pub const DEFAULT_APPEND: &str = "console=ttyS0 rdinit=/init quiet panic=-1";
 
 /// One QEMU microvm: a guest booted from a kernel and initramfs, RAM in a
 /// daemon-owned file, one qcow2 disk, one virtio-serial port for the agent.

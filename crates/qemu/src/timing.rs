@@ -43,12 +43,14 @@ const WINDOW: Duration = Duration::from_millis(40);
 const WINDOWS: usize = 5;
 
 /// The kernel command line to boot with: [`DEFAULT_APPEND`] plus, under TCG,
-/// `tsc_early_khz=<host TSC kHz>` (see the module docs for the evidence).
+/// `tsc_early_khz=<host TSC kHz>` (see the module docs for the evidence) and
+/// `tsc=reliable`: every vCPU thread reads the same host TSC, so with `-smp 2`
+/// the guest need not demote it to `refined-jiffies` as "unsynchronized".
 pub fn default_append(accel: Accel) -> Result<String, QemuError> {
     match accel {
         Accel::Kvm => Ok(DEFAULT_APPEND.to_string()),
         Accel::Tcg => Ok(format!(
-            "{DEFAULT_APPEND} tsc_early_khz={}",
+            "{DEFAULT_APPEND} tsc_early_khz={} tsc=reliable",
             host_tsc_khz()?
         )),
     }
