@@ -35,6 +35,7 @@ mod config;
 mod cursor;
 mod error;
 pub mod format;
+mod options;
 mod sink;
 mod splitter;
 mod tail;
@@ -47,10 +48,9 @@ mod tests_garbage;
 use std::io::{ErrorKind, Read, Write};
 
 pub use error::SplitError;
+pub use options::{BlockInfo, SplitOptions, SplitOutput, SplitStats};
 pub use sink::{FileSink, PageSink, VecSink};
-pub use splitter::{
-    BlockInfo, SplitOptions, SplitOutput, SplitStats, Splitter, MAX_BLOCKS, MAX_ITEM,
-};
+pub use splitter::{Splitter, MAX_BLOCKS, MAX_ITEM};
 pub use tail::MAX_VMDESC;
 
 /// Reads `input` to its end through a [`Splitter`] and finishes it.
