@@ -3,7 +3,7 @@
 //! touched in scattered 1 MiB runs. Prints the p50 (and min/max) of N runs.
 //!
 //! ```text
-//! cargo run --release -p zygote-mem --example copy_bench -- [SIZE_MIB] [TOUCHED_MB] [RUNS]
+//! cargo run --release -p zygote-mem --example copy_bench -- [SIZE_MIB] [TOUCHED_MB] [RUNS] [4K|2M]
 //! ```
 //!
 //! The hugetlb rows need root (the pool is grown for the run and restored at the
@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size = arg(1, 1024) * MIB;
     let touched = arg(2, 600) * 1_000_000;
     let runs = arg(3, 5) as usize;
+    let only = std::env::args().nth(4);
 
     // Source: 1 MiB runs spread over the file (stride chosen to hit ~`touched`).
     let src = MemFd::create("copy-bench-src", size)?;
@@ -74,7 +75,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "target", "method", "prefault", "thr", "copy p50", "min", "max", "MB/s p50", "prep p50"
     );
     for huge in [false, true] {
-        if huge && pool.is_none() {
+        if (huge && pool.is_none())
+            || only
+                .as_deref()
+                .is_some_and(|o| o != if huge { "2M" } else { "4K" })
+        {
             continue;
         }
         let methods: &[CopyMethod] = if huge {

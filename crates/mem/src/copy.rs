@@ -6,14 +6,15 @@
 //!
 //! * 4 KiB destination: `pwrite` into the destination from a read-only mapping of
 //!   the source ([`CopyMethod::PwriteFromMap`]).
-//! * hugetlb destination: `memcpy` from a mapping of the source into a mapping
-//!   of the destination ([`CopyMethod::Memcpy`]), 2 threads; `pread` into the
-//!   destination mapping ([`CopyMethod::PreadIntoMap`]) is 20-30% slower here.
-//!   hugetlb refuses `write(2)`.
+//! * hugetlb destination: `pread` from the source into a mapping of the
+//!   destination ([`CopyMethod::PreadIntoMap`]), 2 threads (hugetlb refuses
+//!   `write(2)`). [`CopyMethod::Memcpy`] is as fast at best but pays a page fault
+//!   per 4 KiB source page in our own mapping, and varied far more.
 //!
-//! Measured on a loaded 2-core host, 600 MB touched of 1 GiB: 4 KiB target with
-//! pwrite 2.0 GB/s (2.8 pre-allocated), hugetlb target with memcpy 4.1 GB/s
-//! (5.8 pre-faulted, 2 threads).
+//! Measured on a shared 2-core host (load ~2.5), 600 MB touched of 1 GiB, p50:
+//! 4 KiB target with pwrite 2.0-2.3 GB/s (2.8-3.2 with the destination
+//! pre-allocated); hugetlb target with pread 3.8-4.0 GB/s on 1 thread, 4.2-7.1
+//! GB/s on 2.
 //!
 //! Size checks come first: a request that does not fit is refused before any
 //! mapping is made.
@@ -32,7 +33,7 @@ const PIECE: u64 = 8 << 20;
 /// How bytes move from source to destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CopyMethod {
-    /// `PwriteFromMap` for 4 KiB destinations, `Memcpy` for hugetlb ones.
+    /// `PwriteFromMap` for 4 KiB destinations, `PreadIntoMap` for hugetlb ones.
     #[default]
     Auto,
     /// `pwrite(dst, src_mapping + off)`; refused for hugetlb destinations.
@@ -50,8 +51,8 @@ pub struct CopyOptions {
     /// exceed the source's size nor the destination's allocated size.
     pub len: Option<u64>,
     /// Worker threads; 0 picks what measured fastest: 1 for 4 KiB destinations
-    /// (a second pwrite thread was slower on 2 cores), 2 for hugetlb ones
-    /// (capped at the available parallelism).
+    /// (a second pwrite thread gained 0-15% on 2 cores, and lost under load),
+    /// 2 for hugetlb ones (capped at the available parallelism).
     pub threads: usize,
     /// The copy method.
     pub method: CopyMethod,
@@ -139,7 +140,7 @@ pub(crate) fn copy_source(
     }
     let method = match (opts.method, dst.kind()) {
         (CopyMethod::Auto, PageKind::Small) => CopyMethod::PwriteFromMap,
-        (CopyMethod::Auto, PageKind::Huge2M) => CopyMethod::Memcpy,
+        (CopyMethod::Auto, PageKind::Huge2M) => CopyMethod::PreadIntoMap,
         (CopyMethod::PwriteFromMap, PageKind::Huge2M) => {
             return Err(MemError::HugetlbRefusesWrite {
                 name: dst.name().into(),
