@@ -658,3 +658,25 @@ fn tail_cap_sink_errors_and_poisoning() {
     let i = d.iter().rposition(|&b| b == SEC_VMDESCRIPTION).unwrap();
     assert!(split(&d[..i], opts).is_ok());
 }
+
+/// Writes fuzz seeds (`ZYGOTE_STREAM_WRITE_SEEDS=dir cargo test -p zygote-stream write_fuzz_seeds`).
+#[test]
+fn write_fuzz_seeds() {
+    let Ok(dir) = std::env::var("ZYGOTE_STREAM_WRITE_SEEDS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut seed = vec![40u8];
+    seed.extend_from_slice(&full_stream());
+    std::fs::write(dir.join("full"), &seed).unwrap();
+    let mut b = B::new();
+    b.config(&["x-ignore-shared"], true, true)
+        .start(&blocks(), true);
+    b.section(SEC_PART, &[Rec::Zero(Some("rom"), 0)])
+        .section(SEC_END, &[])
+        .tail();
+    let mut seed = vec![1u8];
+    seed.extend_from_slice(&b.0);
+    std::fs::write(dir.join("ignore-shared"), &seed).unwrap();
+}
