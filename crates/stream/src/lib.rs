@@ -31,6 +31,18 @@
 //! 0x04 FULL device sections ..., 0x00 EOF, 0x06 be32 len JSON
 //! ```
 
+//!
+//! Driving a live branch (engine): bind a unix socket, run [`split_reader`] (or
+//! a read loop calling [`Splitter::feed`]) on the accepted connection in a
+//! blocking thread, with a [`FileSink`] over the new snapshot memfd. On the
+//! source: `migrate-set-capabilities` events=on, x-ignore-shared=off,
+//! pause-before-switchover=on (multifd, postcopy-ram, return-path,
+//! switchover-ack, xbzrle, mapped-ram off), then `migrate {"uri":"unix:<sock>"}`;
+//! at status `pre-switchover` snapshot the disk and `migrate-continue`. The
+//! [`Splitter::on_ram_end`] hook fires when every page is in the sink; the
+//! device state (about 35 KB on microvm) follows. Children load the vmstate with
+//! x-ignore-shared on over a `share=off` mapping of the image.
+
 mod config;
 mod cursor;
 mod error;
