@@ -12,6 +12,12 @@ step() { printf '\n==> %s\n' "$*"; }
 step "Debian packages"
 ./scripts/install-deps.sh
 
+step "hugepage pool (the memory module's hugetlb tests hold up to 8 pages)"
+if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 16 ]; then
+  echo 16 > /proc/sys/vm/nr_hugepages || echo "cannot reserve hugepages; hugetlb tests will say why they skip"
+fi
+grep -E "HugePages_(Total|Free)" /proc/meminfo
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

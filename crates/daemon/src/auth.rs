@@ -58,18 +58,23 @@ pub fn load_token(path: &Path) -> Result<String, TokenError> {
         });
     }
     let lower = token.to_ascii_lowercase();
-    if [
+    let placeholder = [
         "changeme",
         "change-me",
-        "password",
-        "secret",
-        "token",
-        "xxxxxxxx",
+        "change_me",
+        "placeholder",
         "your-token",
+        "your_token",
+        "replace-me",
+        "example",
     ]
     .iter()
     .any(|w| lower.contains(w))
-    {
+        || ["password", "secret", "token", "xxxxxxxxxxxxxxxx"]
+            .iter()
+            .any(|w| lower == *w)
+        || token.chars().all(|c| token.starts_with(c));
+    if placeholder {
         return Err(TokenError::Weak {
             path: p,
             why: "the token is a placeholder",
@@ -119,6 +124,11 @@ mod tests {
             .to_string()
             .contains("too short"));
         std::fs::write(&f, "changeme-changeme-changeme\n").unwrap();
+        assert!(load_token(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("placeholder"));
+        std::fs::write(&f, "aaaaaaaaaaaaaaaaaaaa\n").unwrap();
         assert!(load_token(&f)
             .unwrap_err()
             .to_string()

@@ -1,0 +1,91 @@
+//! The daemon on TCP: bearer token required and compared, refused off loopback
+//! without one, weak token files refused. No guest is booted here.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use zygote_client::{Client, Endpoint};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_needs_the_bearer_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "s3cr3t-Token-For-Tests-0123456789\n").unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let tf = token_file.to_str().unwrap().to_string();
+    let d = Daemon::start_with(&["--listen", &addr, "--token-file", &tf]).await;
+
+    let good = Client::new(
+        Endpoint::from_url(
+            &format!("http://{addr}"),
+            Some("s3cr3t-Token-For-Tests-0123456789".into()),
+        )
+        .unwrap(),
+    );
+    let h = good.health().await.unwrap();
+    assert!(h.ok);
+    assert_eq!(good.list().await.unwrap().len(), 0);
+
+    for token in [
+        None,
+        Some("wrong".to_string()),
+        Some("s3cr3t-Token-For-Tests-012345678".to_string()),
+    ] {
+        let bad =
+            Client::new(Endpoint::from_url(&format!("http://{addr}"), token.clone()).unwrap());
+        let e = bad.list().await.unwrap_err();
+        assert_eq!(e.status(), Some(401), "token {token:?}: {e}");
+        assert!(e.to_string().contains("Bearer"), "{e}");
+    }
+    // the Unix socket needs no token
+    assert!(d.client.health().await.unwrap().ok);
+}
+
+#[test]
+fn non_loopback_without_token_and_weak_tokens_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(zygote_bin())
+            .arg("daemon")
+            .arg("--socket")
+            .arg(tmp.path().join("d.sock"))
+            .arg("--home")
+            .arg(tmp.path().join("home"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--listen", "0.0.0.0:0"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--token-file"),
+        "{err}"
+    );
+
+    let weak = tmp.path().join("weak");
+    std::fs::write(&weak, "changeme\n").unwrap();
+    let o = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        weak.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("token"), "{err}");
+    assert!(!tmp.path().join("d.sock").exists() || eventually(Duration::from_secs(1), || true));
+}
