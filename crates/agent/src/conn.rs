@@ -491,7 +491,22 @@ fn dispatch(ctx: &Arc<Ctx>, f: Frame) {
                 });
             }
         }
-        Msg::Data | Msg::DataEnd => {
+        Msg::Capabilities => reply.send(
+            &Msg::CapabilitiesOk {
+                features: files::xfer::features(),
+            },
+            &[],
+        ),
+        Msg::ReadFileToDisk {
+            path,
+            file_offset,
+            disk_offset,
+            len,
+            inline_below,
+        } => spawn_named("read-disk", move || {
+            files::read_to_disk(&reply, &path, file_offset, disk_offset, len, inline_below)
+        }),
+        Msg::Data | Msg::DataEnd | Msg::DiskData { .. } => {
             let end = matches!(msg, Msg::DataEnd);
             let mut t = lock(&ctx.table);
             let tx = match t.map.get(&id) {
@@ -513,10 +528,10 @@ fn dispatch(ctx: &Arc<Ctx>, f: Frame) {
                 t.map.remove(&id);
             }
             drop(t);
-            let m = if end {
-                UploadMsg::End
-            } else {
-                UploadMsg::Data(payload)
+            let m = match msg {
+                Msg::DataEnd => UploadMsg::End,
+                Msg::DiskData { disk_offset, len } => UploadMsg::Disk { disk_offset, len },
+                _ => UploadMsg::Data(payload),
             };
             // Blocks when the file writer is behind: backpressure on the host.
             let _ = tx.send(m);
@@ -566,6 +581,9 @@ fn dispatch(ctx: &Arc<Ctx>, f: Frame) {
         | Msg::ListOk { .. }
         | Msg::ReadStart { .. }
         | Msg::EvalOk(_)
+        | Msg::CapabilitiesOk { .. }
+        | Msg::DiskDone { .. }
+        | Msg::DiskReadOk { .. }
         | Msg::Error(_)) => {
             reply.error(bad(format!(
                 "`{}` is an agent-to-host message; the agent does not accept it",

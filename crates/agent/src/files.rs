@@ -5,15 +5,24 @@
 //! in the target's directory and are renamed over the target at `DataEnd`, so a
 //! reader never sees half a file; special files (devices, FIFOs, `/proc`) are
 //! written in place. Errors name the path and map errno to an [`ErrorKind`].
+//!
+//! Big files may move through the transfer disk instead of frames (see
+//! [`xfer`]): an upload's data arrives as `DiskData` extents (mixed freely with
+//! `Data`), and a download is a series of `ReadFileToDisk` windows.
+
+#[path = "xfer.rs"]
+pub(crate) mod xfer;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 
-use zygote_proto::agent::{AgentError, DirEntry, ErrorKind, FileStat, Msg, CHUNK};
+use zygote_proto::agent::{
+    AgentError, DirEntry, ErrorKind, FileStat, Msg, CHUNK, MAX_FRAME, MAX_HEADER,
+};
 
 use crate::conn::{Ctx, Reply};
 use crate::util::{bad, err};
@@ -25,6 +34,13 @@ const WRITE_BUF: usize = 4 * 1024 * 1024;
 pub(crate) enum UploadMsg {
     /// More bytes.
     Data(Vec<u8>),
+    /// More bytes, staged on the transfer disk: `len` bytes at `disk_offset`.
+    Disk {
+        /// Byte offset on the transfer disk.
+        disk_offset: u64,
+        /// Bytes to append.
+        len: u64,
+    },
     /// The last byte has been sent.
     End,
 }
@@ -93,6 +109,8 @@ pub(crate) fn upload(
             return drain(rx);
         }
     };
+    // Opened on the first `DiskData`, kept for the rest of the upload.
+    let mut disk: Option<(xfer::Disk, xfer::AlignedBuf)> = None;
     loop {
         match rx.recv() {
             Ok(UploadMsg::Data(d)) => {
@@ -100,6 +118,17 @@ pub(crate) fn upload(
                     sink.abort();
                     reply.error(io_err("write", path, &e));
                     return drain(rx);
+                }
+            }
+            Ok(UploadMsg::Disk { disk_offset, len }) => {
+                let r = disk_extent(&mut disk, &mut sink, path, disk_offset, len);
+                match r {
+                    Ok(()) => reply.send(&Msg::DiskDone { len }, &[]),
+                    Err(e) => {
+                        sink.abort();
+                        reply.error(e);
+                        return drain(rx);
+                    }
                 }
             }
             Ok(UploadMsg::End) => break,
@@ -118,6 +147,27 @@ pub(crate) fn upload(
         Ok(()) => reply.ok(),
         Err(e) => reply.error(io_err("write", path, &e)),
     }
+}
+
+/// Append one transfer-disk extent to the upload, opening the disk on first use.
+fn disk_extent(
+    disk: &mut Option<(xfer::Disk, xfer::AlignedBuf)>,
+    sink: &mut Sink,
+    path: &str,
+    disk_offset: u64,
+    len: u64,
+) -> Result<(), AgentError> {
+    if disk.is_none() {
+        *disk = Some((xfer::Disk::open()?, xfer::AlignedBuf::new(xfer::IO_BUF)?));
+    }
+    let Some((d, buf)) = disk.as_mut() else {
+        return Err(err(ErrorKind::Internal, "transfer disk state lost"));
+    };
+    xfer::copy_from_disk(d, buf, disk_offset, len, |bytes| {
+        sink.w
+            .write_all(bytes)
+            .map_err(|e| io_err("write", path, &e))
+    })
 }
 
 /// Swallow the rest of a failed upload so its frames raise no further errors.
@@ -284,6 +334,67 @@ fn read_file_inner(reply: &Reply, path: &str, cancelled: &AtomicBool) -> Result<
     }
     reply.send(&Msg::DataEnd, &[]);
     Ok(())
+}
+
+/// Largest inline answer to `ReadFileToDisk` (it must fit one frame).
+const INLINE_MAX: u64 = (MAX_FRAME - MAX_HEADER) as u64;
+
+/// One `ReadFileToDisk` window: `DiskReadOk`, with the bytes on the transfer
+/// disk, or inline when the whole file is under `inline_below`.
+pub(crate) fn read_to_disk(
+    reply: &Reply,
+    path: &str,
+    file_offset: u64,
+    disk_offset: u64,
+    len: u64,
+    inline_below: u64,
+) {
+    match read_to_disk_inner(path, file_offset, disk_offset, len, inline_below) {
+        Ok((msg, payload)) => reply.send(&msg, &payload),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn read_to_disk_inner(
+    path: &str,
+    file_offset: u64,
+    disk_offset: u64,
+    len: u64,
+    inline_below: u64,
+) -> Result<(Msg, Vec<u8>), AgentError> {
+    let p = check_path(path)?;
+    let f = File::open(&p).map_err(|e| io_err("read", path, &e))?;
+    let meta = f.metadata().map_err(|e| io_err("read", path, &e))?;
+    if meta.is_dir() {
+        return Err(bad(format!(
+            "`{path}` is a directory: use `list` to see its entries"
+        )));
+    }
+    let (size, mode) = (meta.len(), meta.mode() & 0o7777);
+    let answer = |len, inline, regular| Msg::DiskReadOk {
+        size,
+        mode,
+        len,
+        inline,
+        regular,
+    };
+    if !meta.is_file() {
+        // Devices, FIFOs, /proc-like files: no offsets, maybe no end.
+        return Ok((answer(0, false, false), Vec::new()));
+    }
+    if size < inline_below.min(INLINE_MAX) {
+        let want = len.min(INLINE_MAX);
+        let mut data = Vec::with_capacity(want.min(size) as usize);
+        let mut r = &f;
+        r.seek(SeekFrom::Start(file_offset))
+            .and_then(|_| r.take(want).read_to_end(&mut data))
+            .map_err(|e| io_err("read", path, &e))?;
+        return Ok((answer(data.len() as u64, true, true), data));
+    }
+    let disk = xfer::Disk::open()?;
+    let mut buf = xfer::AlignedBuf::new(xfer::IO_BUF)?;
+    let n = xfer::copy_to_disk(&disk, &mut buf, &f, path, file_offset, disk_offset, len)?;
+    Ok((answer(n, false, true), Vec::new()))
 }
 
 /// `Stat` (does not follow a final symlink).

@@ -180,6 +180,7 @@ impl Engine {
             initrd: image.initrd.clone(),
             append: self.append.clone(),
             disk: overlay,
+            xfer_disk: Some(crate::ops::xfer::prepare(&sb.dir)?),
             qmp_socket: sb.dir.join("qmp.sock"),
             agent_socket: agent_socket.clone(),
             console_log: sb.console_log(),

@@ -2,7 +2,10 @@
 //! chunks, any size), stat/list/remove, eval, ping/info, shutdown.
 //!
 //! These speak the agent protocol and nothing else; the sandbox decides whether
-//! an operation may run at all.
+//! an operation may run at all. Big files take the transfer disk ([`xfer`]).
+
+#[path = "xfer.rs"]
+pub(crate) mod xfer;
 
 use std::time::Duration;
 
@@ -148,21 +151,63 @@ where
 
 /// A file being read: its size and mode, then chunks.
 pub struct ReadStream {
-    req: Request,
     /// File size in bytes.
     pub size: u64,
     /// Permission bits.
     pub mode: u32,
+    inner: ReadInner,
     done: bool,
 }
 
+/// Where a download's bytes come from.
+enum ReadInner {
+    /// `Data` frames of a `ReadFile` request.
+    Frames(Request),
+    /// Windows on the transfer disk.
+    Disk(Box<xfer::DiskRead>),
+    /// The whole (small) file, already here.
+    Inline(Option<Bytes>),
+}
+
 impl ReadStream {
+    pub(crate) fn inline(size: u64, mode: u32, data: Bytes) -> ReadStream {
+        ReadStream {
+            size,
+            mode,
+            inner: ReadInner::Inline(Some(data).filter(|d| !d.is_empty())),
+            done: false,
+        }
+    }
+
+    pub(crate) fn disk(size: u64, mode: u32, d: Box<xfer::DiskRead>) -> ReadStream {
+        ReadStream {
+            size,
+            mode,
+            inner: ReadInner::Disk(d),
+            done: false,
+        }
+    }
+
     /// The next chunk; `Ok(None)` at the end.
     pub async fn next(&mut self) -> Result<Option<Bytes>, LinkError> {
         if self.done {
             return Ok(None);
         }
-        let f = self.req.next().await?;
+        let req = match &mut self.inner {
+            ReadInner::Frames(req) => req,
+            ReadInner::Disk(d) => {
+                let r = d.next().await;
+                if !matches!(r, Ok(Some(_))) {
+                    self.done = true;
+                }
+                return r;
+            }
+            ReadInner::Inline(data) => {
+                self.done = true;
+                return Ok(data.take());
+            }
+        };
+        let f = req.next().await?;
         match f.msg {
             Msg::Data => Ok(Some(Bytes::from(f.payload))),
             Msg::DataEnd => {
@@ -203,9 +248,9 @@ pub async fn read_file(link: &AgentLink, path: &str) -> Result<ReadStream, LinkE
     match tokio::time::timeout(SMALL_TIMEOUT, r.next()).await {
         Ok(f) => match f?.msg {
             Msg::ReadStart { size, mode } => Ok(ReadStream {
-                req: r,
                 size,
                 mode,
+                inner: ReadInner::Frames(r),
                 done: false,
             }),
             other => Err(LinkError::Unexpected(format!("{other:?} opening a file"))),

@@ -238,13 +238,13 @@ impl Sandbox {
             }
         }
         let link = self.link()?;
-        Ok(ops::write_file(link, path, mode, body).await?)
+        ops::xfer::write_file(link, &self.dir, path, mode, body).await
     }
 
     /// Read a guest file as a stream of chunks.
     pub async fn read_file(&self, path: &str) -> Result<ReadStream> {
         paths::guest_path(path)?;
-        Ok(ops::read_file(self.link()?, path).await?)
+        ops::xfer::read_file(self.link()?, &self.dir, path).await
     }
 
     /// Stat a guest path.

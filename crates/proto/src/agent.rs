@@ -23,6 +23,16 @@ pub const MAX_HEADER: usize = 64 * 1024;
 pub const CHUNK: usize = 256 * 1024;
 /// Id used for connection-level frames.
 pub const CONNECTION_ID: u64 = 0;
+/// Feature name in [`Msg::CapabilitiesOk`]: the guest sees the transfer disk and
+/// the agent understands [`Msg::DiskData`] and [`Msg::ReadFileToDisk`].
+pub const FEATURE_XFER_DISK: &str = "xfer_disk";
+/// Serial number of the transfer disk (virtio-blk `serial=`), which the guest
+/// reads from `/sys/block/vdX/serial` to find it.
+pub const XFER_DISK_SERIAL: &str = "xfer";
+/// Alignment of every offset on the transfer disk (O_DIRECT block size).
+pub const XFER_ALIGN: u64 = 4096;
+/// Largest `len` of one [`Msg::DiskData`] or [`Msg::ReadFileToDisk`].
+pub const XFER_MAX_LEN: u64 = 256 * 1024 * 1024;
 
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +146,35 @@ pub enum Msg {
     Shutdown,
     /// Cancel a running request (exec: kill its process group).
     Cancel,
+    /// Which optional features this agent has; answered with `CapabilitiesOk`.
+    /// An agent that predates this message answers with `Error`: no features.
+    Capabilities,
+    /// Upload bytes staged on the transfer disk, for a `WriteFile` in progress
+    /// (in place of `Data` frames; the two may mix): the agent appends `len`
+    /// bytes read from byte `disk_offset` of the disk to the file and answers
+    /// `DiskDone`, so the host may reuse that extent.
+    DiskData {
+        /// Byte offset on the transfer disk, a multiple of [`XFER_ALIGN`].
+        disk_offset: u64,
+        /// Bytes to append (at most [`XFER_MAX_LEN`]).
+        len: u64,
+    },
+    /// Read up to `len` bytes of a file from `file_offset` into the transfer disk
+    /// at `disk_offset` (the last block zero-padded); answered with `DiskReadOk`.
+    /// Each window is its own request, so a host may keep several in flight.
+    ReadFileToDisk {
+        /// Absolute path in the guest.
+        path: String,
+        /// Where in the file to start.
+        file_offset: u64,
+        /// Byte offset on the transfer disk, a multiple of [`XFER_ALIGN`].
+        disk_offset: u64,
+        /// Most bytes to read (at most [`XFER_MAX_LEN`]).
+        len: u64,
+        /// When the whole file is smaller than this, send its bytes inline as
+        /// the reply's payload instead (small files skip the disk).
+        inline_below: u64,
+    },
 
     // ---- stream items and replies (agent → host) ----
     /// Chunk of a process's stdout (payload).
@@ -175,6 +214,30 @@ pub enum Msg {
     },
     /// Answer to `Eval`.
     EvalOk(EvalResult),
+    /// Answer to `Capabilities`.
+    CapabilitiesOk {
+        /// Feature names, e.g. [`FEATURE_XFER_DISK`].
+        features: Vec<String>,
+    },
+    /// Answer to one `DiskData`: its bytes are in the file, the extent is free.
+    DiskDone {
+        /// Bytes appended.
+        len: u64,
+    },
+    /// Answer to `ReadFileToDisk`.
+    DiskReadOk {
+        /// The file's size when it was opened.
+        size: u64,
+        /// Permission bits.
+        mode: u32,
+        /// Bytes read (now on the disk, or in the payload when `inline`); fewer
+        /// than asked only at the end of the file.
+        len: u64,
+        /// The bytes are this frame's payload, not on the disk.
+        inline: bool,
+        /// False for devices, FIFOs and the like: nothing was read, use `ReadFile`.
+        regular: bool,
+    },
     /// The request failed.
     Error(AgentError),
 }
@@ -562,6 +625,38 @@ mod tests {
         let wire = encode_vec(0, &msg, &[1; 32]);
         let f = decode_body(&wire[4..]).unwrap();
         assert_eq!(f.msg, msg);
+    }
+
+    #[test]
+    fn transfer_disk_messages_round_trip() {
+        for msg in [
+            Msg::Capabilities,
+            Msg::CapabilitiesOk {
+                features: vec![FEATURE_XFER_DISK.into()],
+            },
+            Msg::DiskData {
+                disk_offset: 1 << 30,
+                len: 3 * 1024 * 1024 + 777,
+            },
+            Msg::DiskDone { len: 5 },
+            Msg::ReadFileToDisk {
+                path: "/tmp/x".into(),
+                file_offset: 1 << 33,
+                disk_offset: 4096,
+                len: XFER_MAX_LEN,
+                inline_below: 1 << 20,
+            },
+            Msg::DiskReadOk {
+                size: 1 << 33,
+                mode: 0o644,
+                len: 0,
+                inline: false,
+                regular: true,
+            },
+        ] {
+            let wire = encode_vec(3, &msg, &[]);
+            assert_eq!(decode_body(&wire[4..]).unwrap().msg, msg);
+        }
     }
 
     #[test]

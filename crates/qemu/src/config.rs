@@ -45,6 +45,10 @@ pub struct VmConfig {
     pub append: String,
     /// The sandbox's qcow2 overlay, attached as virtio-blk `d0`.
     pub disk: PathBuf,
+    /// The bulk file-transfer disk: a raw (sparse) file attached as virtio-blk
+    /// `x0` with `serial=xfer`, through the host page cache so the daemon's own
+    /// reads and writes of the file stay coherent with QEMU's. `None`: no disk.
+    pub xfer_disk: Option<PathBuf>,
     /// QMP unix socket (QEMU listens).
     pub qmp_socket: PathBuf,
     /// Agent unix socket (QEMU listens; the guest sees port `agent`).
@@ -167,6 +171,13 @@ impl VmConfig {
         push(&["-chardev", &agent]);
         let drive = format!("id=d0,file={},format=qcow2,if=none", path_opt(&self.disk));
         push(&["-drive", &drive]);
+        if let Some(x) = &self.xfer_disk {
+            let drive = format!(
+                "id=x0,file={},format=raw,if=none,cache.direct=off",
+                path_opt(x)
+            );
+            push(&["-drive", &drive]);
+        }
         push(&[
             "-device",
             "virtio-serial-device",
@@ -174,9 +185,11 @@ impl VmConfig {
             "virtserialport,chardev=agent,name=agent",
             "-device",
             "virtio-blk-device,drive=d0",
-            "-device",
-            "virtio-rng-device",
         ]);
+        if self.xfer_disk.is_some() {
+            push(&["-device", "virtio-blk-device,drive=x0,serial=xfer"]);
+        }
+        push(&["-device", "virtio-rng-device"]);
         if self.start_paused {
             push(&["-S"]);
         }
@@ -204,6 +217,7 @@ mod tests {
             initrd: "/k/initrd.gz".into(),
             append: DEFAULT_APPEND.into(),
             disk: "/s/gen1.qcow2".into(),
+            xfer_disk: None,
             qmp_socket: "/s/qmp.sock".into(),
             agent_socket: "/s/agent.sock".into(),
             console_log: "/s/console.log".into(),
@@ -272,6 +286,28 @@ mod tests {
             .contains(&"file,id=console,path=/s/we,,ird/console.log".to_string()));
         c.accel = Accel::Kvm;
         assert_eq!(value_of(&c.args(), "-accel"), ["kvm"]);
+    }
+
+    #[test]
+    fn transfer_disk_is_a_second_raw_virtio_blk_with_a_serial() {
+        let mut c = cfg();
+        c.xfer_disk = Some("/s/x,fer.img".into());
+        let a = c.args();
+        assert_eq!(
+            value_of(&a, "-drive"),
+            [
+                "id=d0,file=/s/gen1.qcow2,format=qcow2,if=none",
+                "id=x0,file=/s/x,,fer.img,format=raw,if=none,cache.direct=off"
+            ]
+        );
+        let devices = value_of(&a, "-device");
+        let d0 = devices
+            .iter()
+            .position(|d| d == "virtio-blk-device,drive=d0");
+        let x0 = devices
+            .iter()
+            .position(|d| d == "virtio-blk-device,drive=x0,serial=xfer");
+        assert!(d0.is_some() && x0.is_some() && d0 < x0, "{devices:?}");
     }
 
     #[test]

@@ -65,6 +65,7 @@ async fn boot_loop() {
             initrd: initrd.clone(),
             append: append.clone(),
             disk,
+            xfer_disk: None,
             qmp_socket: vm.join("qmp.sock"),
             agent_socket: vm.join("agent.sock"),
             console_log: vm.join("console.log"),

@@ -40,6 +40,7 @@ fn config(dir: &Path, mem: &MemFd, kernel: &Path, initrd: &Path, disk: &Path) ->
         initrd: initrd.into(),
         append: default_append(Accel::Tcg).unwrap(),
         disk: disk.into(),
+        xfer_disk: None,
         qmp_socket: dir.join("qmp.sock"),
         agent_socket: dir.join("agent.sock"),
         console_log: dir.join("console.log"),
