@@ -9,6 +9,7 @@ mod connect;
 mod env;
 mod image_cmd;
 mod sandbox_cmd;
+mod snapshot_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +58,13 @@ enum Cmd {
     Ls(sandbox_cmd::LsArgs),
     /// Remove sandboxes.
     Rm(sandbox_cmd::RmArgs),
+    /// Snapshots: create, list, inspect, remove.
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCmd),
+    /// Branch a running sandbox into a snapshot (the sandbox keeps running).
+    Branch(snapshot_cmd::BranchArgs),
+    /// Start children from a snapshot tag, or from a sandbox id (branched first).
+    Fork(snapshot_cmd::ForkArgs),
     /// Benchmarks (not tests): tables of p50/p99/max.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -130,6 +138,9 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Ls(a) => sandbox_cmd::ls(a).await,
         Cmd::Rm(a) => sandbox_cmd::rm(a).await,
         Cmd::Bench(BenchCmd::Sandbox(a)) => bench::run(a).await,
+        Cmd::Snapshot(c) => snapshot_cmd::snapshot(c).await,
+        Cmd::Branch(a) => snapshot_cmd::branch(a).await,
+        Cmd::Fork(a) => snapshot_cmd::fork(a).await,
     }
 }
 

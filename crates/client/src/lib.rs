@@ -15,8 +15,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use zygote_proto::agent::{DirEntry, EvalResult, FileStat};
 use zygote_proto::api::{
-    CreateSandbox, ErrorBody, ExecBody, ExecEvent, ExecResult, Health, ImageSummary, ListResult,
-    Pong, SandboxInfo, VersionInfo, WriteFileResult,
+    BranchBody, CreateSandbox, CreateSnapshot, ErrorBody, ExecBody, ExecEvent, ExecResult,
+    ForkBody, ForkResult, Health, ImageSummary, ListResult, Pong, SandboxInfo, SnapshotInfo,
+    SpawnBody, SpawnResult, VersionInfo, WriteFileResult,
 };
 
 /// Where the daemon is.
@@ -282,6 +283,66 @@ impl Client {
             .json(
                 Method::DELETE,
                 &format!("/v1/sandboxes/{}", encode_query(id)),
+                None::<&()>,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /v1/sandboxes` with a snapshot: children.
+    pub async fn spawn(&self, body: &SpawnBody) -> Result<Vec<SpawnResult>, ClientError> {
+        self.json(Method::POST, "/v1/sandboxes", Some(body)).await
+    }
+
+    /// `POST /v1/sandboxes/{id}/branch`
+    pub async fn branch(&self, id: &str, body: &BranchBody) -> Result<SnapshotInfo, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{}/branch", encode_query(id)),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /v1/sandboxes/{id}/fork`
+    pub async fn fork(&self, id: &str, body: &ForkBody) -> Result<ForkResult, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{}/fork", encode_query(id)),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /v1/snapshots`
+    pub async fn create_snapshot(
+        &self,
+        body: &CreateSnapshot,
+    ) -> Result<SnapshotInfo, ClientError> {
+        self.json(Method::POST, "/v1/snapshots", Some(body)).await
+    }
+
+    /// `GET /v1/snapshots`
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>, ClientError> {
+        self.json(Method::GET, "/v1/snapshots", None::<&()>).await
+    }
+
+    /// `GET /v1/snapshots/{tag}`
+    pub async fn snapshot(&self, tag: &str) -> Result<SnapshotInfo, ClientError> {
+        self.json(
+            Method::GET,
+            &format!("/v1/snapshots/{}", encode_query(tag)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/snapshots/{tag}`
+    pub async fn delete_snapshot(&self, tag: &str) -> Result<(), ClientError> {
+        let _: serde_json::Value = self
+            .json(
+                Method::DELETE,
+                &format!("/v1/snapshots/{}", encode_query(tag)),
                 None::<&()>,
             )
             .await?;

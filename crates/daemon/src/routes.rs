@@ -18,8 +18,9 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use zygote_engine::ops::ExecItem;
 use zygote_proto::api::{
-    CreateSandbox, EvalBody, ExecBody, ExecEvent, ExecResult, Health, ListResult, Pong, Removed,
-    SandboxInfo, VersionInfo, WriteFileResult,
+    BranchBody, CreateSandbox, CreateSnapshot, EvalBody, ExecBody, ExecEvent, ExecResult, ForkBody,
+    ForkResult, Health, ListResult, Pong, Removed, SandboxInfo, SnapshotInfo, SnapshotStatus,
+    SpawnBody, SpawnResult, VersionInfo, WriteFileResult,
 };
 use zygote_proto::AGENT_PROTOCOL_VERSION;
 
@@ -91,6 +92,13 @@ pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
             get(get_sandbox).delete(delete_sandbox),
         )
         .route("/v1/sandboxes/{id}/ping", post(ping))
+        .route("/v1/sandboxes/{id}/branch", post(branch))
+        .route("/v1/sandboxes/{id}/fork", post(fork))
+        .route("/v1/snapshots", get(list_snapshots).post(create_snapshot))
+        .route(
+            "/v1/snapshots/{tag}",
+            get(get_snapshot).delete(delete_snapshot),
+        )
         .route("/v1/sandboxes/{id}/exec", post(exec))
         .route("/v1/sandboxes/{id}/exec/stream", post(exec_stream))
         .route("/v1/sandboxes/{id}/eval", post(eval))
@@ -154,13 +162,86 @@ pub(crate) async fn list_sandboxes(State(s): State<AppState>) -> Json<Vec<Sandbo
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes", request_body = CreateSandbox,
-    responses((status = 201, body = SandboxInfo), (status = 400, body = zygote_proto::api::ErrorBody), (status = 404, body = zygote_proto::api::ErrorBody)))]
+    description = "With `snapshot_tag` the body is a SpawnBody and the answer a list of SpawnResult.",
+    responses((status = 201, body = SandboxInfo), (status = 201, description = "children", body = [SpawnResult]), (status = 400, body = zygote_proto::api::ErrorBody), (status = 404, body = zygote_proto::api::ErrorBody)))]
 pub(crate) async fn create_sandbox(
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<CreateSandbox>,
+    ApiJson(v): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
+    if v.get("snapshot_tag").is_some() {
+        let body: SpawnBody = from_value(v)?;
+        let children = s.engine.spawn(body).await?;
+        return Ok((StatusCode::CREATED, Json(children)).into_response());
+    }
+    let req: CreateSandbox = from_value(v)?;
     let info = s.engine.create(req).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+fn from_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/branch", params(("id" = String, Path)), request_body = BranchBody,
+    responses((status = 201, body = SnapshotInfo), (status = 202, body = SnapshotInfo), (status = 409, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn branch(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<BranchBody>,
+) -> Result<Response, ApiError> {
+    let info = s.engine.branch(&id, body).await?;
+    let status = if info.status == SnapshotStatus::Writing {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(info)).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/fork", params(("id" = String, Path)), request_body = ForkBody,
+    responses((status = 201, body = ForkResult)))]
+pub(crate) async fn fork(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ForkBody>,
+) -> Result<Response, ApiError> {
+    let r = s.engine.fork(&id, body).await?;
+    Ok((StatusCode::CREATED, Json(r)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/snapshots", responses((status = 200, body = [SnapshotInfo])))]
+pub(crate) async fn list_snapshots(State(s): State<AppState>) -> Json<Vec<SnapshotInfo>> {
+    Json(s.engine.snapshots())
+}
+
+#[utoipa::path(post, path = "/v1/snapshots", request_body = CreateSnapshot,
+    responses((status = 201, body = SnapshotInfo), (status = 409, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn create_snapshot(
+    State(s): State<AppState>,
+    ApiJson(body): ApiJson<CreateSnapshot>,
+) -> Result<Response, ApiError> {
+    let info = s.engine.create_snapshot(body).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/snapshots/{tag}", params(("tag" = String, Path)),
+    responses((status = 200, body = SnapshotInfo), (status = 404, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn get_snapshot(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+) -> Result<Json<SnapshotInfo>, ApiError> {
+    Ok(Json(s.engine.snapshot(&tag)?))
+}
+
+#[utoipa::path(delete, path = "/v1/snapshots/{tag}", params(("tag" = String, Path)),
+    responses((status = 200), (status = 404, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn delete_snapshot(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+) -> Result<Response, ApiError> {
+    s.engine.delete_snapshot(&tag)?;
+    Ok(Json(serde_json::json!({"tag": tag, "deleted": true})).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}", params(("id" = String, Path)),

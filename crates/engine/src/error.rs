@@ -21,6 +21,8 @@ pub enum ErrorClass {
     Timeout,
     /// The daemon is going away (503).
     Unavailable,
+    /// Not built yet (501).
+    NotImplemented,
     /// Anything else (500).
     Internal,
 }
@@ -34,6 +36,18 @@ pub enum EngineError {
         /// The id asked for.
         id: String,
     },
+    /// No snapshot has that tag.
+    #[error("no snapshot tagged `{tag}`: list them with `zygote snapshot ls`")]
+    SnapshotNotFound {
+        /// The tag asked for.
+        tag: String,
+    },
+    /// The request conflicts with the current state (a taken tag, a wrong mode).
+    #[error("{0}")]
+    Conflict(String),
+    /// A capability that is not built yet.
+    #[error("{0}")]
+    NotImplemented(String),
     /// The image is not built.
     #[error(transparent)]
     Image(#[from] zygote_image::ImageError),
@@ -90,7 +104,11 @@ impl EngineError {
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            EngineError::NotFound { .. } => ErrorClass::NotFound,
+            EngineError::NotFound { .. } | EngineError::SnapshotNotFound { .. } => {
+                ErrorClass::NotFound
+            }
+            EngineError::Conflict(_) => ErrorClass::Conflict,
+            EngineError::NotImplemented(_) => ErrorClass::NotImplemented,
             EngineError::Image(e) => {
                 if matches!(e, zygote_image::ImageError::NotFound { .. }) {
                     ErrorClass::NotFound

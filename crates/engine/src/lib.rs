@@ -5,11 +5,14 @@
 //! It knows nothing of HTTP: the daemon translates requests into calls here.
 
 pub mod agent_link;
+mod branch;
 mod error;
 mod lifecycle;
 pub mod ops;
 mod paths;
 mod sandbox;
+pub mod snapshot;
+mod spawn;
 mod stale;
 pub mod state;
 pub mod store;
@@ -69,6 +72,7 @@ pub struct Engine {
     /// Kernel command line for boots (carries `tsc_early_khz=` under TCG).
     append: String,
     store: Store,
+    snapshots: snapshot::Snapshots,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
     shutting_down: AtomicBool,
 }
@@ -92,12 +96,14 @@ impl Engine {
         info!(qemu = %qemu.path.display(), version = ?qemu.version, accel = %accel.accel, reason = %accel.reason, "engine ready");
         let append = zygote_qemu::default_append(accel.accel)?;
         let store = Store::open(&cfg.home.join("zygote.db"))?;
+        let snapshots = snapshot::Snapshots::open(&cfg.home)?;
         let engine = Arc::new(Engine {
             cfg,
             qemu,
             accel,
             append,
             store,
+            snapshots,
             sandboxes: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
         });
@@ -188,4 +194,25 @@ impl Engine {
         });
         futures::future::join_all(stops).await;
     }
+}
+
+/// An error and its causes, one sentence after another.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The transfer disk of a sandbox being started in `dir` (boots and children
+/// must carry the same devices, or a child cannot load its parent's state).
+pub(crate) fn xfer_disk_for(dir: &Path) -> Result<Option<PathBuf>> {
+    ops::xfer::prepare(dir).map(Some)
 }

@@ -3,19 +3,19 @@
 //! sockets, runtime directory, database row) is released on every path here.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
-use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, info_span, warn, Instrument};
-use zygote_mem::MemFd;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn, Instrument};
+use zygote_mem::Region;
 use zygote_proto::api::{CreateSandbox, SandboxInfo, SandboxState};
 use zygote_qemu::{QemuProcess, VmConfig};
 
 use crate::agent_link::{AgentLink, LinkError};
 use crate::error::{EngineError, Result};
-use crate::sandbox::{Command, Sandbox, Spec};
+use crate::sandbox::{Command, DiskState, MachineFacts, Sandbox, SandboxMemory, Spec};
 use crate::store::SandboxRow;
 use crate::{
     paths, Engine, DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
@@ -34,7 +34,7 @@ pub(crate) fn now_unix() -> u64 {
 }
 
 /// A random, unguessable sandbox id (96 bits).
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let mut b = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
@@ -100,10 +100,9 @@ impl Engine {
             source,
         })?;
         let created = now_unix();
-        let span = info_span!("sandbox", id = %id);
-        let sb = Arc::new(Sandbox {
-            id: id.clone(),
-            spec: Spec {
+        let sb = Arc::new(Sandbox::new(
+            id.clone(),
+            Spec {
                 image: image_name,
                 memory_mib,
                 vcpus,
@@ -111,15 +110,13 @@ impl Engine {
                 accel: self.accel.accel.to_string(),
                 expires_at_unix: timeout_secs.map(|t| created + t),
             },
-            dir: dir.clone(),
-            created_at_unix: created,
-            state: watch::channel((SandboxState::Booting, None)).0,
-            link: OnceLock::new(),
-            pid: OnceLock::new(),
-            boot_ms: OnceLock::new(),
-            cmd: Mutex::new(None),
-            span: span.clone(),
-        });
+            dir.clone(),
+            created,
+            None,
+            SandboxState::Booting,
+            None,
+        ));
+        let span = sb.span.clone();
         self.store.insert(&SandboxRow {
             id: id.clone(),
             image: sb.spec.image.clone(),
@@ -165,9 +162,25 @@ impl Engine {
         sb: &Arc<Sandbox>,
         image: &zygote_image::ImageInfo,
     ) -> Result<()> {
-        let mem = MemFd::create(&format!("zygote-{}", sb.id), sb.spec.memory_mib << 20)?;
+        let mem = Arc::new(Region::create(
+            &format!("zygote-{}", sb.id),
+            sb.spec.memory_mib << 20,
+            false,
+        )?);
         let overlay = sb.dir.join("disk.qcow2");
         zygote_qemu::create_overlay(&image.rootfs, "raw", &overlay).await?;
+        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(DiskState {
+            top: overlay.clone(),
+            chain: Vec::new(),
+            virtual_size: image.rootfs_bytes,
+            generation: 1,
+        });
+        let _ = sb.machine.set(MachineFacts {
+            kernel: image.kernel.clone(),
+            initrd: image.initrd.clone(),
+            append: self.append.clone(),
+            cpu: zygote_qemu::cpu_model(self.accel.accel).to_string(),
+        });
         let agent_socket = sb.dir.join("agent.sock");
         let cfg = VmConfig {
             accel: self.accel.accel,
@@ -180,7 +193,6 @@ impl Engine {
             initrd: image.initrd.clone(),
             append: self.append.clone(),
             disk: overlay,
-            xfer_disk: Some(crate::ops::xfer::prepare(&sb.dir)?),
             qmp_socket: sb.dir.join("qmp.sock"),
             agent_socket: agent_socket.clone(),
             console_log: sb.console_log(),
@@ -188,6 +200,7 @@ impl Engine {
             start_paused: false,
             tb_size_mib: None,
             name: format!("zygote-{}", sb.id),
+            xfer_disk: crate::xfer_disk_for(&sb.dir)?,
         };
         let t0 = Instant::now();
         let proc = QemuProcess::spawn(&self.qemu, &cfg)?;
@@ -197,31 +210,16 @@ impl Engine {
         info!(pid, "QEMU started");
         let (cmd_tx, cmd_rx) = mpsc::channel(4);
         *sb.cmd.lock().unwrap_or_else(|p| p.into_inner()) = Some(cmd_tx);
+        *sb.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(SandboxMemory::Own(mem));
         tokio::spawn(
-            supervise(Arc::downgrade(self), sb.clone(), proc, mem, cmd_rx)
-                .instrument(sb.span.clone()),
+            supervise(Arc::downgrade(self), sb.clone(), proc, cmd_rx).instrument(sb.span.clone()),
         );
-
-        let mut st = sb.state.subscribe();
         let timeout = self.cfg.boot_timeout;
-        let link = tokio::select! {
-            r = AgentLink::connect(&agent_socket, timeout) => r,
-            _ = st.wait_for(|s| s.0 == SandboxState::Dead) => {
-                Err(LinkError::Closed(sb.state.borrow().1.clone().unwrap_or_else(|| "QEMU exited".into())))
-            }
-        };
-        let link = link.map_err(|e| {
-            let timed_out = matches!(e, LinkError::HandshakeTimeout(_));
-            EngineError::Boot {
-                reason: if timed_out {
-                    format!("the guest agent did not answer within {timeout:?} (raise the boot timeout on slow hosts)")
-                } else {
-                    e.to_string()
-                },
-                console_tail: console_tail(&sb.console_log()),
-                timed_out,
-            }
-        })?;
+        let (link, qmp) = tokio::join!(connect_agent(sb, timeout), connect_qmp(sb, timeout));
+        if let Err(e) = qmp {
+            warn!(error = %e, "no QMP connection: branching this sandbox will fail");
+        }
+        let link = link?;
         let ms = t0.elapsed().as_millis() as u64;
         let _ = sb.boot_ms.set(ms);
         info!(boot_ms = ms, agent = %link.hello().agent_version, "agent ready");
@@ -280,9 +278,9 @@ impl Engine {
                 }
             };
             let _ = std::fs::remove_dir_all(&row.dir);
-            let sb = Arc::new(Sandbox {
-                id: row.id.clone(),
-                spec: Spec {
+            let sb = Arc::new(Sandbox::new(
+                row.id.clone(),
+                Spec {
                     image: row.image.clone(),
                     memory_mib: row.memory_mib,
                     vcpus: row.vcpus,
@@ -290,15 +288,12 @@ impl Engine {
                     accel: row.accel.clone(),
                     expires_at_unix: None,
                 },
-                dir: row.dir.clone().into(),
-                created_at_unix: row.created_at_unix,
-                state: watch::channel((SandboxState::Dead, reason)).0,
-                link: OnceLock::new(),
-                pid: OnceLock::new(),
-                boot_ms: OnceLock::new(),
-                cmd: Mutex::new(None),
-                span: info_span!("sandbox", id = %row.id),
-            });
+                row.dir.clone().into(),
+                row.created_at_unix,
+                None,
+                SandboxState::Dead,
+                reason,
+            ));
             self.map().insert(row.id, sb);
         }
         // Directories no row names are leftovers of a crash between mkdir and insert.
@@ -315,12 +310,47 @@ impl Engine {
     }
 }
 
-/// The one owner of a sandbox's QEMU process and guest memory.
-async fn supervise(
+/// Connect to the agent of a sandbox whose QEMU runs (boot or restore), failing
+/// early with the console's tail if QEMU dies or the timeout passes.
+pub(crate) async fn connect_agent(sb: &Arc<Sandbox>, timeout: Duration) -> Result<AgentLink> {
+    let mut st = sb.state.subscribe();
+    let agent_socket = sb.dir.join("agent.sock");
+    let link = tokio::select! {
+        r = AgentLink::connect(&agent_socket, timeout) => r,
+        _ = st.wait_for(|s| s.0 == SandboxState::Dead) => {
+            Err(LinkError::Closed(sb.state.borrow().1.clone().unwrap_or_else(|| "QEMU exited".into())))
+        }
+    };
+    link.map_err(|e| {
+        let timed_out = matches!(e, LinkError::HandshakeTimeout(_));
+        EngineError::Boot {
+            reason: if timed_out {
+                format!("the guest agent did not answer within {timeout:?} (raise the boot timeout on slow hosts)")
+            } else {
+                e.to_string()
+            },
+            console_tail: console_tail(&sb.console_log()),
+            timed_out,
+        }
+    })
+}
+
+/// Connect the sandbox's QMP socket and keep the connection.
+pub(crate) async fn connect_qmp(
+    sb: &Arc<Sandbox>,
+    timeout: Duration,
+) -> Result<Arc<zygote_qemu::Qmp>> {
+    let q = Arc::new(zygote_qemu::Qmp::connect(&sb.dir.join("qmp.sock"), timeout).await?);
+    let _ = sb.qmp.set(q.clone());
+    Ok(q)
+}
+
+/// The one owner of a sandbox's QEMU process; frees its guest memory when
+/// QEMU is gone.
+pub(crate) async fn supervise(
     engine: Weak<Engine>,
     sb: Arc<Sandbox>,
     mut proc: QemuProcess,
-    mem: MemFd,
     mut cmds: mpsc::Receiver<Command>,
 ) {
     let stop_reply = tokio::select! {
@@ -349,7 +379,7 @@ async fn supervise(
         }
     };
     // QEMU is gone: free the guest memory before anyone is told.
-    drop(mem);
+    *sb.memory.lock().unwrap_or_else(|p| p.into_inner()) = None;
     drop(proc);
     if let Some(done) = stop_reply {
         let _ = done.send(());

@@ -50,6 +50,40 @@ pub struct Spec {
     pub expires_at_unix: Option<u64>,
 }
 
+/// Where a sandbox's guest RAM lives.
+#[derive(Clone)]
+pub(crate) enum SandboxMemory {
+    /// Its own share=on memfd (booted, or a private-memory child): the daemon
+    /// sees every guest write, so `copy` branches work.
+    Own(Arc<zygote_mem::Region>),
+    /// Copy-on-write (`MAP_PRIVATE`, share=off) over a snapshot's sealed memfd;
+    /// held so the memfd outlives QEMU's open of its `/proc` path even if the
+    /// snapshot is deleted meanwhile.
+    Cow(#[allow(dead_code)] Arc<zygote_mem::Region>),
+}
+
+/// The sandbox's disk: its writable top overlay and the frozen generations below.
+#[derive(Debug, Clone)]
+pub(crate) struct DiskState {
+    /// The overlay QEMU writes to now.
+    pub(crate) top: PathBuf,
+    /// Frozen generations the top's backing chain needs (in `<home>/disks`).
+    pub(crate) chain: Vec<PathBuf>,
+    /// Virtual size in bytes.
+    pub(crate) virtual_size: u64,
+    /// Generation counter (names the next overlay).
+    pub(crate) generation: u32,
+}
+
+/// How the VM was started; children must match it exactly.
+#[derive(Debug, Clone)]
+pub(crate) struct MachineFacts {
+    pub(crate) kernel: PathBuf,
+    pub(crate) initrd: PathBuf,
+    pub(crate) append: String,
+    pub(crate) cpu: String,
+}
+
 /// A sandbox.
 pub struct Sandbox {
     /// Random id.
@@ -66,6 +100,14 @@ pub struct Sandbox {
     pub(crate) boot_ms: OnceLock<u64>,
     pub(crate) cmd: Mutex<Option<mpsc::Sender<Command>>>,
     pub(crate) span: tracing::Span,
+    pub(crate) qmp: OnceLock<Arc<zygote_qemu::Qmp>>,
+    pub(crate) memory: Mutex<Option<SandboxMemory>>,
+    pub(crate) disk: Mutex<Option<DiskState>>,
+    pub(crate) machine: OnceLock<MachineFacts>,
+    /// The snapshot a child was spawned from.
+    pub(crate) snapshot_tag: Option<String>,
+    /// One branch at a time.
+    pub(crate) branch_lock: tokio::sync::Mutex<()>,
 }
 
 impl Sandbox {
@@ -84,7 +126,59 @@ impl Sandbox {
             created_at_unix: self.created_at_unix,
             boot_ms: self.boot_ms.get().copied(),
             expires_at_unix: self.spec.expires_at_unix,
+            snapshot_tag: self.snapshot_tag.clone(),
+            memory: self.memory_kind().map(str::to_string),
         }
+    }
+
+    /// `own` or `cow`, while the sandbox holds memory.
+    pub fn memory_kind(&self) -> Option<&'static str> {
+        match &*self.memory.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(SandboxMemory::Own(_)) => Some("own"),
+            Some(SandboxMemory::Cow(_)) => Some("cow"),
+            None => None,
+        }
+    }
+
+    /// Build a sandbox in `Booting` with nothing attached yet.
+    pub(crate) fn new(
+        id: String,
+        spec: Spec,
+        dir: PathBuf,
+        created_at_unix: u64,
+        snapshot_tag: Option<String>,
+        state: SandboxState,
+        reason: Option<String>,
+    ) -> Sandbox {
+        let span = tracing::info_span!("sandbox", id = %id);
+        Sandbox {
+            id,
+            spec,
+            dir,
+            created_at_unix,
+            state: watch::channel((state, reason)).0,
+            link: OnceLock::new(),
+            pid: OnceLock::new(),
+            boot_ms: OnceLock::new(),
+            cmd: Mutex::new(None),
+            span,
+            qmp: OnceLock::new(),
+            memory: Mutex::new(None),
+            disk: Mutex::new(None),
+            machine: OnceLock::new(),
+            snapshot_tag,
+            branch_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The QMP connection, if the sandbox is running.
+    pub(crate) fn qmp(&self) -> Result<&Arc<zygote_qemu::Qmp>> {
+        self.link()?;
+        self.qmp.get().ok_or_else(|| EngineError::NotRunning {
+            id: self.id.clone(),
+            state: "without a QMP connection",
+            reason: None,
+        })
     }
 
     /// Current state.
@@ -117,7 +211,7 @@ impl Sandbox {
     }
 
     /// The agent link, if the sandbox is running.
-    fn link(&self) -> Result<&Arc<AgentLink>> {
+    pub(crate) fn link(&self) -> Result<&Arc<AgentLink>> {
         let (st, reason) = self.state.borrow().clone();
         match st {
             SandboxState::Running => {}

@@ -87,6 +87,13 @@ pub struct SandboxInfo {
     /// When the sandbox will be removed, seconds since the Unix epoch.
     #[serde(default)]
     pub expires_at_unix: Option<u64>,
+    /// The snapshot it was spawned from.
+    #[serde(default)]
+    pub snapshot_tag: Option<String>,
+    /// Guest memory: `own` (share=on memfd of its own) or `cow` (copy-on-write
+    /// over a snapshot).
+    #[serde(default)]
+    pub memory: Option<String>,
 }
 
 /// `POST /v1/sandboxes/{id}/exec` (and `/exec/stream`).
@@ -276,4 +283,205 @@ pub struct Pong {
     pub ok: bool,
     /// Daemon-to-agent round trip in milliseconds.
     pub agent_rtt_ms: f64,
+}
+
+/// How a branch captures memory.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub enum BranchMode {
+    /// Stop, copy the touched RAM into a new memfd, resume (share=on sandboxes).
+    #[default]
+    Copy,
+    /// QEMU precopy with pause-before-switchover, the stream split as it arrives.
+    Live,
+}
+
+impl BranchMode {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BranchMode::Copy => "copy",
+            BranchMode::Live => "live",
+        }
+    }
+}
+
+/// `POST /v1/sandboxes/{id}/branch`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BranchBody {
+    /// Snapshot tag (default: generated).
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Capture mode (default `copy` for sandboxes on their own memory).
+    #[serde(default)]
+    pub mode: Option<BranchMode>,
+    /// Back the snapshot memory with 2 MiB hugepages.
+    #[serde(default)]
+    pub hugepages: bool,
+    /// Wait until `memory.bin` is on disk before answering.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// Persistence state of a snapshot.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub enum SnapshotStatus {
+    /// In memory; `memory.bin` is being written.
+    Writing,
+    /// On disk and in memory (or loadable from disk).
+    Ready,
+    /// Persisting failed; `warning` says why. Spawning works while the daemon runs.
+    Failed,
+}
+
+/// A snapshot as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SnapshotInfo {
+    /// Tag.
+    pub tag: String,
+    /// Image the lineage booted from.
+    pub image: String,
+    /// Sandbox it was taken from.
+    #[serde(default)]
+    pub branched_from: Option<String>,
+    /// Capture mode.
+    pub mode: BranchMode,
+    /// Persistence state.
+    pub status: SnapshotStatus,
+    /// Guest RAM in MiB (children must match).
+    pub memory_mib: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// CPU model (children must match).
+    pub cpu: String,
+    /// Accelerator.
+    pub accel: String,
+    /// Memory is hugetlb-backed.
+    pub hugepages: bool,
+    /// STOP to RESUME of the parent, from QMP event timestamps.
+    #[serde(default)]
+    pub pause_ms: Option<f64>,
+    /// Time spent copying RAM inside the pause.
+    #[serde(default)]
+    pub copy_ms: Option<f64>,
+    /// Guest RAM bytes captured.
+    pub memory_bytes: u64,
+    /// Device-state bytes.
+    pub vmstate_bytes: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at_unix: u64,
+    /// A fallback or persistence problem worth knowing.
+    #[serde(default)]
+    pub warning: Option<String>,
+}
+
+/// `POST /v1/snapshots`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreateSnapshot {
+    /// Image to boot (default `python`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Tag.
+    pub tag: String,
+    /// Python run in the warm interpreter before the snapshot (e.g. `import numpy`).
+    #[serde(default)]
+    pub warmup: Option<String>,
+    /// Guest RAM in MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// vCPUs.
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Hugepage-backed snapshot memory.
+    #[serde(default)]
+    pub hugepages: bool,
+}
+
+/// `POST /v1/sandboxes` with `snapshot_tag`: children of a snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SpawnBody {
+    /// Snapshot to start from.
+    pub snapshot_tag: String,
+    /// How many children (default 1).
+    #[serde(default)]
+    pub n: Option<u32>,
+    /// Each child gets its own share=on memfd filled from the snapshot (can then be
+    /// branched in `copy` mode); default is copy-on-write over the snapshot.
+    #[serde(default)]
+    pub private_memory: bool,
+    /// With `private_memory`: back each child's memory with 2 MiB hugepages.
+    #[serde(default)]
+    pub hugepages: bool,
+    /// Must equal the snapshot's if given.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Must equal the snapshot's if given.
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Environment for every exec in each child.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// One child of a spawn: a sandbox or why it failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SpawnResult {
+    /// The child, when it started.
+    #[serde(default)]
+    pub sandbox: Option<SandboxInfo>,
+    /// Why it did not.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Milliseconds from the request to the child running (after `cont`).
+    #[serde(default)]
+    pub running_ms: Option<f64>,
+    /// Milliseconds from the request to the child's agent answering.
+    #[serde(default)]
+    pub ready_ms: Option<f64>,
+}
+
+/// `POST /v1/sandboxes/{id}/fork`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ForkBody {
+    /// Children to start (default 1).
+    #[serde(default)]
+    pub n: Option<u32>,
+    /// Branch mode (default: what works for the sandbox).
+    #[serde(default)]
+    pub mode: Option<BranchMode>,
+    /// Tag of the intermediate snapshot (default: generated).
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Children get private memory.
+    #[serde(default)]
+    pub private_memory: bool,
+    /// Hugepages for the snapshot and private children.
+    #[serde(default)]
+    pub hugepages: bool,
+}
+
+/// Answer of `POST /v1/sandboxes/{id}/fork`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ForkResult {
+    /// The snapshot taken.
+    pub snapshot: SnapshotInfo,
+    /// The children.
+    pub children: Vec<SpawnResult>,
 }

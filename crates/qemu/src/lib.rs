@@ -23,6 +23,6 @@ pub use accel::{choose_accel, cpu_model, parse_accel, Accel, AccelChoice};
 pub use binary::{detect_qemu, qemu_img_path, QemuBinary};
 pub use config::{VmConfig, DEFAULT_APPEND};
 pub use error::QemuError;
-pub use process::{create_overlay, read_tail, QemuExit, QemuProcess};
+pub use process::{create_overlay, create_overlay_unchecked, read_tail, QemuExit, QemuProcess};
 pub use qmp::{wait_event, Qmp, QmpEvent};
 pub use timing::{default_append, host_tsc_khz};

@@ -317,6 +317,53 @@ pub async fn create_overlay(
     Ok(())
 }
 
+/// Creates a qcow2 `overlay` of `size` bytes whose header names `base` as its
+/// backing file *without opening it* (`qemu-img create -u`): for the overlay a
+/// running sandbox moves to during a branch, whose backing file only reaches
+/// its final path inside the pause (`blockdev-snapshot-sync` mode `existing`).
+pub async fn create_overlay_unchecked(
+    base: &Path,
+    base_format: &str,
+    size: u64,
+    overlay: &Path,
+) -> Result<(), QemuError> {
+    let err = |detail: String| QemuError::Overlay {
+        base: base.to_path_buf(),
+        overlay: overlay.to_path_buf(),
+        detail,
+    };
+    if !base.is_absolute() {
+        return Err(err("the backing path must be absolute".into()));
+    }
+    let img = crate::qemu_img_path()?;
+    let mut cmd = Command::new(&img);
+    cmd.args(["create", "-q", "-u", "-f", "qcow2", "-F", base_format, "-b"])
+        .arg(base)
+        .arg(overlay)
+        .arg(size.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(QEMU_IMG_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| {
+            err(format!(
+                "{} did not finish within {QEMU_IMG_TIMEOUT:?}",
+                img.display()
+            ))
+        })?
+        .map_err(|e| err(format!("running {}: {e}", img.display())))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "{} ({})",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            out.status
+        )));
+    }
+    Ok(())
+}
+
 /// Reads at most the last `max_bytes` of a file (e.g. the console log, for error
 /// messages). A missing file reads as empty.
 pub fn read_tail(path: &Path, max_bytes: u64) -> String {

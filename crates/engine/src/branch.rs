@@ -1,0 +1,449 @@
+//! Branching a running sandbox into a snapshot.
+//!
+//! `copy` mode (for sandboxes on their own share=on memfd): the destination
+//! memfd is created, sized and pre-faulted *before* the stop, and the new disk
+//! overlay created; inside the stop the disk moves to that overlay, the device
+//! state is saved with `x-ignore-shared` (RAM skipped: tens of KB) and the
+//! touched RAM ranges are copied; then the parent resumes and the copy is
+//! sealed. The stop sits behind [`PauseGuard`], whose drop resumes the parent,
+//! so no error path leaves it stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tracing::{info, warn, Instrument};
+use zygote_mem::{CopyOptions, Prefault, Region};
+use zygote_proto::api::{BranchBody, BranchMode, SnapshotInfo, SnapshotStatus};
+use zygote_qemu::{wait_event, Qmp, QmpEvent};
+
+use crate::error::{EngineError, Result};
+use crate::lifecycle::now_unix;
+use crate::sandbox::{DiskState, Sandbox, SandboxMemory};
+use crate::snapshot::{Snapshot, SnapshotMeta, FORMAT_VERSION};
+use crate::Engine;
+
+/// How long the device-state save may take inside the pause.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Resumes the parent when dropped unless [`PauseGuard::resume`] ran.
+pub(crate) struct PauseGuard {
+    qmp: Arc<Qmp>,
+    resumed: bool,
+}
+
+impl PauseGuard {
+    /// Stop the VM; the guard resumes it on every path.
+    pub(crate) async fn stop(qmp: Arc<Qmp>) -> Result<PauseGuard> {
+        qmp.execute("stop", json!(null)).await?;
+        Ok(PauseGuard {
+            qmp,
+            resumed: false,
+        })
+    }
+
+    /// Resume now.
+    pub(crate) async fn resume(mut self) -> Result<()> {
+        self.resumed = true;
+        self.qmp.execute("cont", json!(null)).await?;
+        Ok(())
+    }
+}
+
+impl Drop for PauseGuard {
+    fn drop(&mut self) {
+        if !self.resumed {
+            let qmp = self.qmp.clone();
+            warn!("branch failed inside the pause: resuming the parent");
+            tokio::spawn(async move {
+                if let Err(e) = qmp.execute("cont", json!(null)).await {
+                    warn!(error = %e, "could not resume the parent after a failed branch");
+                }
+            });
+        }
+    }
+}
+
+/// Poll `query-migrate` until it completes (or fails).
+pub(crate) async fn wait_migration(qmp: &Qmp, timeout: Duration) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_micros(500);
+    loop {
+        let v = qmp.execute("query-migrate", json!(null)).await?;
+        match v.get("status").and_then(|s| s.as_str()).unwrap_or("") {
+            "completed" => return Ok(v),
+            "failed" | "cancelled" => {
+                let why = v
+                    .get("error-desc")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or("no reason given");
+                return Err(EngineError::Conflict(format!("migration failed: {why}")));
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            let _ = qmp.execute("migrate_cancel", json!(null)).await;
+            return Err(EngineError::Conflict(format!(
+                "migration did not complete within {timeout:?}: cancelled"
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(5));
+    }
+}
+
+fn event_ts(ev: &Option<QmpEvent>) -> Option<u64> {
+    ev.as_ref().map(|e| e.timestamp_us)
+}
+
+impl Engine {
+    /// Branch a running sandbox into a new snapshot; the parent keeps running.
+    pub async fn branch(self: &Arc<Self>, id: &str, body: BranchBody) -> Result<SnapshotInfo> {
+        self.check_open()?;
+        let sb = self.get(id)?;
+        let span = sb.span.clone();
+        async move {
+            let _one = sb.branch_lock.lock().await;
+            let memory = sb.memory.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let mode = match (body.mode, &memory) {
+                (Some(BranchMode::Copy), Some(SandboxMemory::Cow(_))) => {
+                    return Err(EngineError::Conflict(format!(
+                        "sandbox `{}` runs copy-on-write over snapshot `{}`, so `copy` mode cannot see its memory: use mode `live`, or spawn children with private_memory",
+                        sb.id,
+                        sb.snapshot_tag.clone().unwrap_or_default()
+                    )))
+                }
+                (Some(m), _) => m,
+                (None, Some(SandboxMemory::Cow(_))) => BranchMode::Live,
+                (None, _) => BranchMode::Copy,
+            };
+            let tag = match &body.tag {
+                Some(t) => t.clone(),
+                None => format!("{}-{}", &sb.id[..8.min(sb.id.len())], now_unix()),
+            };
+            let reservation = self.snapshots.reserve(&tag)?;
+            let qmp = sb.qmp()?.clone();
+            let snap = match mode {
+                BranchMode::Copy => {
+                    let Some(SandboxMemory::Own(src)) = memory else {
+                        return Err(EngineError::NotRunning {
+                            id: sb.id.clone(),
+                            state: sb.state().as_str(),
+                            reason: Some("its memory is gone".into()),
+                        });
+                    };
+                    self.branch_copy(&sb, &qmp, &src, &tag, body.hugepages).await?
+                }
+                BranchMode::Live => {
+                    return Err(EngineError::NotImplemented(
+                        "mode `live` is not built yet: use mode `copy` (for sandboxes on their own memory)".into(),
+                    ))
+                }
+            };
+            drop(reservation);
+            self.persist_in_background(&snap);
+            if body.wait {
+                snap.wait_persisted().await;
+            }
+            Ok(snap.info())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn branch_copy(
+        self: &Arc<Self>,
+        sb: &Arc<Sandbox>,
+        qmp: &Arc<Qmp>,
+        src: &Arc<Region>,
+        tag: &str,
+        hugepages: bool,
+    ) -> Result<Arc<Snapshot>> {
+        let t_prep = Instant::now();
+        let staging = self.snapshots.staging(tag)?;
+        let vmstate = staging.join("vmstate");
+        let frozen = self.snapshots.new_disk_path(tag);
+        let disk = sb
+            .disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| EngineError::Conflict("the sandbox has no disk".into()))?;
+        let next_top = sb.dir.join(format!("disk-g{}.qcow2", disk.generation + 1));
+        zygote_qemu::create_overlay_unchecked(&frozen, "qcow2", disk.virtual_size, &next_top)
+            .await?;
+
+        // The destination, sized and pre-faulted over the ranges the guest has
+        // touched, before the stop.
+        let size = src.size();
+        let src2 = src.clone();
+        let name = format!("zygote-snap-{tag}");
+        let dst = tokio::task::spawn_blocking(move || -> Result<Region> {
+            let ranges = src2.data_ranges()?;
+            Ok(Region::prepare_destination(
+                &name,
+                size,
+                hugepages,
+                &Prefault::Ranges(ranges),
+            )?)
+        })
+        .await
+        .map_err(|e| {
+            EngineError::Conflict(format!("preparing the snapshot memory failed: {e}"))
+        })??;
+        let warning = dst.warning().map(str::to_string);
+        qmp.execute(
+            "migrate-set-capabilities",
+            json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+        )
+        .await?;
+        // The frozen generation's permanent name: a hard link to the current top
+        // (renaming an image QEMU has open makes its later inactivation fail
+        // with EFAULT; a second name does not). Its content freezes at the
+        // switch inside the pause.
+        std::fs::hard_link(&disk.top, &frozen).map_err(|source| EngineError::Io {
+            what: format!("cannot link {} to {}", disk.top.display(), frozen.display()),
+            source,
+        })?;
+        let prep_ms = t_prep.elapsed().as_secs_f64() * 1e3;
+
+        // ---- the pause ----
+        let mut events = qmp.events();
+        let guard = PauseGuard::stop(qmp.clone()).await?;
+        let t_stop = Instant::now();
+        let switched = qmp
+            .execute(
+                "blockdev-snapshot-sync",
+                json!({"device": "d0", "snapshot-file": next_top, "format": "qcow2", "mode": "existing"}),
+            )
+            .await;
+        if let Err(e) = switched {
+            let _ = std::fs::remove_file(&frozen);
+            let _ = std::fs::remove_file(&next_top);
+            return Err(e.into());
+        }
+        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(DiskState {
+            top: next_top.clone(),
+            chain: disk
+                .chain
+                .iter()
+                .cloned()
+                .chain(std::iter::once(frozen.clone()))
+                .collect(),
+            virtual_size: disk.virtual_size,
+            generation: disk.generation + 1,
+        });
+        let uri = format!("exec:cat > {}", shell_path(&vmstate)?);
+        qmp.execute("migrate", json!({ "uri": uri })).await?;
+        wait_migration(qmp, MIGRATE_TIMEOUT).await?;
+        let t_copy = Instant::now();
+        let src3 = src.clone();
+        let (dst, stats) = tokio::task::spawn_blocking(move || {
+            let stats = dst.copy_from(src3.memfd(), &CopyOptions::default());
+            (dst, stats)
+        })
+        .await
+        .map_err(|e| EngineError::Conflict(format!("the memory copy failed: {e}")))?;
+        let stats = stats?;
+        let copy_ms = t_copy.elapsed().as_secs_f64() * 1e3;
+        guard.resume().await?;
+        let wall_pause_ms = t_stop.elapsed().as_secs_f64() * 1e3;
+        // ---- resumed ----
+
+        let stop_ev = wait_event(&mut events, Duration::from_secs(5), |e| e.name == "STOP").await;
+        let resume_ev =
+            wait_event(&mut events, Duration::from_secs(5), |e| e.name == "RESUME").await;
+        let pause_ms = match (event_ts(&stop_ev), event_ts(&resume_ev)) {
+            (Some(a), Some(b)) if b >= a => (b - a) as f64 / 1e3,
+            _ => wall_pause_ms,
+        };
+        let mut dst = dst;
+        let sealed = tokio::task::spawn_blocking(move || dst.seal().map(|_| dst))
+            .await
+            .map_err(|e| EngineError::Conflict(format!("sealing failed: {e}")))??;
+        let vmstate_bytes = std::fs::metadata(&vmstate).map(|m| m.len()).unwrap_or(0);
+        info!(%tag, pause_ms, copy_ms, prep_ms, bytes = stats.bytes, vmstate_bytes, "branched (copy)");
+        let machine = sb
+            .machine
+            .get()
+            .cloned()
+            .ok_or_else(|| EngineError::Conflict("the sandbox has no machine facts".into()))?;
+        let meta = SnapshotMeta {
+            format_version: FORMAT_VERSION,
+            tag: tag.to_string(),
+            image: sb.spec.image.clone(),
+            branched_from: Some(sb.id.clone()),
+            parent_snapshot: sb.snapshot_tag.clone(),
+            mode: BranchMode::Copy,
+            memory_mib: sb.spec.memory_mib,
+            vcpus: sb.spec.vcpus,
+            cpu: machine.cpu,
+            machine: "microvm".into(),
+            accel: sb.spec.accel.clone(),
+            kernel: machine.kernel,
+            initrd: machine.initrd,
+            append: machine.append,
+            disk: frozen,
+            disk_bytes: disk.virtual_size,
+            disk_chain: disk.chain,
+            hugepages: sealed.kind() == zygote_mem::PageKind::Huge2M,
+            pause_ms: Some(pause_ms),
+            copy_ms: Some(copy_ms),
+            memory_bytes: stats.bytes,
+            vmstate_bytes,
+            created_at_unix: now_unix(),
+            warning,
+        };
+        self.snapshots.commit(&staging, meta, Arc::new(sealed))
+    }
+
+    /// Write `memory.bin` off the pause path; `status` goes writing → ready.
+    pub(crate) fn persist_in_background(self: &Arc<Self>, snap: &Arc<Snapshot>) {
+        let snap = snap.clone();
+        tokio::spawn(async move {
+            let s2 = snap.clone();
+            let res = tokio::task::spawn_blocking(move || -> Result<u64> {
+                let region = s2.memory()?;
+                Ok(region.persist(&s2.memory_bin())?.bytes_written)
+            })
+            .await;
+            match res {
+                Ok(Ok(bytes)) => {
+                    info!(tag = %snap.meta.tag, bytes, "snapshot memory persisted");
+                    snap.set_status(SnapshotStatus::Ready, None);
+                }
+                Ok(Err(e)) => {
+                    warn!(tag = %snap.meta.tag, error = %e, "persisting snapshot memory failed");
+                    snap.set_status(
+                        SnapshotStatus::Failed,
+                        Some(format!("memory.bin could not be written: {e}")),
+                    );
+                }
+                Err(e) => snap.set_status(
+                    SnapshotStatus::Failed,
+                    Some(format!("persist task failed: {e}")),
+                ),
+            }
+        });
+    }
+
+    /// Boot an image, run the warm-up in its interpreter, snapshot it, and remove
+    /// the booted sandbox.
+    pub async fn create_snapshot(
+        self: &Arc<Self>,
+        req: zygote_proto::api::CreateSnapshot,
+    ) -> Result<SnapshotInfo> {
+        self.check_open()?;
+        crate::snapshot::validate_tag(&req.tag)?;
+        if self.snapshots.get(&req.tag).is_ok() {
+            return Err(EngineError::Conflict(format!(
+                "snapshot tag `{}` is taken: pick another tag or delete the snapshot first",
+                req.tag
+            )));
+        }
+        let info = self
+            .create(zygote_proto::api::CreateSandbox {
+                image: req.image.clone(),
+                memory_mib: req.memory_mib,
+                vcpus: req.vcpus,
+                ..Default::default()
+            })
+            .await?;
+        let res = async {
+            let sb = self.get(&info.id)?;
+            if let Some(code) = &req.warmup {
+                let r = sb.eval(code).await?;
+                if let Some(err) = r.error {
+                    return Err(EngineError::BadRequest(format!(
+                        "the warm-up raised {err}: fix the warm-up code\n{}",
+                        r.traceback.unwrap_or_default()
+                    )));
+                }
+            }
+            self.branch(
+                &info.id,
+                BranchBody {
+                    tag: Some(req.tag.clone()),
+                    mode: Some(BranchMode::Copy),
+                    hugepages: req.hugepages,
+                    wait: true,
+                },
+            )
+            .await
+        }
+        .await;
+        let _ = self.remove(&info.id).await;
+        res
+    }
+
+    /// Branch a sandbox and start `n` children from the snapshot in one call.
+    pub async fn fork(
+        self: &Arc<Self>,
+        id: &str,
+        body: zygote_proto::api::ForkBody,
+    ) -> Result<zygote_proto::api::ForkResult> {
+        let snapshot = self
+            .branch(
+                id,
+                BranchBody {
+                    tag: body.tag.clone(),
+                    mode: body.mode,
+                    hugepages: body.hugepages,
+                    wait: false,
+                },
+            )
+            .await?;
+        let children = self
+            .spawn(zygote_proto::api::SpawnBody {
+                snapshot_tag: snapshot.tag.clone(),
+                n: body.n,
+                private_memory: body.private_memory,
+                hugepages: body.hugepages && body.private_memory,
+                ..Default::default()
+            })
+            .await?;
+        Ok(zygote_proto::api::ForkResult { snapshot, children })
+    }
+
+    /// Snapshots, oldest first.
+    pub fn snapshots(&self) -> Vec<SnapshotInfo> {
+        self.snapshots.list()
+    }
+
+    /// One snapshot.
+    pub fn snapshot(&self, tag: &str) -> Result<SnapshotInfo> {
+        Ok(self.snapshots.get(tag)?.info())
+    }
+
+    /// Delete a snapshot; running children are not disturbed.
+    pub fn delete_snapshot(&self, tag: &str) -> Result<()> {
+        self.snapshots.delete(tag, &self.disks_in_use())
+    }
+
+    /// Disk files live sandboxes still reference.
+    pub(crate) fn disks_in_use(&self) -> std::collections::HashSet<PathBuf> {
+        let mut s = std::collections::HashSet::new();
+        for sb in self.map().values() {
+            if let Some(d) = sb.disk.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                s.extend(d.chain.iter().cloned());
+            }
+        }
+        s
+    }
+}
+
+/// A path safe to put in QEMU's `exec:` shell command (ours: no quotes needed
+/// but refuse anything odd rather than quote it).
+fn shell_path(p: &Path) -> Result<String> {
+    let s = p.to_string_lossy().to_string();
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    {
+        Ok(s)
+    } else {
+        Err(EngineError::BadRequest(format!(
+            "path {s:?} has characters QEMU's exec: URI would need quoted: use a home directory path of letters, digits and . _ - /"
+        )))
+    }
+}

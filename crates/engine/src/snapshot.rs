@@ -1,0 +1,458 @@
+//! Snapshots as objects: device state (`vmstate`), guest memory (a sealed memfd
+//! in the daemon, and `memory.bin` on disk), a frozen qcow2 disk generation, and
+//! metadata. On-disk layout, staged and renamed into place:
+//!
+//! ```text
+//! <home>/snapshots/<tag>/meta.json     format version, tag, lineage, machine facts
+//! <home>/snapshots/<tag>/vmstate       QEMU migration stream without guest RAM
+//! <home>/snapshots/<tag>/memory.bin    guest RAM, sparse (written after the branch)
+//! <home>/disks/<tag>-<rand>.qcow2      the frozen disk generation (children back onto it)
+//! ```
+//!
+//! Disks live outside the snapshot directory because a qcow2 header names its
+//! backing file by path: a generation's path never changes once written.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use zygote_mem::Region;
+use zygote_proto::api::{BranchMode, SnapshotInfo, SnapshotStatus};
+
+use crate::error::{EngineError, Result};
+
+/// Version of `meta.json`, independent of the program version.
+pub const FORMAT_VERSION: u32 = 1;
+/// Largest `meta.json` accepted.
+const MAX_META_BYTES: u64 = 1 << 20;
+
+/// What `meta.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotMeta {
+    /// Format version of this file.
+    pub format_version: u32,
+    /// Tag.
+    pub tag: String,
+    /// Image of the lineage.
+    pub image: String,
+    /// Sandbox it was taken from.
+    pub branched_from: Option<String>,
+    /// Snapshot that sandbox was spawned from, if any.
+    pub parent_snapshot: Option<String>,
+    /// Capture mode.
+    pub mode: BranchMode,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// `-cpu` model.
+    pub cpu: String,
+    /// Machine type.
+    pub machine: String,
+    /// Accelerator.
+    pub accel: String,
+    /// Kernel, initrd and command line the lineage booted with (children need
+    /// the identical machine, ROMs included).
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: PathBuf,
+    /// Kernel command line.
+    pub append: String,
+    /// The frozen disk generation.
+    pub disk: PathBuf,
+    /// Virtual size of the disk in bytes.
+    pub disk_bytes: u64,
+    /// Every disk file the chain below `disk` needs (ancestor generations).
+    pub disk_chain: Vec<PathBuf>,
+    /// Memory is hugetlb-backed.
+    pub hugepages: bool,
+    /// STOP→RESUME of the parent.
+    pub pause_ms: Option<f64>,
+    /// RAM copy inside the pause.
+    pub copy_ms: Option<f64>,
+    /// Guest RAM bytes captured.
+    pub memory_bytes: u64,
+    /// `vmstate` bytes.
+    pub vmstate_bytes: u64,
+    /// Creation time.
+    pub created_at_unix: u64,
+    /// Fallback warnings.
+    pub warning: Option<String>,
+}
+
+/// A snapshot the daemon holds.
+pub struct Snapshot {
+    /// Its metadata.
+    pub meta: SnapshotMeta,
+    /// Its directory.
+    pub dir: PathBuf,
+    memory: Mutex<Option<Arc<Region>>>,
+    status: watch::Sender<(SnapshotStatus, Option<String>)>,
+}
+
+impl Snapshot {
+    pub(crate) fn new(
+        meta: SnapshotMeta,
+        dir: PathBuf,
+        memory: Option<Arc<Region>>,
+        status: SnapshotStatus,
+    ) -> Snapshot {
+        Snapshot {
+            meta,
+            dir,
+            memory: Mutex::new(memory),
+            status: watch::channel((status, None)).0,
+        }
+    }
+
+    /// `vmstate` path.
+    pub fn vmstate(&self) -> PathBuf {
+        self.dir.join("vmstate")
+    }
+
+    /// `memory.bin` path.
+    pub fn memory_bin(&self) -> PathBuf {
+        self.dir.join("memory.bin")
+    }
+
+    /// Persistence state.
+    pub fn status(&self) -> SnapshotStatus {
+        self.status.borrow().0
+    }
+
+    pub(crate) fn set_status(&self, s: SnapshotStatus, warning: Option<String>) {
+        self.status.send_replace((s, warning));
+    }
+
+    /// Wait until the snapshot is no longer `writing`.
+    pub async fn wait_persisted(&self) -> SnapshotStatus {
+        let mut rx = self.status.subscribe();
+        let r = rx.wait_for(|(s, _)| *s != SnapshotStatus::Writing).await;
+        r.map(|v| v.0).unwrap_or(SnapshotStatus::Failed)
+    }
+
+    /// The memory region, loading `memory.bin` when the daemon no longer holds it
+    /// (after a restart).
+    pub fn memory(&self) -> Result<Arc<Region>> {
+        let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = m.as_ref() {
+            return Ok(r.clone());
+        }
+        let path = self.memory_bin();
+        if !path.exists() {
+            return Err(EngineError::Conflict(format!(
+                "snapshot `{}` has no memory: its memory.bin was never written (the daemon stopped before persisting it); take a new snapshot",
+                self.meta.tag
+            )));
+        }
+        let (mut region, stats) = Region::from_file(
+            &path,
+            &format!("zygote-snap-{}", self.meta.tag),
+            self.meta.hugepages,
+        )?;
+        region.seal()?;
+        tracing::info!(tag = %self.meta.tag, ms = stats.ms(), bytes = stats.bytes, "snapshot memory reloaded from disk");
+        let r = Arc::new(region);
+        *m = Some(r.clone());
+        Ok(r)
+    }
+
+    pub(crate) fn drop_memory(&self) {
+        *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The API view.
+    pub fn info(&self) -> SnapshotInfo {
+        let (status, warn) = self.status.borrow().clone();
+        let m = &self.meta;
+        SnapshotInfo {
+            tag: m.tag.clone(),
+            image: m.image.clone(),
+            branched_from: m.branched_from.clone(),
+            mode: m.mode,
+            status,
+            memory_mib: m.memory_mib,
+            vcpus: m.vcpus,
+            cpu: m.cpu.clone(),
+            accel: m.accel.clone(),
+            hugepages: m.hugepages,
+            pause_ms: m.pause_ms,
+            copy_ms: m.copy_ms,
+            memory_bytes: m.memory_bytes,
+            vmstate_bytes: m.vmstate_bytes,
+            created_at_unix: m.created_at_unix,
+            warning: match (&m.warning, warn) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.clone().or(b),
+            },
+        }
+    }
+}
+
+/// Tags: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, never joined into paths unchecked.
+pub fn validate_tag(tag: &str) -> Result<()> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 64
+        && tag.as_bytes()[0].is_ascii_alphanumeric()
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::BadRequest(format!(
+            "snapshot tag `{tag}` is invalid: use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
+        )))
+    }
+}
+
+/// Every snapshot, by tag.
+pub struct Snapshots {
+    root: PathBuf,
+    disks: PathBuf,
+    map: Mutex<HashMap<String, Arc<Snapshot>>>,
+    /// Tags being created right now (a second create of the same tag is a 409).
+    pending: Mutex<HashSet<String>>,
+}
+
+/// Holds a tag while its snapshot is being made.
+pub(crate) struct TagReservation<'a> {
+    snaps: &'a Snapshots,
+    tag: String,
+}
+
+impl Drop for TagReservation<'_> {
+    fn drop(&mut self) {
+        self.snaps
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.tag);
+    }
+}
+
+impl Snapshots {
+    /// Open the store under `home`, loading every snapshot on disk.
+    pub(crate) fn open(home: &Path) -> Result<Snapshots> {
+        let root = home.join("snapshots");
+        let disks = home.join("disks");
+        for d in [&root, &disks] {
+            std::fs::create_dir_all(d).map_err(|source| EngineError::Io {
+                what: format!("cannot create {}", d.display()),
+                source,
+            })?;
+        }
+        let s = Snapshots {
+            root,
+            disks,
+            map: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashSet::new()),
+        };
+        s.load_all();
+        Ok(s)
+    }
+
+    fn load_all(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(".staging-") {
+                let _ = std::fs::remove_dir_all(e.path());
+                continue;
+            }
+            match read_meta(&e.path().join("meta.json")) {
+                Ok(meta) => {
+                    let ready = e.path().join("memory.bin").exists();
+                    let snap = Snapshot::new(
+                        meta,
+                        e.path(),
+                        None,
+                        if ready {
+                            SnapshotStatus::Ready
+                        } else {
+                            SnapshotStatus::Failed
+                        },
+                    );
+                    if !ready {
+                        snap.set_status(
+                            SnapshotStatus::Failed,
+                            Some("memory.bin was not written before the daemon stopped".into()),
+                        );
+                    }
+                    self.map().insert(name, Arc::new(snap));
+                }
+                Err(err) => {
+                    tracing::warn!(dir = %e.path().display(), error = %err, "skipping an unreadable snapshot")
+                }
+            }
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Snapshot>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserve a tag for a snapshot about to be made (409 when taken).
+    pub(crate) fn reserve(&self, tag: &str) -> Result<TagReservation<'_>> {
+        validate_tag(tag)?;
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if self.map().contains_key(tag) || p.contains(tag) || self.root.join(tag).exists() {
+            return Err(EngineError::Conflict(format!(
+                "snapshot tag `{tag}` is taken: pick another tag or delete the snapshot first"
+            )));
+        }
+        p.insert(tag.to_string());
+        Ok(TagReservation {
+            snaps: self,
+            tag: tag.to_string(),
+        })
+    }
+
+    /// A fresh staging directory for `tag`.
+    pub(crate) fn staging(&self, tag: &str) -> Result<PathBuf> {
+        let d = self.root.join(format!(".staging-{tag}"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).map_err(|source| EngineError::Io {
+            what: format!("cannot create {}", d.display()),
+            source,
+        })?;
+        Ok(d)
+    }
+
+    /// Where the frozen disk of a new snapshot goes.
+    pub(crate) fn new_disk_path(&self, tag: &str) -> PathBuf {
+        let mut b = [0u8; 4];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut b);
+        self.disks.join(format!("{tag}-{}.qcow2", hex::encode(b)))
+    }
+
+    /// Write `meta.json` into the staging dir and rename it into place.
+    pub(crate) fn commit(
+        &self,
+        staging: &Path,
+        meta: SnapshotMeta,
+        memory: Arc<Region>,
+    ) -> Result<Arc<Snapshot>> {
+        let json =
+            serde_json::to_vec_pretty(&meta).map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        let meta_path = staging.join("meta.json");
+        std::fs::write(&meta_path, json).map_err(|source| EngineError::Io {
+            what: format!("cannot write {}", meta_path.display()),
+            source,
+        })?;
+        let dir = self.root.join(&meta.tag);
+        std::fs::rename(staging, &dir).map_err(|source| EngineError::Io {
+            what: format!("cannot move {} to {}", staging.display(), dir.display()),
+            source,
+        })?;
+        let tag = meta.tag.clone();
+        let snap = Arc::new(Snapshot::new(
+            meta,
+            dir,
+            Some(memory),
+            SnapshotStatus::Writing,
+        ));
+        self.map().insert(tag, snap.clone());
+        Ok(snap)
+    }
+
+    /// One snapshot.
+    pub fn get(&self, tag: &str) -> Result<Arc<Snapshot>> {
+        validate_tag(tag)?;
+        self.map()
+            .get(tag)
+            .cloned()
+            .ok_or_else(|| EngineError::SnapshotNotFound {
+                tag: tag.to_string(),
+            })
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn list(&self) -> Vec<SnapshotInfo> {
+        let mut v: Vec<SnapshotInfo> = self.map().values().map(|s| s.info()).collect();
+        v.sort_by(|a, b| {
+            a.created_at_unix
+                .cmp(&b.created_at_unix)
+                .then(a.tag.cmp(&b.tag))
+        });
+        v
+    }
+
+    /// Delete a snapshot: its memory and files. Running children keep running
+    /// (QEMU holds its own mapping and open disk files). `in_use` are disk files
+    /// live sandboxes still need for future branches.
+    pub(crate) fn delete(&self, tag: &str, in_use: &HashSet<PathBuf>) -> Result<()> {
+        let snap = self
+            .map()
+            .remove(tag)
+            .ok_or_else(|| EngineError::SnapshotNotFound {
+                tag: tag.to_string(),
+            })?;
+        snap.drop_memory();
+        let _ = std::fs::remove_dir_all(&snap.dir);
+        self.gc_disks(in_use);
+        Ok(())
+    }
+
+    /// Remove disk files no snapshot and no live sandbox needs.
+    pub(crate) fn gc_disks(&self, in_use: &HashSet<PathBuf>) {
+        let mut keep: HashSet<PathBuf> = in_use.clone();
+        for s in self.map().values() {
+            keep.insert(s.meta.disk.clone());
+            keep.extend(s.meta.disk_chain.iter().cloned());
+        }
+        if let Ok(rd) = std::fs::read_dir(&self.disks) {
+            for e in rd.flatten() {
+                if !keep.contains(&e.path()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+fn read_meta(path: &Path) -> Result<SnapshotMeta> {
+    let io = |source| EngineError::Io {
+        what: format!("cannot read {}", path.display()),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_META_BYTES {
+        return Err(EngineError::BadRequest(format!(
+            "{} is {len} bytes, over the {MAX_META_BYTES}-byte cap",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    let meta: SnapshotMeta = serde_json::from_slice(&bytes).map_err(|e| {
+        EngineError::BadRequest(format!("{} is not snapshot metadata: {e}", path.display()))
+    })?;
+    if meta.format_version != FORMAT_VERSION {
+        return Err(EngineError::BadRequest(format!(
+            "{} has format version {}, this zygote reads {FORMAT_VERSION}",
+            path.display(),
+            meta.format_version
+        )));
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        for ok in ["a", "py-warm.1", "A_b", &"x".repeat(64)] {
+            assert!(validate_tag(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "-a", ".a", "a/b", "a b", &"x".repeat(65), "é"] {
+            assert!(validate_tag(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Children of a snapshot: each with its own overlay and sockets, memory either
+//! copy-on-write (`MAP_PRIVATE` over the sealed snapshot memfd, share=off) or
+//! private (its own share=on memfd filled from the snapshot). A child starts
+//! with `-incoming defer -S`, loads the RAM-less vmstate with `x-ignore-shared`,
+//! resumes, and its agent is told it was restored (fresh entropy, the host's
+//! clock, a new hostname and id).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::{info, warn, Instrument};
+use zygote_mem::{CopyOptions, Region};
+use zygote_proto::agent::Msg;
+use zygote_proto::api::{SandboxState, SpawnBody, SpawnResult};
+use zygote_qemu::{QemuProcess, VmConfig};
+
+use crate::branch::wait_migration;
+use crate::error::{EngineError, Result};
+use crate::lifecycle::{connect_agent, connect_qmp, now_unix, supervise};
+use crate::sandbox::{DiskState, MachineFacts, Sandbox, SandboxMemory, Spec};
+use crate::snapshot::Snapshot;
+use crate::store::SandboxRow;
+use crate::{paths, Engine};
+
+/// Most children one request may ask for.
+pub(crate) const MAX_CHILDREN: u32 = 64;
+/// Bytes of fresh entropy each child gets.
+const ENTROPY_BYTES: usize = 64;
+
+impl Engine {
+    /// Start `n` children of a snapshot; each child succeeds or fails alone.
+    pub async fn spawn(self: &Arc<Self>, body: SpawnBody) -> Result<Vec<SpawnResult>> {
+        self.check_open()?;
+        let t0 = Instant::now();
+        let snap = self.snapshots.get(&body.snapshot_tag)?;
+        let m = &snap.meta;
+        if let Some(mib) = body.memory_mib {
+            if mib != m.memory_mib {
+                return Err(EngineError::BadRequest(format!(
+                    "memory_mib {mib} differs from snapshot `{}`'s {} MiB: a child must have exactly its parent's memory size (omit memory_mib)",
+                    m.tag, m.memory_mib
+                )));
+            }
+        }
+        if let Some(v) = body.vcpus {
+            if v != m.vcpus {
+                return Err(EngineError::BadRequest(format!(
+                    "vcpus {v} differs from snapshot `{}`'s {}: a child must have exactly its parent's vCPUs (omit vcpus)",
+                    m.tag, m.vcpus
+                )));
+            }
+        }
+        if m.accel != self.accel.accel.to_string() {
+            return Err(EngineError::BadRequest(format!(
+                "snapshot `{}` was taken under {}, this daemon runs {}: children must use the same accelerator",
+                m.tag, m.accel, self.accel.accel
+            )));
+        }
+        let want_cpu = zygote_qemu::cpu_model(self.accel.accel);
+        if m.cpu != want_cpu {
+            return Err(EngineError::BadRequest(format!(
+                "snapshot `{}` uses CPU model `{}`, this daemon starts `{want_cpu}`: a CPU mismatch hangs the guest silently, so it is refused",
+                m.tag, m.cpu
+            )));
+        }
+        if body.hugepages && !body.private_memory {
+            return Err(EngineError::BadRequest(
+                "hugepages applies to private_memory children: set private_memory too (copy-on-write children share the snapshot's pages)".into(),
+            ));
+        }
+        let n = body.n.unwrap_or(1);
+        if !(1..=MAX_CHILDREN).contains(&n) {
+            return Err(EngineError::BadRequest(format!(
+                "n {n} is out of range: pass 1..={MAX_CHILDREN}"
+            )));
+        }
+        for k in body.env.keys() {
+            paths::env_name(k)?;
+        }
+        let snap_mem = {
+            let s = snap.clone();
+            tokio::task::spawn_blocking(move || s.memory())
+                .await
+                .map_err(|e| {
+                    EngineError::Conflict(format!("loading snapshot memory failed: {e}"))
+                })??
+        };
+        let children = (0..n).map(|_| {
+            let e = self.clone();
+            let snap = snap.clone();
+            let mem = snap_mem.clone();
+            let body = body.clone();
+            async move {
+                match e.spawn_child(&snap, mem, &body, t0).await {
+                    Ok(r) => r,
+                    Err(err) => SpawnResult {
+                        sandbox: None,
+                        error: Some(crate::error_chain(&err)),
+                        running_ms: None,
+                        ready_ms: None,
+                    },
+                }
+            }
+        });
+        Ok(futures::future::join_all(children).await)
+    }
+
+    async fn spawn_child(
+        self: &Arc<Self>,
+        snap: &Arc<Snapshot>,
+        snap_mem: Arc<Region>,
+        body: &SpawnBody,
+        t0: Instant,
+    ) -> Result<SpawnResult> {
+        let m = &snap.meta;
+        let id = crate::lifecycle::new_id();
+        let dir = self.cfg.home.join("sandboxes").join(&id);
+        std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
+            what: format!("cannot create {}", dir.display()),
+            source,
+        })?;
+        let created = now_unix();
+        let sb = Arc::new(Sandbox::new(
+            id.clone(),
+            Spec {
+                image: m.image.clone(),
+                memory_mib: m.memory_mib,
+                vcpus: m.vcpus,
+                env: body.env.clone(),
+                accel: m.accel.clone(),
+                expires_at_unix: None,
+            },
+            dir.clone(),
+            created,
+            Some(m.tag.clone()),
+            SandboxState::Booting,
+            None,
+        ));
+        self.store.insert(&SandboxRow {
+            id: id.clone(),
+            image: m.image.clone(),
+            state: "booting".into(),
+            reason: None,
+            pid: None,
+            dir: dir.display().to_string(),
+            memory_mib: m.memory_mib,
+            vcpus: m.vcpus,
+            accel: m.accel.clone(),
+            created_at_unix: created,
+        })?;
+        self.map().insert(id.clone(), sb.clone());
+        let span = sb.span.clone();
+        match self
+            .restore(&sb, snap, snap_mem, body, t0)
+            .instrument(span.clone())
+            .await
+        {
+            Ok((running_ms, ready_ms)) => Ok(SpawnResult {
+                sandbox: Some(sb.info()),
+                error: None,
+                running_ms: Some(running_ms),
+                ready_ms: Some(ready_ms),
+            }),
+            Err(e) => {
+                warn!(parent: &span, error = %e, "child failed; cleaning up");
+                let _ = self.remove(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn restore(
+        self: &Arc<Self>,
+        sb: &Arc<Sandbox>,
+        snap: &Arc<Snapshot>,
+        snap_mem: Arc<Region>,
+        body: &SpawnBody,
+        t0: Instant,
+    ) -> Result<(f64, f64)> {
+        let m = &snap.meta;
+        let overlay = sb.dir.join("disk.qcow2");
+        zygote_qemu::create_overlay(&m.disk, "qcow2", &overlay).await?;
+        let mut chain = m.disk_chain.clone();
+        chain.push(m.disk.clone());
+        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(DiskState {
+            top: overlay.clone(),
+            chain,
+            virtual_size: m.disk_bytes,
+            generation: 1,
+        });
+        let _ = sb.machine.set(MachineFacts {
+            kernel: m.kernel.clone(),
+            initrd: m.initrd.clone(),
+            append: m.append.clone(),
+            cpu: m.cpu.clone(),
+        });
+        let (memory, mem_path, share) = if body.private_memory {
+            let name = format!("zygote-{}", sb.id);
+            let hp = body.hugepages;
+            let src = snap_mem.clone();
+            let own = tokio::task::spawn_blocking(move || -> Result<Region> {
+                let r = Region::create(&name, src.size(), hp)?;
+                r.copy_from(src.memfd(), &CopyOptions::default())?;
+                Ok(r)
+            })
+            .await
+            .map_err(|e| EngineError::Conflict(format!("filling private memory failed: {e}")))??;
+            let own = Arc::new(own);
+            let p = own.backend_path();
+            (SandboxMemory::Own(own), p, true)
+        } else {
+            let p = snap_mem.backend_path();
+            (SandboxMemory::Cow(snap_mem), p, false)
+        };
+        let cfg = VmConfig {
+            accel: self.accel.accel,
+            cpu: m.cpu.clone(),
+            memory_mib: m.memory_mib,
+            vcpus: m.vcpus,
+            mem_path,
+            mem_share: share,
+            kernel: m.kernel.clone(),
+            initrd: m.initrd.clone(),
+            append: m.append.clone(),
+            disk: overlay,
+            qmp_socket: sb.dir.join("qmp.sock"),
+            agent_socket: sb.dir.join("agent.sock"),
+            console_log: sb.console_log(),
+            incoming_defer: true,
+            start_paused: true,
+            tb_size_mib: None,
+            name: format!("zygote-{}", sb.id),
+            // Children carry the same devices as the parent (see crate::xfer).
+            xfer_disk: crate::xfer_disk_for(&sb.dir)?,
+        };
+        let proc = QemuProcess::spawn(&self.qemu, &cfg)?;
+        let pid = proc.pid();
+        let _ = sb.pid.set(pid);
+        self.store.set_state(&sb.id, "booting", None, Some(pid))?;
+        *sb.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        *sb.cmd.lock().unwrap_or_else(|p| p.into_inner()) = Some(cmd_tx);
+        tokio::spawn(
+            supervise(Arc::downgrade(self), sb.clone(), proc, cmd_rx).instrument(sb.span.clone()),
+        );
+
+        let timeout = self.cfg.boot_timeout;
+        let qmp = connect_qmp(sb, timeout).await?;
+        qmp.execute(
+            "migrate-set-capabilities",
+            json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+        )
+        .await?;
+        let vmstate = snap.vmstate();
+        let uri = format!("exec:cat {}", vmstate.display());
+        qmp.execute("migrate-incoming", json!({ "uri": uri }))
+            .await?;
+        wait_migration(&qmp, Duration::from_secs(60)).await?;
+        qmp.execute("cont", json!(null)).await?;
+        let running_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let link = connect_agent(sb, timeout).await?;
+        let mut entropy = vec![0u8; ENTROPY_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut entropy);
+        let unix_nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let hostname = format!("zygote-{}", &sb.id[..12.min(sb.id.len())]);
+        let mut req = link
+            .start(
+                &Msg::Resumed {
+                    sandbox_id: sb.id.clone(),
+                    hostname,
+                    unix_nanos,
+                    entropy_bytes: ENTROPY_BYTES as u32,
+                },
+                &entropy,
+            )
+            .await?;
+        match tokio::time::timeout(Duration::from_secs(10), req.next()).await {
+            Ok(Ok(f)) if f.msg == Msg::Ok => {}
+            Ok(Ok(f)) => warn!(reply = ?f.msg, "unexpected answer to Resumed"),
+            Ok(Err(e)) => warn!(error = %e, "the agent could not apply Resumed"),
+            Err(_) => warn!("the agent did not answer Resumed within 10 s"),
+        }
+        drop(req);
+        let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let _ = sb.boot_ms.set(ready_ms as u64);
+        let _ = sb.link.set(Arc::new(link));
+        if sb.set_state(SandboxState::Running, None) {
+            self.store.set_state(&sb.id, "running", None, None)?;
+        }
+        info!(snapshot = %m.tag, running_ms, ready_ms, "child running");
+        Ok((running_ms, ready_ms))
+    }
+}
