@@ -144,7 +144,8 @@ mod tests {
         assert!((100_000..20_000_000).contains(&k), "{k}");
         let tcg = default_append(Accel::Tcg).unwrap();
         assert!(tcg.starts_with(DEFAULT_APPEND));
-        assert!(tcg.ends_with(&format!(" tsc_early_khz={k}")), "{tcg}");
+        assert!(tcg.contains(&format!(" tsc_early_khz={k}")), "{tcg}");
+        assert!(tcg.ends_with(" tsc=reliable"), "{tcg}");
         assert_eq!(default_append(Accel::Kvm).unwrap(), DEFAULT_APPEND);
         // Stable across calls (cached).
         assert_eq!(host_tsc_khz().unwrap(), k);
