@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::ptr::NonNull;
-use std::sync::OnceLock;
+use std::sync::{mpsc, OnceLock};
 
 use zygote_proto::agent::{
     AgentError, ErrorKind, FEATURE_XFER_DISK, XFER_ALIGN, XFER_DISK_SERIAL, XFER_MAX_LEN,
@@ -196,6 +196,10 @@ impl Disk {
 
 /// Read `len` bytes from `disk_offset` of the disk and hand them, in order and
 /// in pieces of at most [`IO_BUF`], to `sink`.
+///
+/// A helper thread reads the next piece while `sink` consumes this one: the
+/// disk read is mostly QEMU's work (DMA into guest memory) and the sink's file
+/// write is the vCPU's, so the two overlap.
 pub(crate) fn copy_from_disk(
     disk: &Disk,
     buf: &mut AlignedBuf,
@@ -205,18 +209,67 @@ pub(crate) fn copy_from_disk(
 ) -> Result<(), AgentError> {
     disk.check(disk_offset, len)?;
     let cap = buf.len() as u64;
-    let mut done = 0u64;
-    while done < len {
-        let want = cap.min(len - done);
-        let off = disk_offset + done;
-        let b = buf.as_mut_slice();
-        disk.file
-            .read_exact_at(&mut b[..round_up(want) as usize], off)
-            .map_err(|e| disk.io_err("read", off, &e))?;
-        sink(&b[..want as usize])?;
-        done += want;
+    if len <= cap {
+        return read_piece(disk, buf, disk_offset, len).and_then(&mut sink);
     }
+    let second = AlignedBuf::new(buf.len())?;
+    let spare = std::mem::replace(buf, AlignedBuf::new(XFER_ALIGN as usize)?);
+    let (free_tx, free_rx) = mpsc::sync_channel::<AlignedBuf>(2);
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<(AlignedBuf, u64), AgentError>>(2);
+    let _ = free_tx.send(spare);
+    let _ = free_tx.send(second);
+    // `move`: the channel ends drop when the consumer returns, so the reader
+    // thread always wakes and ends, even after an error.
+    let last = std::thread::scope(move |s| {
+        s.spawn(move || {
+            let mut done = 0u64;
+            while done < len {
+                let Ok(mut b) = free_rx.recv() else { return };
+                let want = cap.min(len - done);
+                let r = read_piece(disk, &mut b, disk_offset + done, want).map(|_| ());
+                let failed = r.is_err();
+                if full_tx.send(r.map(|()| (b, want))).is_err() || failed {
+                    return;
+                }
+                done += want;
+            }
+        });
+        let mut done = 0u64;
+        loop {
+            let (mut b, want) = match full_rx.recv() {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(err(
+                        ErrorKind::Internal,
+                        "the transfer-disk reader thread stopped early",
+                    ))
+                }
+            };
+            sink(&b.as_mut_slice()[..want as usize])?;
+            done += want;
+            if done >= len {
+                return Ok(b);
+            }
+            let _ = free_tx.send(b);
+        }
+    })?;
+    // Keep a full-size buffer for the next extent of this upload.
+    *buf = last;
     Ok(())
+}
+
+/// Read `want` bytes at `off` into `buf` (a whole number of blocks).
+fn read_piece<'b>(
+    disk: &Disk,
+    buf: &'b mut AlignedBuf,
+    off: u64,
+    want: u64,
+) -> Result<&'b [u8], AgentError> {
+    let b = buf.as_mut_slice();
+    disk.file
+        .read_exact_at(&mut b[..round_up(want) as usize], off)
+        .map_err(|e| disk.io_err("read", off, &e))?;
+    Ok(&b[..want as usize])
 }
 
 /// Copy up to `len` bytes of `file` from `file_offset` onto the disk at

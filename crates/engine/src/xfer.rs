@@ -42,7 +42,7 @@ pub(crate) const XFER_IMG: &str = "xfer.img";
 /// Apparent size of the transfer disk (sparse: it holds no blocks when idle).
 pub(crate) const DISK_BYTES: u64 = 1 << 30;
 /// Size of one extent: the most one window moves.
-pub(crate) const WINDOW: u64 = 32 << 20;
+pub(crate) const WINDOW: u64 = 8 << 20;
 /// Extents on the disk.
 const SLOTS: usize = (DISK_BYTES / WINDOW) as usize;
 /// Files at least this big go through the disk.
