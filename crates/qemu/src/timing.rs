@@ -43,18 +43,33 @@ const WINDOW: Duration = Duration::from_millis(40);
 const WINDOWS: usize = 5;
 
 /// The kernel command line to boot with: [`DEFAULT_APPEND`] plus, under TCG,
-/// `tsc_early_khz=<host TSC kHz>` (see the module docs for the evidence) and
-/// `tsc=reliable`: every vCPU thread reads the same host TSC, so with `-smp 2`
-/// the guest need not demote it to `refined-jiffies` as "unsynchronized".
+/// `tsc_early_khz=<host TSC kHz>` (see the module docs for the evidence),
+/// `tsc=reliable` (every vCPU thread reads the same host TSC, so with `-smp 2`
+/// the guest need not demote it to `refined-jiffies` as "unsynchronized") and
+/// [`TCG_ONLY_APPEND`].
 pub fn default_append(accel: Accel) -> Result<String, QemuError> {
     match accel {
         Accel::Kvm => Ok(DEFAULT_APPEND.to_string()),
         Accel::Tcg => Ok(format!(
-            "{DEFAULT_APPEND} tsc_early_khz={} tsc=reliable",
+            "{DEFAULT_APPEND} tsc_early_khz={} tsc=reliable {TCG_ONLY_APPEND}",
             host_tsc_khz()?
         )),
     }
 }
+
+/// Kernel parameters that are only sound under TCG.
+///
+/// `mitigations=off`: the guest kernel's Spectre/Meltdown-class mitigations
+/// (retpolines, RSB filling, usercopy barriers, and whatever else the `max`
+/// CPU model's flags make it pick) defend against speculative execution by
+/// the CPU the guest runs on. Under TCG there is none: guest instructions are
+/// translated and executed by QEMU, the emulated CPU never speculates, so a
+/// guest process cannot leak guest-kernel (or other guest processes') data
+/// through a speculative side channel, and the mitigations only cost emulated
+/// cycles on every syscall and context switch. The host side (QEMU itself on
+/// the real CPU) is protected by the host kernel, which this does not touch.
+/// Never under KVM, where guest code runs speculatively on the real CPU.
+pub const TCG_ONLY_APPEND: &str = "mitigations=off";
 
 /// The host TSC frequency in kHz: `$ZYGOTE_TSC_KHZ` if set, else measured once
 /// per process against `CLOCK_MONOTONIC` (about 200 ms) and cached.
@@ -145,7 +160,8 @@ mod tests {
         let tcg = default_append(Accel::Tcg).unwrap();
         assert!(tcg.starts_with(DEFAULT_APPEND));
         assert!(tcg.contains(&format!(" tsc_early_khz={k}")), "{tcg}");
-        assert!(tcg.ends_with(" tsc=reliable"), "{tcg}");
+        assert!(tcg.contains(" tsc=reliable "), "{tcg}");
+        assert!(tcg.ends_with(TCG_ONLY_APPEND), "{tcg}");
         assert_eq!(default_append(Accel::Kvm).unwrap(), DEFAULT_APPEND);
         // Stable across calls (cached).
         assert_eq!(host_tsc_khz().unwrap(), k);
