@@ -74,6 +74,9 @@ pub(crate) struct BranchArgs {
     /// Back the snapshot memory with 2 MiB hugepages.
     #[arg(long)]
     hugepages: bool,
+    /// Live mode: QEMU's downtime limit in ms.
+    #[arg(long)]
+    downtime_ms: Option<u64>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -241,6 +244,7 @@ pub(crate) async fn branch(a: BranchArgs) -> Result<u8> {
                 mode: a.mode,
                 hugepages: a.hugepages,
                 wait: false,
+                downtime_limit_ms: a.downtime_ms,
             },
         )
         .await?;

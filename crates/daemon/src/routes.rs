@@ -179,8 +179,15 @@ pub(crate) async fn create_sandbox(
 }
 
 fn from_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
-    serde_json::from_value(v)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(format!("invalid request body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("invalid request body: {path}: {inner}"))
+        }
+    })
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/branch", params(("id" = String, Path)), request_body = BranchBody,

@@ -43,11 +43,33 @@ impl PauseGuard {
         })
     }
 
-    /// Resume now.
+    /// Guard a VM that QEMU itself stopped (pause-before-switchover).
+    pub(crate) fn adopt(qmp: Arc<Qmp>) -> PauseGuard {
+        PauseGuard {
+            qmp,
+            resumed: false,
+        }
+    }
+
+    /// Resume now. Right after a migration completes QEMU may still be
+    /// finalizing it and refuse `cont` ("Migration is not finalized yet"):
+    /// that answer is retried for a moment.
     pub(crate) async fn resume(mut self) -> Result<()> {
         self.resumed = true;
-        self.qmp.execute("cont", json!(null)).await?;
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.qmp.execute("cont", json!(null)).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.to_string().contains("not finalized") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                Err(e) => {
+                    // Leave the guard armed so its drop tries once more.
+                    self.resumed = false;
+                    return Err(e.into());
+                }
+            }
+        }
     }
 }
 
@@ -136,9 +158,13 @@ impl Engine {
                     self.branch_copy(&sb, &qmp, &src, &tag, body.hugepages).await?
                 }
                 BranchMode::Live => {
-                    return Err(EngineError::NotImplemented(
-                        "mode `live` is not built yet: use mode `copy` (for sandboxes on their own memory)".into(),
-                    ))
+                    let downtime = body.downtime_limit_ms.unwrap_or(crate::live::DEFAULT_DOWNTIME_MS);
+                    if !(1..=10_000).contains(&downtime) {
+                        return Err(EngineError::BadRequest(format!(
+                            "downtime_limit_ms {downtime} is out of range: pass 1..=10000"
+                        )));
+                    }
+                    self.branch_live(&sb, &qmp, &tag, body.hugepages, downtime).await?
                 }
             };
             drop(reservation);
@@ -195,7 +221,11 @@ impl Engine {
         let warning = dst.warning().map(str::to_string);
         qmp.execute(
             "migrate-set-capabilities",
-            json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+            json!({"capabilities": [
+                {"capability": "events", "state": true},
+                {"capability": "x-ignore-shared", "state": true},
+                {"capability": "pause-before-switchover", "state": false},
+            ]}),
         )
         .await?;
         // The frozen generation's permanent name: a hard link to the current top
@@ -368,6 +398,7 @@ impl Engine {
                     mode: Some(BranchMode::Copy),
                     hugepages: req.hugepages,
                     wait: true,
+                    downtime_limit_ms: None,
                 },
             )
             .await
@@ -391,6 +422,7 @@ impl Engine {
                     mode: body.mode,
                     hugepages: body.hugepages,
                     wait: false,
+                    downtime_limit_ms: None,
                 },
             )
             .await?;

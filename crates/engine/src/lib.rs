@@ -8,6 +8,7 @@ pub mod agent_link;
 mod branch;
 mod error;
 mod lifecycle;
+mod live;
 pub mod ops;
 mod paths;
 mod sandbox;

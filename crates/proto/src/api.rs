@@ -324,6 +324,9 @@ pub struct BranchBody {
     /// Wait until `memory.bin` is on disk before answering.
     #[serde(default)]
     pub wait: bool,
+    /// `live` mode: QEMU's downtime limit in ms (default 20).
+    #[serde(default)]
+    pub downtime_limit_ms: Option<u64>,
 }
 
 /// Persistence state of a snapshot.

@@ -1,0 +1,267 @@
+//! `live` branches: QEMU precopy migration streams RAM to the daemon while the
+//! guest runs; `pause-before-switchover` stops it for the last round, where the
+//! disk switches to a new overlay; the stream is split as it arrives into the
+//! snapshot's memory and a RAM-less vmstate (crate `zygote-stream`). Works for
+//! every sandbox (copy-on-write children included); the pause is about the
+//! downtime limit plus a few ms, whatever the RAM size.
+
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tracing::info;
+use zygote_mem::{Prefault, Region};
+use zygote_proto::api::BranchMode;
+use zygote_qemu::{wait_event, Qmp};
+use zygote_stream::{split_reader, PageSink, SplitOptions};
+
+use crate::branch::{wait_migration, PauseGuard};
+use crate::error::{EngineError, Result};
+use crate::lifecycle::now_unix;
+use crate::sandbox::{DiskState, Sandbox};
+use crate::snapshot::{Snapshot, SnapshotMeta, FORMAT_VERSION};
+use crate::Engine;
+
+/// Default `downtime-limit` in ms: the measured pause was 15-35 ms at 10-50.
+pub(crate) const DEFAULT_DOWNTIME_MS: u64 = 20;
+/// How long a live migration may run before it is cancelled.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Pages from the stream, written into a region.
+struct RegionSink<'a>(&'a Region);
+
+fn io_err(e: zygote_mem::MemError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl PageSink for RegionSink<'_> {
+    fn write_pages(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write_at(offset, data).map_err(io_err)
+    }
+
+    fn zero_range(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        let zeros = vec![0u8; (len as usize).min(1 << 20)];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.0
+                .write_at(offset + done, &zeros[..n])
+                .map_err(io_err)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    pub(crate) async fn branch_live(
+        self: &Arc<Self>,
+        sb: &Arc<Sandbox>,
+        qmp: &Arc<Qmp>,
+        tag: &str,
+        hugepages: bool,
+        downtime_ms: u64,
+    ) -> Result<Arc<Snapshot>> {
+        let staging = self.snapshots.staging(tag)?;
+        let vmstate = staging.join("vmstate");
+        let frozen = self.snapshots.new_disk_path(tag);
+        let disk = sb
+            .disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| EngineError::Conflict("the sandbox has no disk".into()))?;
+        let next_top = sb.dir.join(format!("disk-g{}.qcow2", disk.generation + 1));
+        zygote_qemu::create_overlay_unchecked(&frozen, "qcow2", disk.virtual_size, &next_top)
+            .await?;
+        let size = sb.spec.memory_mib << 20;
+        let name = format!("zygote-snap-{tag}");
+        let dst = tokio::task::spawn_blocking(move || {
+            Region::prepare_destination(&name, size, hugepages, &Prefault::None)
+        })
+        .await
+        .map_err(|e| {
+            EngineError::Conflict(format!("preparing the snapshot memory failed: {e}"))
+        })??;
+        let warning = dst.warning().map(str::to_string);
+
+        // The receiving end: a socket in the staging dir, split in a thread.
+        let sock = staging.join("mig.sock");
+        let listener = UnixListener::bind(&sock).map_err(|source| EngineError::Io {
+            what: format!("cannot listen on {}", sock.display()),
+            source,
+        })?;
+        let vm_path = vmstate.clone();
+        let receiver =
+            tokio::task::spawn_blocking(move || -> Result<(Region, zygote_stream::SplitStats)> {
+                let (conn, _) = listener.accept().map_err(|source| EngineError::Io {
+                    what: "accepting the migration stream".into(),
+                    source,
+                })?;
+                let out = std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    std::fs::File::create(&vm_path).map_err(|source| EngineError::Io {
+                        what: format!("cannot create {}", vm_path.display()),
+                        source,
+                    })?,
+                );
+                let reader = std::io::BufReader::with_capacity(1 << 20, conn);
+                let split = split_reader(reader, SplitOptions::default(), RegionSink(&dst), out)
+                    .map_err(|e| {
+                        EngineError::Conflict(format!(
+                            "the migration stream could not be split: {e}"
+                        ))
+                    })?;
+                let stats = split.stats;
+                drop(split.out);
+                Ok((dst, stats))
+            });
+
+        std::fs::hard_link(&disk.top, &frozen).map_err(|source| EngineError::Io {
+            what: format!("cannot link {} to {}", disk.top.display(), frozen.display()),
+            source,
+        })?;
+        qmp.execute(
+            "migrate-set-capabilities",
+            json!({"capabilities": [
+                {"capability": "events", "state": true},
+                {"capability": "x-ignore-shared", "state": false},
+                {"capability": "pause-before-switchover", "state": true},
+            ]}),
+        )
+        .await?;
+        qmp.execute(
+            "migrate-set-parameters",
+            json!({"downtime-limit": downtime_ms, "max-bandwidth": 10_737_418_240u64}),
+        )
+        .await?;
+        let mut events = qmp.events();
+        let t_mig = Instant::now();
+        let uri = format!("unix:{}", sock.display());
+        let started = qmp.execute("migrate", json!({ "uri": uri })).await;
+        if let Err(e) = started {
+            let _ = std::fs::remove_file(&frozen);
+            return Err(e.into());
+        }
+        // Wait for the guest to be stopped for the last round.
+        let mut stop_us = None;
+        let pre = wait_event(&mut events, CONVERGE_TIMEOUT, |e| {
+            if e.name == "STOP" {
+                stop_us = Some(e.timestamp_us);
+            }
+            e.name == "MIGRATION"
+                && matches!(
+                    e.data.get("status").and_then(|s| s.as_str()),
+                    Some("pre-switchover") | Some("failed") | Some("cancelled")
+                )
+        })
+        .await;
+        let status = pre.as_ref().and_then(|e| {
+            e.data
+                .get("status")
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        });
+        if status.as_deref() != Some("pre-switchover") {
+            let _ = qmp.execute("migrate_cancel", json!(null)).await;
+            let _ = qmp.execute("cont", json!(null)).await;
+            let _ = std::fs::remove_file(&frozen);
+            receiver.abort();
+            return Err(EngineError::Conflict(format!(
+                "the live migration did not converge within {CONVERGE_TIMEOUT:?} (status {}): cancelled, the parent runs on",
+                status.unwrap_or_else(|| "unknown".into())
+            )));
+        }
+        // ---- the pause (QEMU stopped the guest) ----
+        let guard = PauseGuard::adopt(qmp.clone());
+        let switched = qmp
+            .execute(
+                "blockdev-snapshot-sync",
+                json!({"device": "d0", "snapshot-file": next_top, "format": "qcow2", "mode": "existing"}),
+            )
+            .await;
+        if let Err(e) = switched {
+            let _ = qmp.execute("migrate_cancel", json!(null)).await;
+            let _ = std::fs::remove_file(&frozen);
+            let _ = std::fs::remove_file(&next_top);
+            return Err(e.into());
+        }
+        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(DiskState {
+            top: next_top.clone(),
+            chain: disk
+                .chain
+                .iter()
+                .cloned()
+                .chain(std::iter::once(frozen.clone()))
+                .collect(),
+            virtual_size: disk.virtual_size,
+            generation: disk.generation + 1,
+        });
+        qmp.execute("migrate-continue", json!({"state": "pre-switchover"}))
+            .await?;
+        let done = wait_migration(qmp, Duration::from_secs(30)).await?;
+        guard.resume().await?;
+        // ---- resumed ----
+        let mig_ms = t_mig.elapsed().as_secs_f64() * 1e3;
+        if stop_us.is_none() {
+            stop_us = wait_event(&mut events, Duration::from_secs(1), |e| e.name == "STOP")
+                .await
+                .map(|e| e.timestamp_us);
+        }
+        let resume_ev =
+            wait_event(&mut events, Duration::from_secs(5), |e| e.name == "RESUME").await;
+        let pause_ms = match (stop_us, resume_ev) {
+            (Some(a), Some(b)) if b.timestamp_us >= a => Some((b.timestamp_us - a) as f64 / 1e3),
+            _ => None,
+        };
+        let (mut dst, stats) = receiver
+            .await
+            .map_err(|e| EngineError::Conflict(format!("the stream receiver failed: {e}")))??;
+        let ram = stats.blocks.iter().find(|b| b.name == "mem").map(|b| b.len);
+        if ram != Some(size) {
+            return Err(EngineError::Conflict(format!(
+                "the migration stream's guest RAM block is {ram:?} bytes, the sandbox has {size}: refusing the snapshot"
+            )));
+        }
+        let dst = tokio::task::spawn_blocking(move || dst.seal().map(|_| dst))
+            .await
+            .map_err(|e| EngineError::Conflict(format!("sealing failed: {e}")))??;
+        let vmstate_bytes = std::fs::metadata(&vmstate).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(&sock);
+        let downtime = done.get("downtime").and_then(|v| v.as_u64());
+        info!(%tag, ?pause_ms, ?downtime, mig_ms, pages = stats.pages, vmstate_bytes, "branched (live)");
+        let machine = sb
+            .machine
+            .get()
+            .cloned()
+            .ok_or_else(|| EngineError::Conflict("the sandbox has no machine facts".into()))?;
+        let meta = SnapshotMeta {
+            format_version: FORMAT_VERSION,
+            tag: tag.to_string(),
+            image: sb.spec.image.clone(),
+            branched_from: Some(sb.id.clone()),
+            parent_snapshot: sb.snapshot_tag.clone(),
+            mode: BranchMode::Live,
+            memory_mib: sb.spec.memory_mib,
+            vcpus: sb.spec.vcpus,
+            cpu: machine.cpu,
+            machine: "microvm".into(),
+            accel: sb.spec.accel.clone(),
+            kernel: machine.kernel,
+            initrd: machine.initrd,
+            append: machine.append,
+            disk: frozen,
+            disk_bytes: disk.virtual_size,
+            disk_chain: disk.chain,
+            hugepages: dst.kind() == zygote_mem::PageKind::Huge2M,
+            pause_ms,
+            copy_ms: None,
+            memory_bytes: stats.pages * 4096,
+            vmstate_bytes,
+            created_at_unix: now_unix(),
+            warning,
+        };
+        self.snapshots.commit(&staging, meta, Arc::new(dst))
+    }
+}
