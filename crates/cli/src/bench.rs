@@ -43,13 +43,13 @@ pub(crate) struct BenchArgs {
 /// p50/p99/max of a sample, in milliseconds.
 #[derive(Debug, Serialize)]
 pub(crate) struct Stats {
-    n: usize,
-    p50: f64,
-    p99: f64,
-    max: f64,
+    pub(crate) n: usize,
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
 }
 
-fn stats(mut v: Vec<f64>) -> Stats {
+pub(crate) fn stats(mut v: Vec<f64>) -> Stats {
     v.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| -> f64 {
         if v.is_empty() {

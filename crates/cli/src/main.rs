@@ -5,6 +5,7 @@
 //! document for scripts.
 
 mod bench;
+mod bench_fork;
 mod connect;
 mod env;
 mod image_cmd;
@@ -74,6 +75,8 @@ enum Cmd {
 enum BenchCmd {
     /// Cold boot, boot reliability, exec round trip, file throughput, memory.
     Sandbox(bench::BenchArgs),
+    /// Branch pauses (copy, copy + hugepages, live × load) and spawn times.
+    Fork(bench_fork::ForkBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +141,7 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Ls(a) => sandbox_cmd::ls(a).await,
         Cmd::Rm(a) => sandbox_cmd::rm(a).await,
         Cmd::Bench(BenchCmd::Sandbox(a)) => bench::run(a).await,
+        Cmd::Bench(BenchCmd::Fork(a)) => bench_fork::run(a).await,
         Cmd::Snapshot(c) => snapshot_cmd::snapshot(c).await,
         Cmd::Branch(a) => snapshot_cmd::branch(a).await,
         Cmd::Fork(a) => snapshot_cmd::fork(a).await,
