@@ -23,6 +23,12 @@ use crate::util::{err, lock, log, BASE_ENV};
 /// The REPL server, run with `python3 -u -c`.
 const SERVER: &str = include_str!("eval.py");
 
+/// Niceness of the interpreter while it warms up at agent start: on one TCG
+/// vCPU its start-up (about a second of CPU) otherwise competes with the
+/// agent's `Hello` and the first execs. An eval that arrives meanwhile waits
+/// for it as before, and it runs at niceness 0 once its server is ready.
+const WARM_NICE: i32 = 10;
+
 /// The warm interpreter and its queue.
 pub(crate) struct Interp {
     python: String,
@@ -78,13 +84,17 @@ impl Interp {
         if st.as_ref().is_some_and(|p| p.alive.load(Ordering::Acquire)) {
             return;
         }
-        match self.start() {
+        // Only root can undo the niceness afterwards (dev mode runs as a user).
+        let nice = if sys::geteuid() == 0 { WARM_NICE } else { 0 };
+        match self.start(nice) {
             Ok(p) => *st = Some(p),
             Err(e) => log!("python not started: {}", e.message),
         }
     }
 
-    fn start(&self) -> Result<Proc, AgentError> {
+    /// Start the interpreter at niceness `nice` until its server is ready
+    /// (then it runs at 0, like every other process).
+    fn start(&self, nice: i32) -> Result<Proc, AgentError> {
         let mut cmd = Command::new(&self.python);
         cmd.arg("-u").arg("-c").arg(SERVER);
         cmd.env_clear();
@@ -96,10 +106,17 @@ impl Interp {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: the closure runs between fork and exec and only calls setsid,
-        // which is async-signal-safe; it keeps exec signals away from Python.
+        // SAFETY: the closure runs between fork and exec and only calls setsid
+        // and setpriority, which are async-signal-safe; setsid keeps exec
+        // signals away from Python.
         unsafe {
-            cmd.pre_exec(sys::setsid);
+            cmd.pre_exec(move || {
+                sys::setsid()?;
+                if nice != 0 {
+                    let _ = sys::setpriority(0, nice);
+                }
+                Ok(())
+            });
         }
         let alive = Arc::new(AtomicBool::new(true));
         let a = alive.clone();
@@ -134,6 +151,11 @@ impl Interp {
                 ));
             }
         }
+        if nice != 0 {
+            if let Err(e) = sys::setpriority(pid, 0) {
+                log!("python: cannot reset its niceness to 0: {e}");
+            }
+        }
         self.ever_started.store(true, Ordering::Release);
         self.pid.store(pid, Ordering::Release);
         Ok(p)
@@ -160,7 +182,7 @@ impl Interp {
                         (variables, imports) is lost; started a new one\n"
                     .into();
             }
-            *st = Some(self.start()?);
+            *st = Some(self.start(0)?);
             // A fresh interpreter seeds itself from the (already reseeded) kernel.
             self.reseed_pending.store(false, Ordering::Release);
         }

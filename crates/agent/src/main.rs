@@ -123,9 +123,10 @@ fn main() {
         .spawn(move || i.warm());
 
     log!(
-        "{} starting{}",
+        "{} starting{} ({} ms after boot)",
         env!("CARGO_PKG_VERSION"),
-        if pid1 { " as init" } else { " (dev mode)" }
+        if pid1 { " as init" } else { " (dev mode)" },
+        sys::uptime().as_millis()
     );
     loop {
         match port::open(&args.port) {

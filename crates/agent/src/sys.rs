@@ -27,6 +27,12 @@ pub(crate) fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// `geteuid(2)`.
+pub(crate) fn geteuid() -> u32 {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Send `sig` to `pid` (negative: a process group; -1: every process we may signal).
 pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
     // SAFETY: kill takes plain integers and touches no memory of ours.
@@ -254,6 +260,37 @@ pub(crate) fn uname() -> (String, String) {
         String::from_utf8_lossy(&bytes).into_owned()
     };
     (field(&u.nodename), field(&u.release))
+}
+
+/// `pidfd_open(pid, 0)`: an fd that polls readable once `pid` has exited.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `setpriority(PRIO_PROCESS, pid, nice)` (`pid` 0: the calling process).
+/// Async-signal-safe (used between fork and exec).
+pub(crate) fn setpriority(pid: i32, nice: i32) -> io::Result<()> {
+    // SAFETY: plain integer arguments; no memory is passed.
+    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) }).map(drop)
+}
+
+/// Time since boot (`CLOCK_BOOTTIME`), for boot-milestone log lines.
+pub(crate) fn uptime() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// `clock_settime(CLOCK_REALTIME)` to `unix_nanos` since the epoch.
