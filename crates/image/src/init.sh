@@ -20,17 +20,27 @@ for m in @MODULES@; do
     insmod "/lib/modules/$m.ko" || fail "insmod $m failed (see the kernel messages above)"
 done
 
+# virtio_blk normally publishes /dev/vda during its insmod; poll in short
+# steps in case devtmpfs is a moment late.
 i=0
 while [ ! -b /dev/vda ]; do
     i=$((i + 1))
-    if [ "$i" -gt @WAIT_TENTHS@ ]; then
+    if [ "$i" -gt @WAIT_TICKS@ ]; then
         fail "no /dev/vda after @WAIT_SECS@ s: attach the root disk with -drive id=d0,file=rootfs.ext4,format=raw,if=none -device virtio-blk-device,drive=d0 (virtio devices seen: $(ls /sys/bus/virtio/devices 2>/dev/null | tr '\n' ' '))"
     fi
-    sleep 0.1
+    sleep 0.01
 done
 
-mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda as ext4 on /newroot"
+# noinit_itable: mkfs leaves the inode tables uninitialised (flagged as such in
+# the group descriptors), and without it every boot starts ext4lazyinit, which
+# zeroes them in the background: emulated CPU and megabytes written into each
+# sandbox's overlay for nothing.
+mount -t ext4 -o rw,noinit_itable /dev/vda /newroot || fail "cannot mount /dev/vda as ext4 on /newroot"
 [ -x /newroot/usr/sbin/zygote-agent ] || fail "/usr/sbin/zygote-agent is missing or not executable in the root filesystem"
+# Read the agent in one sequential pass: faulting its pages in one by one as it
+# starts (and relocates itself) is slower under TCG. Measured, 5 interleaved
+# boots each: mount -> agent start 440 ms -> 240 ms (p50), the read ~40 ms.
+cat /newroot/usr/sbin/zygote-agent >/dev/null
 for d in dev proc sys; do
     mount --move "/$d" "/newroot/$d" || fail "cannot move /$d into the root filesystem"
 done
