@@ -18,10 +18,11 @@ use zygote_mem::{CopyOptions, Prefault, Region};
 use zygote_proto::api::{BranchBody, BranchMode, SnapshotInfo, SnapshotStatus};
 use zygote_qemu::{wait_event, Qmp, QmpEvent};
 
+use crate::disk_switch::{snapshot_meta, BranchFacts, DiskSwitch};
 use crate::error::{EngineError, Result};
 use crate::lifecycle::now_unix;
-use crate::sandbox::{DiskState, Sandbox, SandboxMemory};
-use crate::snapshot::{Snapshot, SnapshotMeta, FORMAT_VERSION};
+use crate::sandbox::{Sandbox, SandboxMemory};
+use crate::snapshot::Snapshot;
 use crate::Engine;
 
 /// How long the device-state save may take inside the pause.
@@ -189,16 +190,7 @@ impl Engine {
         let t_prep = Instant::now();
         let staging = self.snapshots.staging(tag)?;
         let vmstate = staging.join("vmstate");
-        let frozen = self.snapshots.new_disk_path(tag);
-        let disk = sb
-            .disk
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| EngineError::Conflict("the sandbox has no disk".into()))?;
-        let next_top = sb.dir.join(format!("disk-g{}.qcow2", disk.generation + 1));
-        zygote_qemu::create_overlay_unchecked(&frozen, "qcow2", disk.virtual_size, &next_top)
-            .await?;
+        let sw = DiskSwitch::prepare(&self.snapshots, sb, tag).await?;
 
         // The destination, sized and pre-faulted over the ranges the guest has
         // touched, before the stop.
@@ -228,42 +220,13 @@ impl Engine {
             ]}),
         )
         .await?;
-        // The frozen generation's permanent name: a hard link to the current top
-        // (renaming an image QEMU has open makes its later inactivation fail
-        // with EFAULT; a second name does not). Its content freezes at the
-        // switch inside the pause.
-        std::fs::hard_link(&disk.top, &frozen).map_err(|source| EngineError::Io {
-            what: format!("cannot link {} to {}", disk.top.display(), frozen.display()),
-            source,
-        })?;
         let prep_ms = t_prep.elapsed().as_secs_f64() * 1e3;
 
         // ---- the pause ----
         let mut events = qmp.events();
         let guard = PauseGuard::stop(qmp.clone()).await?;
         let t_stop = Instant::now();
-        let switched = qmp
-            .execute(
-                "blockdev-snapshot-sync",
-                json!({"device": "d0", "snapshot-file": next_top, "format": "qcow2", "mode": "existing"}),
-            )
-            .await;
-        if let Err(e) = switched {
-            let _ = std::fs::remove_file(&frozen);
-            let _ = std::fs::remove_file(&next_top);
-            return Err(e.into());
-        }
-        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(DiskState {
-            top: next_top.clone(),
-            chain: disk
-                .chain
-                .iter()
-                .cloned()
-                .chain(std::iter::once(frozen.clone()))
-                .collect(),
-            virtual_size: disk.virtual_size,
-            generation: disk.generation + 1,
-        });
+        sw.switch(qmp, sb).await?;
         let uri = format!("exec:cat > {}", shell_path(&vmstate)?);
         qmp.execute("migrate", json!({ "uri": uri })).await?;
         wait_migration(qmp, MIGRATE_TIMEOUT).await?;
@@ -294,37 +257,20 @@ impl Engine {
             .map_err(|e| EngineError::Conflict(format!("sealing failed: {e}")))??;
         let vmstate_bytes = std::fs::metadata(&vmstate).map(|m| m.len()).unwrap_or(0);
         info!(%tag, pause_ms, copy_ms, prep_ms, bytes = stats.bytes, vmstate_bytes, "branched (copy)");
-        let machine = sb
-            .machine
-            .get()
-            .cloned()
-            .ok_or_else(|| EngineError::Conflict("the sandbox has no machine facts".into()))?;
-        let meta = SnapshotMeta {
-            format_version: FORMAT_VERSION,
-            tag: tag.to_string(),
-            image: sb.spec.image.clone(),
-            branched_from: Some(sb.id.clone()),
-            parent_snapshot: sb.snapshot_tag.clone(),
-            mode: BranchMode::Copy,
-            memory_mib: sb.spec.memory_mib,
-            vcpus: sb.spec.vcpus,
-            cpu: machine.cpu,
-            machine: "microvm".into(),
-            accel: sb.spec.accel.clone(),
-            kernel: machine.kernel,
-            initrd: machine.initrd,
-            append: machine.append,
-            disk: frozen,
-            disk_bytes: disk.virtual_size,
-            disk_chain: disk.chain,
-            hugepages: sealed.kind() == zygote_mem::PageKind::Huge2M,
-            pause_ms: Some(pause_ms),
-            copy_ms: Some(copy_ms),
-            memory_bytes: stats.bytes,
-            vmstate_bytes,
-            created_at_unix: now_unix(),
-            warning,
-        };
+        let meta = snapshot_meta(
+            sb,
+            tag,
+            sw,
+            BranchFacts {
+                mode: BranchMode::Copy,
+                hugepages: sealed.kind() == zygote_mem::PageKind::Huge2M,
+                pause_ms: Some(pause_ms),
+                copy_ms: Some(copy_ms),
+                memory_bytes: stats.bytes,
+                vmstate_bytes,
+                warning,
+            },
+        )?;
         self.snapshots.commit(&staging, meta, Arc::new(sealed))
     }
 

@@ -6,6 +6,7 @@
 
 pub mod agent_link;
 mod branch;
+mod disk_switch;
 mod error;
 mod lifecycle;
 mod live;

@@ -17,10 +17,10 @@ use zygote_qemu::{wait_event, Qmp};
 use zygote_stream::{split_reader, PageSink, SplitOptions};
 
 use crate::branch::{wait_migration, PauseGuard};
+use crate::disk_switch::{snapshot_meta, BranchFacts, DiskSwitch};
 use crate::error::{EngineError, Result};
-use crate::lifecycle::now_unix;
-use crate::sandbox::{DiskState, Sandbox};
-use crate::snapshot::{Snapshot, SnapshotMeta, FORMAT_VERSION};
+use crate::sandbox::Sandbox;
+use crate::snapshot::Snapshot;
 use crate::Engine;
 
 /// Default `downtime-limit` in ms: the measured pause was 15-35 ms at 10-50.
@@ -65,16 +65,6 @@ impl Engine {
     ) -> Result<Arc<Snapshot>> {
         let staging = self.snapshots.staging(tag)?;
         let vmstate = staging.join("vmstate");
-        let frozen = self.snapshots.new_disk_path(tag);
-        let disk = sb
-            .disk
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| EngineError::Conflict("the sandbox has no disk".into()))?;
-        let next_top = sb.dir.join(format!("disk-g{}.qcow2", disk.generation + 1));
-        zygote_qemu::create_overlay_unchecked(&frozen, "qcow2", disk.virtual_size, &next_top)
-            .await?;
         let size = sb.spec.memory_mib << 20;
         let name = format!("zygote-snap-{tag}");
         let dst = tokio::task::spawn_blocking(move || {
@@ -118,10 +108,7 @@ impl Engine {
                 Ok((dst, stats))
             });
 
-        std::fs::hard_link(&disk.top, &frozen).map_err(|source| EngineError::Io {
-            what: format!("cannot link {} to {}", disk.top.display(), frozen.display()),
-            source,
-        })?;
+        let sw = DiskSwitch::prepare(&self.snapshots, sb, tag).await?;
         qmp.execute(
             "migrate-set-capabilities",
             json!({"capabilities": [
@@ -141,7 +128,7 @@ impl Engine {
         let uri = format!("unix:{}", sock.display());
         let started = qmp.execute("migrate", json!({ "uri": uri })).await;
         if let Err(e) = started {
-            let _ = std::fs::remove_file(&frozen);
+            sw.abandon();
             return Err(e.into());
         }
         // Wait for the guest to be stopped for the last round.
@@ -166,7 +153,7 @@ impl Engine {
         if status.as_deref() != Some("pre-switchover") {
             let _ = qmp.execute("migrate_cancel", json!(null)).await;
             let _ = qmp.execute("cont", json!(null)).await;
-            let _ = std::fs::remove_file(&frozen);
+            sw.abandon();
             receiver.abort();
             return Err(EngineError::Conflict(format!(
                 "the live migration did not converge within {CONVERGE_TIMEOUT:?} (status {}): cancelled, the parent runs on",
@@ -175,29 +162,10 @@ impl Engine {
         }
         // ---- the pause (QEMU stopped the guest) ----
         let guard = PauseGuard::adopt(qmp.clone());
-        let switched = qmp
-            .execute(
-                "blockdev-snapshot-sync",
-                json!({"device": "d0", "snapshot-file": next_top, "format": "qcow2", "mode": "existing"}),
-            )
-            .await;
-        if let Err(e) = switched {
+        if let Err(e) = sw.switch(qmp, sb).await {
             let _ = qmp.execute("migrate_cancel", json!(null)).await;
-            let _ = std::fs::remove_file(&frozen);
-            let _ = std::fs::remove_file(&next_top);
-            return Err(e.into());
+            return Err(e);
         }
-        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(DiskState {
-            top: next_top.clone(),
-            chain: disk
-                .chain
-                .iter()
-                .cloned()
-                .chain(std::iter::once(frozen.clone()))
-                .collect(),
-            virtual_size: disk.virtual_size,
-            generation: disk.generation + 1,
-        });
         qmp.execute("migrate-continue", json!({"state": "pre-switchover"}))
             .await?;
         let done = wait_migration(qmp, Duration::from_secs(30)).await?;
@@ -231,37 +199,20 @@ impl Engine {
         let _ = std::fs::remove_file(&sock);
         let downtime = done.get("downtime").and_then(|v| v.as_u64());
         info!(%tag, ?pause_ms, ?downtime, mig_ms, pages = stats.pages, vmstate_bytes, "branched (live)");
-        let machine = sb
-            .machine
-            .get()
-            .cloned()
-            .ok_or_else(|| EngineError::Conflict("the sandbox has no machine facts".into()))?;
-        let meta = SnapshotMeta {
-            format_version: FORMAT_VERSION,
-            tag: tag.to_string(),
-            image: sb.spec.image.clone(),
-            branched_from: Some(sb.id.clone()),
-            parent_snapshot: sb.snapshot_tag.clone(),
-            mode: BranchMode::Live,
-            memory_mib: sb.spec.memory_mib,
-            vcpus: sb.spec.vcpus,
-            cpu: machine.cpu,
-            machine: "microvm".into(),
-            accel: sb.spec.accel.clone(),
-            kernel: machine.kernel,
-            initrd: machine.initrd,
-            append: machine.append,
-            disk: frozen,
-            disk_bytes: disk.virtual_size,
-            disk_chain: disk.chain,
-            hugepages: dst.kind() == zygote_mem::PageKind::Huge2M,
-            pause_ms,
-            copy_ms: None,
-            memory_bytes: stats.pages * 4096,
-            vmstate_bytes,
-            created_at_unix: now_unix(),
-            warning,
-        };
+        let meta = snapshot_meta(
+            sb,
+            tag,
+            sw,
+            BranchFacts {
+                mode: BranchMode::Live,
+                hugepages: dst.kind() == zygote_mem::PageKind::Huge2M,
+                pause_ms,
+                copy_ms: None,
+                memory_bytes: stats.pages * 4096,
+                vmstate_bytes,
+                warning,
+            },
+        )?;
         self.snapshots.commit(&staging, meta, Arc::new(dst))
     }
 }

@@ -288,31 +288,21 @@ pub async fn create_overlay(
     }
     let base_abs =
         std::fs::canonicalize(base).map_err(|e| err(format!("base image unreadable: {e}")))?;
-    let img = crate::qemu_img_path()?;
-    let mut cmd = Command::new(&img);
-    cmd.args(["create", "-q", "-f", "qcow2", "-F", base_format, "-b"])
-        .arg(&base_abs)
-        .arg(overlay)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(QEMU_IMG_TIMEOUT, cmd.output())
-        .await
-        .map_err(|_| {
-            err(format!(
-                "{} did not finish within {QEMU_IMG_TIMEOUT:?}",
-                img.display()
-            ))
-        })?
-        .map_err(|e| err(format!("running {}: {e}", img.display())))?;
-    if !out.status.success() {
-        return Err(err(format!(
-            "{} ({})",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            out.status
-        )));
-    }
+    run_qemu_img(
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            base_format.as_ref(),
+            "-b".as_ref(),
+            base_abs.as_os_str(),
+            overlay.as_os_str(),
+        ],
+        err,
+    )
+    .await?;
     tracing::debug!(?base_abs, ?overlay, "qcow2 overlay created");
     Ok(())
 }
@@ -335,12 +325,35 @@ pub async fn create_overlay_unchecked(
     if !base.is_absolute() {
         return Err(err("the backing path must be absolute".into()));
     }
+    let size = size.to_string();
+    run_qemu_img(
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-u".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            base_format.as_ref(),
+            "-b".as_ref(),
+            base.as_os_str(),
+            overlay.as_os_str(),
+            size.as_ref(),
+        ],
+        err,
+    )
+    .await
+}
+
+/// Runs `qemu-img` with `args` under [`QEMU_IMG_TIMEOUT`]; failures go through
+/// `err` with qemu-img's own message.
+async fn run_qemu_img(
+    args: &[&std::ffi::OsStr],
+    err: impl Fn(String) -> QemuError,
+) -> Result<(), QemuError> {
     let img = crate::qemu_img_path()?;
     let mut cmd = Command::new(&img);
-    cmd.args(["create", "-q", "-u", "-f", "qcow2", "-F", base_format, "-b"])
-        .arg(base)
-        .arg(overlay)
-        .arg(size.to_string())
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -1,0 +1,142 @@
+//! The disk half of a branch, shared by `copy` and `live`: before the pause the
+//! next overlay is created (its header already naming the frozen generation's
+//! permanent path) and the current overlay gets that permanent name as a hard
+//! link; inside the pause QEMU moves to the next overlay. Also the snapshot
+//! metadata both modes record.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::json;
+use zygote_proto::api::BranchMode;
+use zygote_qemu::Qmp;
+
+use crate::error::{EngineError, Result};
+use crate::lifecycle::now_unix;
+use crate::sandbox::{DiskState, Sandbox};
+use crate::snapshot::{SnapshotMeta, Snapshots, FORMAT_VERSION};
+
+/// A prepared disk switch.
+pub(crate) struct DiskSwitch {
+    /// The disk as it was before the branch.
+    pub(crate) disk: DiskState,
+    /// The frozen generation's permanent path (in `<home>/disks`).
+    pub(crate) frozen: PathBuf,
+    /// The overlay the sandbox moves to.
+    pub(crate) next_top: PathBuf,
+}
+
+impl DiskSwitch {
+    /// Outside the pause: the next overlay and the frozen generation's name.
+    pub(crate) async fn prepare(snaps: &Snapshots, sb: &Sandbox, tag: &str) -> Result<DiskSwitch> {
+        let disk = sb
+            .disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| EngineError::Conflict("the sandbox has no disk".into()))?;
+        let frozen = snaps.new_disk_path(tag);
+        let next_top = sb.dir.join(format!("disk-g{}.qcow2", disk.generation + 1));
+        zygote_qemu::create_overlay_unchecked(&frozen, "qcow2", disk.virtual_size, &next_top)
+            .await?;
+        // A second name for the current top (renaming an image QEMU has open
+        // makes its later inactivation fail with EFAULT); its content freezes at
+        // the switch.
+        if let Err(source) = std::fs::hard_link(&disk.top, &frozen) {
+            let _ = std::fs::remove_file(&next_top);
+            return Err(EngineError::Io {
+                what: format!("cannot link {} to {}", disk.top.display(), frozen.display()),
+                source,
+            });
+        }
+        Ok(DiskSwitch {
+            disk,
+            frozen,
+            next_top,
+        })
+    }
+
+    /// Inside the pause: QEMU writes to the next overlay from now on.
+    pub(crate) async fn switch(&self, qmp: &Qmp, sb: &Sandbox) -> Result<()> {
+        let r = qmp
+            .execute(
+                "blockdev-snapshot-sync",
+                json!({"device": "d0", "snapshot-file": self.next_top, "format": "qcow2", "mode": "existing"}),
+            )
+            .await;
+        if let Err(e) = r {
+            self.abandon();
+            return Err(e.into());
+        }
+        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(DiskState {
+            top: self.next_top.clone(),
+            chain: self.chain_below_top(),
+            virtual_size: self.disk.virtual_size,
+            generation: self.disk.generation + 1,
+        });
+        Ok(())
+    }
+
+    /// Remove what `prepare` made (before a successful switch).
+    pub(crate) fn abandon(&self) {
+        let _ = std::fs::remove_file(&self.frozen);
+        let _ = std::fs::remove_file(&self.next_top);
+    }
+
+    fn chain_below_top(&self) -> Vec<PathBuf> {
+        let mut c = self.disk.chain.clone();
+        c.push(self.frozen.clone());
+        c
+    }
+}
+
+/// What a branch measured, for the metadata.
+pub(crate) struct BranchFacts {
+    pub(crate) mode: BranchMode,
+    pub(crate) hugepages: bool,
+    pub(crate) pause_ms: Option<f64>,
+    pub(crate) copy_ms: Option<f64>,
+    pub(crate) memory_bytes: u64,
+    pub(crate) vmstate_bytes: u64,
+    pub(crate) warning: Option<String>,
+}
+
+/// The metadata of a snapshot of `sb` whose disk is `switch.frozen`.
+pub(crate) fn snapshot_meta(
+    sb: &Arc<Sandbox>,
+    tag: &str,
+    switch: DiskSwitch,
+    f: BranchFacts,
+) -> Result<SnapshotMeta> {
+    let machine = sb
+        .machine
+        .get()
+        .cloned()
+        .ok_or_else(|| EngineError::Conflict("the sandbox has no machine facts".into()))?;
+    Ok(SnapshotMeta {
+        format_version: FORMAT_VERSION,
+        tag: tag.to_string(),
+        image: sb.spec.image.clone(),
+        branched_from: Some(sb.id.clone()),
+        parent_snapshot: sb.snapshot_tag.clone(),
+        mode: f.mode,
+        memory_mib: sb.spec.memory_mib,
+        vcpus: sb.spec.vcpus,
+        cpu: machine.cpu,
+        machine: "microvm".into(),
+        accel: sb.spec.accel.clone(),
+        kernel: machine.kernel,
+        initrd: machine.initrd,
+        append: machine.append,
+        disk: switch.frozen,
+        disk_bytes: switch.disk.virtual_size,
+        disk_chain: switch.disk.chain,
+        hugepages: f.hugepages,
+        pause_ms: f.pause_ms,
+        copy_ms: f.copy_ms,
+        memory_bytes: f.memory_bytes,
+        vmstate_bytes: f.vmstate_bytes,
+        created_at_unix: now_unix(),
+        warning: f.warning,
+    })
+}
