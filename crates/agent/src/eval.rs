@@ -233,18 +233,13 @@ impl Interp {
         }
     }
 
-    /// Reseed the interpreter's `random` now if it is idle, else before the next eval.
+    /// Reseed the interpreter's `random` before its next eval. Deferred rather
+    /// than done at once so a restored child answers its host sooner (the
+    /// interpreter's first run after a restore re-translates cold code under
+    /// TCG); nothing but an eval can observe `random`, and every eval reseeds
+    /// first when this is pending.
     pub(crate) fn reseed(&self) {
         self.reseed_pending.store(true, Ordering::Release);
-        if let Ok(mut st) = self.state.try_lock() {
-            if let Some(p) = st.as_mut() {
-                if self.reseed_pending.swap(false, Ordering::AcqRel)
-                    && p.call(&json!({"op": "reseed"})).is_none()
-                {
-                    p.alive.store(false, Ordering::Release);
-                }
-            }
-        }
     }
 
     /// Kill the interpreter (shutdown).
