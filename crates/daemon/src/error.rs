@@ -33,20 +33,7 @@ impl ApiError {
     }
 }
 
-/// The error and its causes, one sentence after another.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use zygote_engine::error_chain as chain;
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {

@@ -93,15 +93,8 @@ impl Engine {
             .await
             .map_err(|e| EngineError::BadRequest(format!("image lookup failed: {e}")))??;
 
-        let id = new_id();
-        let dir = self.cfg.home.join("sandboxes").join(&id);
-        std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
-            what: format!("cannot create {}", dir.display()),
-            source,
-        })?;
         let created = now_unix();
-        let sb = Arc::new(Sandbox::new(
-            id.clone(),
+        let sb = self.register(
             Spec {
                 image: image_name,
                 memory_mib,
@@ -110,26 +103,10 @@ impl Engine {
                 accel: self.accel.accel.to_string(),
                 expires_at_unix: timeout_secs.map(|t| created + t),
             },
-            dir.clone(),
-            created,
             None,
-            SandboxState::Booting,
-            None,
-        ));
+        )?;
+        let id = sb.id.clone();
         let span = sb.span.clone();
-        self.store.insert(&SandboxRow {
-            id: id.clone(),
-            image: sb.spec.image.clone(),
-            state: "booting".into(),
-            reason: None,
-            pid: None,
-            dir: dir.display().to_string(),
-            memory_mib,
-            vcpus,
-            accel: sb.spec.accel.clone(),
-            created_at_unix: created,
-        })?;
-        self.map().insert(id.clone(), sb.clone());
 
         match self.boot(&sb, &image).instrument(span.clone()).await {
             Ok(()) => {
@@ -203,17 +180,7 @@ impl Engine {
             xfer_disk: crate::xfer_disk_for(&sb.dir)?,
         };
         let t0 = Instant::now();
-        let proc = QemuProcess::spawn(&self.qemu, &cfg)?;
-        let pid = proc.pid();
-        let _ = sb.pid.set(pid);
-        self.store.set_state(&sb.id, "booting", None, Some(pid))?;
-        info!(pid, "QEMU started");
-        let (cmd_tx, cmd_rx) = mpsc::channel(4);
-        *sb.cmd.lock().unwrap_or_else(|p| p.into_inner()) = Some(cmd_tx);
-        *sb.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(SandboxMemory::Own(mem));
-        tokio::spawn(
-            supervise(Arc::downgrade(self), sb.clone(), proc, cmd_rx).instrument(sb.span.clone()),
-        );
+        self.launch(sb, &cfg, SandboxMemory::Own(mem))?;
         let timeout = self.cfg.boot_timeout;
         let (link, qmp) = tokio::join!(connect_agent(sb, timeout), connect_qmp(sb, timeout));
         if let Err(e) = qmp {
@@ -253,6 +220,68 @@ impl Engine {
         }
         self.store.delete(id)?;
         info!(parent: &sb.span, "removed");
+        Ok(())
+    }
+
+    /// A new sandbox in `Booting`: its runtime directory, its database row, its
+    /// place in the map. Whoever registers it removes it on failure.
+    pub(crate) fn register(
+        &self,
+        spec: Spec,
+        snapshot_tag: Option<String>,
+    ) -> Result<Arc<Sandbox>> {
+        let id = new_id();
+        let dir = self.cfg.home.join("sandboxes").join(&id);
+        std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
+            what: format!("cannot create {}", dir.display()),
+            source,
+        })?;
+        let created = now_unix();
+        let row = SandboxRow {
+            id: id.clone(),
+            image: spec.image.clone(),
+            state: "booting".into(),
+            reason: None,
+            pid: None,
+            dir: dir.display().to_string(),
+            memory_mib: spec.memory_mib,
+            vcpus: spec.vcpus,
+            accel: spec.accel.clone(),
+            created_at_unix: created,
+        };
+        let sb = Arc::new(Sandbox::new(
+            id.clone(),
+            spec,
+            dir,
+            created,
+            snapshot_tag,
+            SandboxState::Booting,
+            None,
+        ));
+        self.store.insert(&row)?;
+        self.map().insert(id, sb.clone());
+        Ok(sb)
+    }
+
+    /// Start QEMU for `sb` and hand the process, with the guest memory, to the
+    /// sandbox's supervisor task.
+    pub(crate) fn launch(
+        self: &Arc<Self>,
+        sb: &Arc<Sandbox>,
+        cfg: &VmConfig,
+        memory: SandboxMemory,
+    ) -> Result<()> {
+        let proc = QemuProcess::spawn(&self.qemu, cfg)?;
+        let pid = proc.pid();
+        let _ = sb.pid.set(pid);
+        self.store.set_state(&sb.id, "booting", None, Some(pid))?;
+        info!(pid, "QEMU started");
+        *sb.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
+        let (cmd_tx, cmd_rx) = mpsc::channel(4);
+        *sb.cmd.lock().unwrap_or_else(|p| p.into_inner()) = Some(cmd_tx);
+        tokio::spawn(
+            supervise(Arc::downgrade(self), sb.clone(), proc, cmd_rx).instrument(sb.span.clone()),
+        );
         Ok(())
     }
 

@@ -10,19 +10,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tracing::{info, warn, Instrument};
 use zygote_mem::{CopyOptions, Region};
 use zygote_proto::agent::Msg;
 use zygote_proto::api::{SandboxState, SpawnBody, SpawnResult};
-use zygote_qemu::{QemuProcess, VmConfig};
+use zygote_qemu::VmConfig;
 
 use crate::branch::wait_migration;
 use crate::error::{EngineError, Result};
-use crate::lifecycle::{connect_agent, connect_qmp, now_unix, supervise};
+use crate::lifecycle::{connect_agent, connect_qmp};
 use crate::sandbox::{DiskState, MachineFacts, Sandbox, SandboxMemory, Spec};
 use crate::snapshot::Snapshot;
-use crate::store::SandboxRow;
 use crate::{paths, Engine};
 
 /// Most children one request may ask for.
@@ -116,15 +114,7 @@ impl Engine {
         t0: Instant,
     ) -> Result<SpawnResult> {
         let m = &snap.meta;
-        let id = crate::lifecycle::new_id();
-        let dir = self.cfg.home.join("sandboxes").join(&id);
-        std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
-            what: format!("cannot create {}", dir.display()),
-            source,
-        })?;
-        let created = now_unix();
-        let sb = Arc::new(Sandbox::new(
-            id.clone(),
+        let sb = self.register(
             Spec {
                 image: m.image.clone(),
                 memory_mib: m.memory_mib,
@@ -133,25 +123,9 @@ impl Engine {
                 accel: m.accel.clone(),
                 expires_at_unix: None,
             },
-            dir.clone(),
-            created,
             Some(m.tag.clone()),
-            SandboxState::Booting,
-            None,
-        ));
-        self.store.insert(&SandboxRow {
-            id: id.clone(),
-            image: m.image.clone(),
-            state: "booting".into(),
-            reason: None,
-            pid: None,
-            dir: dir.display().to_string(),
-            memory_mib: m.memory_mib,
-            vcpus: m.vcpus,
-            accel: m.accel.clone(),
-            created_at_unix: created,
-        })?;
-        self.map().insert(id.clone(), sb.clone());
+        )?;
+        let id = sb.id.clone();
         let span = sb.span.clone();
         match self
             .restore(&sb, snap, snap_mem, body, t0)
@@ -236,16 +210,7 @@ impl Engine {
             // Children carry the same devices as the parent (see crate::xfer).
             xfer_disk: crate::xfer_disk_for(&sb.dir)?,
         };
-        let proc = QemuProcess::spawn(&self.qemu, &cfg)?;
-        let pid = proc.pid();
-        let _ = sb.pid.set(pid);
-        self.store.set_state(&sb.id, "booting", None, Some(pid))?;
-        *sb.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
-        let (cmd_tx, cmd_rx) = mpsc::channel(4);
-        *sb.cmd.lock().unwrap_or_else(|p| p.into_inner()) = Some(cmd_tx);
-        tokio::spawn(
-            supervise(Arc::downgrade(self), sb.clone(), proc, cmd_rx).instrument(sb.span.clone()),
-        );
+        self.launch(sb, &cfg, memory)?;
 
         let timeout = self.cfg.boot_timeout;
         let qmp = connect_qmp(sb, timeout).await?;
