@@ -111,13 +111,15 @@ pub(crate) fn init() {
     ] {
         let _ = std::os::unix::fs::symlink(to, link);
     }
-    if let Ok(h) = fs::read_to_string("/etc/hostname") {
-        let h = h.trim();
-        if crate::system::valid_hostname(h) {
-            if let Err(e) = sys::sethostname(h) {
-                log!("sethostname {h}: {e}");
-            }
-        }
+    // Images link /etc/hostname to the tmpfs file set_hostname writes (a restore
+    // then renames the guest without an ext4 write); older images carry a file.
+    let h = fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let h = match h.trim() {
+        h if crate::system::valid_hostname(h) => h.to_string(),
+        _ => crate::system::DEFAULT_HOSTNAME.to_string(),
+    };
+    if let Err(e) = crate::system::set_hostname(&h) {
+        log!("setting the hostname {h}: {e}");
     }
     if let Err(e) = sys::loopback_up() {
         log!("loopback up: {e}");

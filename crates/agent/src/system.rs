@@ -87,6 +87,7 @@ pub(crate) fn resumed(
                 failures.push(format!("setting the hostname: {e}"));
             }
         }
+
         if !sandbox_id.is_empty() {
             let _ = fs::create_dir_all("/run/zygote");
             if let Err(e) = fs::write("/run/zygote/sandbox_id", format!("{sandbox_id}\n")) {
@@ -107,10 +108,16 @@ pub(crate) fn resumed(
     }
 }
 
-/// `sethostname` and `/etc/hostname`.
+/// Hostname of a guest whose image names none.
+pub(crate) const DEFAULT_HOSTNAME: &str = "zygote";
+/// Where the hostname is written; the image links `/etc/hostname` here (tmpfs).
+const HOSTNAME_FILE: &str = "/run/zygote/hostname";
+
+/// `sethostname` and the hostname file (`/etc/hostname` points at it).
 pub(crate) fn set_hostname(h: &str) -> std::io::Result<()> {
     sys::sethostname(h)?;
-    let mut f = fs::File::create("/etc/hostname")?;
+    fs::create_dir_all("/run/zygote")?;
+    let mut f = fs::File::create(HOSTNAME_FILE)?;
     writeln!(f, "{h}")
 }
 

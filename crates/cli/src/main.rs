@@ -99,6 +99,13 @@ struct DaemonArgs {
     /// Seconds a boot may take before it fails with the console's tail.
     #[arg(long, default_value_t = 60)]
     boot_timeout: u64,
+    /// Pre-started copy-on-write children kept per hot snapshot (0 disables):
+    /// paused QEMUs with the snapshot loaded, so a spawn only resumes them.
+    #[arg(long, default_value_t = zygote_engine::DEFAULT_PRESTART)]
+    prestart: usize,
+    /// Most pre-started children kept over all snapshots.
+    #[arg(long, default_value_t = zygote_engine::DEFAULT_PRESTART_MAX)]
+    prestart_max: usize,
 }
 
 fn init_logs() {
@@ -164,6 +171,8 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
     let mut engine = zygote_engine::EngineConfig::new(a.home.clone());
     engine.accel = accel;
     engine.boot_timeout = std::time::Duration::from_secs(a.boot_timeout);
+    engine.prestart = a.prestart;
+    engine.prestart_max = a.prestart_max;
     zygote_daemon::run(zygote_daemon::DaemonConfig {
         socket: a.socket,
         listen: a.listen,

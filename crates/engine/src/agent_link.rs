@@ -107,6 +107,13 @@ impl AgentLink {
     /// QEMU creates the socket a moment after it starts, and the guest opens its
     /// end of the port only once booted, so both waits live inside the timeout.
     pub async fn connect(path: &Path, timeout: Duration) -> Result<AgentLink, LinkError> {
+        Self::begin(path, timeout).await?.finish().await
+    }
+
+    /// Connect and send the handshake without waiting for its answer, so that
+    /// requests can be queued behind it ([`PendingLink::start`]) and reach the
+    /// guest in the same pass (a restored child answers both at once).
+    pub async fn begin(path: &Path, timeout: Duration) -> Result<PendingLink, LinkError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let stream = loop {
             match UnixStream::connect(path).await {
@@ -203,6 +210,78 @@ impl AgentLink {
             &[],
         );
         let _ = shared.out.send(hello_frame).await;
+        Ok(PendingLink {
+            shared,
+            hello_rx,
+            deadline,
+            timeout,
+            tasks: link_tasks,
+        })
+    }
+
+    /// The handshake's answer.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// Why the link closed, if it has.
+    pub fn closed(&self) -> Option<String> {
+        self.shared.closed.borrow().clone()
+    }
+
+    /// Start a request: allocate an id, send the first frame.
+    pub async fn start(&self, msg: &Msg, payload: &[u8]) -> Result<Request, LinkError> {
+        start_on(&self.shared, msg, payload).await
+    }
+
+    /// Send a request and wait for its single reply frame.
+    pub async fn call(&self, msg: &Msg, timeout: Duration) -> Result<Frame, LinkError> {
+        let mut req = self.start(msg, &[]).await?;
+        match tokio::time::timeout(timeout, req.next()).await {
+            Ok(r) => r,
+            Err(_) => Err(LinkError::Timeout(timeout)),
+        }
+    }
+
+    /// Send raw bytes as if they were frames (for tests of the agent's defences).
+    pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<(), LinkError> {
+        self.shared
+            .out
+            .send(bytes)
+            .await
+            .map_err(|_| LinkError::Closed(closed_reason(&self.shared.closed)))
+    }
+}
+
+/// A connection whose handshake is sent but not yet answered.
+pub struct PendingLink {
+    shared: Arc<Shared>,
+    hello_rx: oneshot::Receiver<Msg>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PendingLink {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl PendingLink {
+    /// Queue a request behind the handshake.
+    pub async fn start(&self, msg: &Msg, payload: &[u8]) -> Result<Request, LinkError> {
+        start_on(&self.shared, msg, payload).await
+    }
+
+    /// Wait for the handshake's answer (within the timeout `begin` was given).
+    pub async fn finish(mut self) -> Result<AgentLink, LinkError> {
+        let shared = self.shared.clone();
+        let deadline = self.deadline;
+        let timeout = self.timeout;
+        let hello_rx = std::mem::replace(&mut self.hello_rx, oneshot::channel().1);
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let mut closed = shared.closed.clone();
         let reply = tokio::select! {
@@ -235,59 +314,32 @@ impl AgentLink {
             Msg::Error(e) => return Err(LinkError::Agent(e)),
             other => return Err(LinkError::Unexpected(format!("{other:?}"))),
         };
+        // From here the link owns the reader and writer (until now a failure
+        // dropped `self`, which aborts them).
         Ok(AgentLink {
             shared,
             hello,
-            tasks: link_tasks,
+            tasks: std::mem::take(&mut self.tasks),
         })
     }
+}
 
-    /// The handshake's answer.
-    pub fn hello(&self) -> &Hello {
-        &self.hello
+async fn start_on(shared: &Arc<Shared>, msg: &Msg, payload: &[u8]) -> Result<Request, LinkError> {
+    if let Some(r) = shared.closed.borrow().clone() {
+        return Err(LinkError::Closed(r));
     }
-
-    /// Why the link closed, if it has.
-    pub fn closed(&self) -> Option<String> {
-        self.shared.closed.borrow().clone()
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(PER_REQUEST_QUEUE);
+    if let Ok(mut r) = shared.routes.lock() {
+        r.insert(id, tx);
     }
-
-    /// Start a request: allocate an id, send the first frame.
-    pub async fn start(&self, msg: &Msg, payload: &[u8]) -> Result<Request, LinkError> {
-        if let Some(r) = self.closed() {
-            return Err(LinkError::Closed(r));
-        }
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(PER_REQUEST_QUEUE);
-        if let Ok(mut r) = self.shared.routes.lock() {
-            r.insert(id, tx);
-        }
-        let req = Request {
-            id,
-            rx,
-            shared: self.shared.clone(),
-        };
-        req.send(msg, payload).await?;
-        Ok(req)
-    }
-
-    /// Send a request and wait for its single reply frame.
-    pub async fn call(&self, msg: &Msg, timeout: Duration) -> Result<Frame, LinkError> {
-        let mut req = self.start(msg, &[]).await?;
-        match tokio::time::timeout(timeout, req.next()).await {
-            Ok(r) => r,
-            Err(_) => Err(LinkError::Timeout(timeout)),
-        }
-    }
-
-    /// Send raw bytes as if they were frames (for tests of the agent's defences).
-    pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<(), LinkError> {
-        self.shared
-            .out
-            .send(bytes)
-            .await
-            .map_err(|_| LinkError::Closed(closed_reason(&self.shared.closed)))
-    }
+    let req = Request {
+        id,
+        rx,
+        shared: shared.clone(),
+    };
+    req.send(msg, payload).await?;
+    Ok(req)
 }
 
 /// Refuse a frame the agent would reject for its size.

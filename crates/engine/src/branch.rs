@@ -351,6 +351,10 @@ impl Engine {
         }
         .await;
         let _ = self.remove(&info.id).await;
+        if res.is_ok() {
+            // A warm-up snapshot exists to be forked: have children ready.
+            self.refill_pool(&req.tag);
+        }
         res
     }
 
@@ -386,16 +390,25 @@ impl Engine {
 
     /// Snapshots, oldest first.
     pub fn snapshots(&self) -> Vec<SnapshotInfo> {
-        self.snapshots.list()
+        let sizes = self.pool_sizes();
+        let mut v = self.snapshots.list();
+        for s in &mut v {
+            s.prestarted = sizes.get(&s.tag).copied().unwrap_or(0) as u32;
+        }
+        v
     }
 
     /// One snapshot.
     pub fn snapshot(&self, tag: &str) -> Result<SnapshotInfo> {
-        Ok(self.snapshots.get(tag)?.info())
+        let mut s = self.snapshots.get(tag)?.info();
+        s.prestarted = self.pool_sizes().get(tag).copied().unwrap_or(0) as u32;
+        Ok(s)
     }
 
     /// Delete a snapshot; running children are not disturbed.
     pub fn delete_snapshot(&self, tag: &str) -> Result<()> {
+        self.snapshots.get(tag)?;
+        self.drain_pool(tag);
         self.snapshots.delete(tag, &self.disks_in_use())
     }
 

@@ -12,6 +12,7 @@ mod lifecycle;
 mod live;
 pub mod ops;
 mod paths;
+mod pool;
 mod sandbox;
 pub mod snapshot;
 mod spawn;
@@ -43,6 +44,10 @@ pub const MIN_MEMORY_MIB: u64 = 128;
 pub const MAX_MEMORY_MIB: u64 = 65_536;
 /// Most vCPUs accepted.
 pub const MAX_VCPUS: u32 = 64;
+/// Pre-started children per hot snapshot by default.
+pub const DEFAULT_PRESTART: usize = 2;
+/// Pre-started children over all snapshots by default.
+pub const DEFAULT_PRESTART_MAX: usize = 8;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -53,6 +58,10 @@ pub struct EngineConfig {
     pub accel: Option<Accel>,
     /// How long a boot may take before it fails with the console's tail.
     pub boot_timeout: Duration,
+    /// Pre-started copy-on-write children kept per hot snapshot (0: none).
+    pub prestart: usize,
+    /// Most pre-started children kept over all snapshots.
+    pub prestart_max: usize,
 }
 
 impl EngineConfig {
@@ -62,6 +71,8 @@ impl EngineConfig {
             home: home.into(),
             accel: None,
             boot_timeout: Duration::from_secs(60),
+            prestart: DEFAULT_PRESTART,
+            prestart_max: DEFAULT_PRESTART_MAX,
         }
     }
 }
@@ -76,6 +87,7 @@ pub struct Engine {
     store: Store,
     snapshots: snapshot::Snapshots,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
+    pool: pool::Pool,
     shutting_down: AtomicBool,
 }
 
@@ -99,8 +111,10 @@ impl Engine {
         let append = zygote_qemu::default_append(accel.accel)?;
         let store = Store::open(&cfg.home.join("zygote.db"))?;
         let snapshots = snapshot::Snapshots::open(&cfg.home)?;
+        let pool = pool::Pool::new(cfg.prestart, cfg.prestart_max.max(cfg.prestart));
         let engine = Arc::new(Engine {
             cfg,
+            pool,
             qemu,
             accel,
             append,
@@ -184,6 +198,7 @@ impl Engine {
     /// overlay or socket behind.
     pub async fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.drain_pools().await;
         let ids: Vec<String> = self.map().keys().cloned().collect();
         info!(count = ids.len(), "stopping every sandbox");
         let stops = ids.iter().map(|id| {

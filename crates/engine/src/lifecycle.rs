@@ -2,7 +2,7 @@
 //! that died. Every resource a sandbox holds (QEMU process, memfd, overlay,
 //! sockets, runtime directory, database row) is released on every path here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -230,8 +230,18 @@ impl Engine {
         spec: Spec,
         snapshot_tag: Option<String>,
     ) -> Result<Arc<Sandbox>> {
-        let id = new_id();
-        let dir = self.cfg.home.join("sandboxes").join(&id);
+        self.register_as(new_id(), spec, snapshot_tag)
+    }
+
+    /// [`Engine::register`] under an id chosen earlier (a pre-started child's,
+    /// whose runtime directory already exists).
+    pub(crate) fn register_as(
+        &self,
+        id: String,
+        spec: Spec,
+        snapshot_tag: Option<String>,
+    ) -> Result<Arc<Sandbox>> {
+        let dir = self.sandbox_dir(&id);
         std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
             what: format!("cannot create {}", dir.display()),
             source,
@@ -272,6 +282,22 @@ impl Engine {
         memory: SandboxMemory,
     ) -> Result<()> {
         let proc = QemuProcess::spawn(&self.qemu, cfg)?;
+        self.adopt(sb, proc, memory)
+    }
+
+    /// Runtime directory of the sandbox `id`.
+    pub(crate) fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.cfg.home.join("sandboxes").join(id)
+    }
+
+    /// Hand a started QEMU, with the guest memory, to the sandbox's supervisor
+    /// task, its one owner from here on.
+    pub(crate) fn adopt(
+        self: &Arc<Self>,
+        sb: &Arc<Sandbox>,
+        proc: QemuProcess,
+        memory: SandboxMemory,
+    ) -> Result<()> {
         let pid = proc.pid();
         let _ = sb.pid.set(pid);
         self.store.set_state(&sb.id, "booting", None, Some(pid))?;
@@ -331,6 +357,11 @@ impl Engine {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if !known.contains(&name) {
+                    // Pre-started children have no row: stop what runs there.
+                    let killed = crate::stale::kill_qemus_in(&e.path());
+                    if killed > 0 {
+                        info!(dir = %e.path().display(), killed, "stopped QEMUs a previous daemon pre-started");
+                    }
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
@@ -342,26 +373,42 @@ impl Engine {
 /// Connect to the agent of a sandbox whose QEMU runs (boot or restore), failing
 /// early with the console's tail if QEMU dies or the timeout passes.
 pub(crate) async fn connect_agent(sb: &Arc<Sandbox>, timeout: Duration) -> Result<AgentLink> {
-    let mut st = sb.state.subscribe();
     let agent_socket = sb.dir.join("agent.sock");
+    agent_or_death(sb, AgentLink::connect(&agent_socket, timeout), timeout).await
+}
+
+/// Wait for an agent handshake `fut`, failing early if QEMU dies; errors carry
+/// the console's tail.
+pub(crate) async fn agent_or_death<F>(
+    sb: &Arc<Sandbox>,
+    fut: F,
+    timeout: Duration,
+) -> Result<AgentLink>
+where
+    F: std::future::Future<Output = std::result::Result<AgentLink, LinkError>>,
+{
+    let mut st = sb.state.subscribe();
     let link = tokio::select! {
-        r = AgentLink::connect(&agent_socket, timeout) => r,
+        r = fut => r,
         _ = st.wait_for(|s| s.0 == SandboxState::Dead) => {
             Err(LinkError::Closed(sb.state.borrow().1.clone().unwrap_or_else(|| "QEMU exited".into())))
         }
     };
-    link.map_err(|e| {
-        let timed_out = matches!(e, LinkError::HandshakeTimeout(_));
-        EngineError::Boot {
-            reason: if timed_out {
-                format!("the guest agent did not answer within {timeout:?} (raise the boot timeout on slow hosts)")
-            } else {
-                e.to_string()
-            },
-            console_tail: console_tail(&sb.console_log()),
-            timed_out,
-        }
-    })
+    link.map_err(|e| link_error(sb, e, timeout))
+}
+
+/// A failed agent connection as a boot error with the console's tail.
+pub(crate) fn link_error(sb: &Sandbox, e: LinkError, timeout: Duration) -> EngineError {
+    let timed_out = matches!(e, LinkError::HandshakeTimeout(_));
+    EngineError::Boot {
+        reason: if timed_out {
+            format!("the guest agent did not answer within {timeout:?} (raise the boot timeout on slow hosts)")
+        } else {
+            e.to_string()
+        },
+        console_tail: console_tail(&sb.console_log()),
+        timed_out,
+    }
 }
 
 /// Connect the sandbox's QMP socket and keep the connection.

@@ -188,6 +188,7 @@ impl Snapshot {
                 (Some(a), Some(b)) => Some(format!("{a}; {b}")),
                 (a, b) => a.clone().or(b),
             },
+            prestarted: 0,
         }
     }
 }

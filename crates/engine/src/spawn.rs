@@ -5,20 +5,23 @@
 //! resumes, and its agent is told it was restored (fresh entropy, the host's
 //! clock, a new hostname and id).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use serde_json::json;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 use zygote_mem::{CopyOptions, Region};
 use zygote_proto::agent::Msg;
 use zygote_proto::api::{SandboxState, SpawnBody, SpawnResult};
-use zygote_qemu::VmConfig;
+use zygote_qemu::{QemuProcess, Qmp, VmConfig};
 
+use crate::agent_link::AgentLink;
 use crate::branch::wait_migration;
 use crate::error::{EngineError, Result};
-use crate::lifecycle::{connect_agent, connect_qmp};
+use crate::lifecycle::{agent_or_death, link_error};
+use crate::pool::Prestarted;
 use crate::sandbox::{DiskState, MachineFacts, Sandbox, SandboxMemory, Spec};
 use crate::snapshot::Snapshot;
 use crate::{paths, Engine};
@@ -86,24 +89,37 @@ impl Engine {
                     EngineError::Conflict(format!("loading snapshot memory failed: {e}"))
                 })??
         };
+        // Copy-on-write children are served first from the snapshot's pool of
+        // pre-started QEMUs (paused, vmstate loaded); the rest start fresh.
+        let mut pooled = if body.private_memory {
+            Vec::new()
+        } else {
+            self.pool.take(&snap, n as usize)
+        };
         let children = (0..n).map(|_| {
             let e = self.clone();
             let snap = snap.clone();
             let mem = snap_mem.clone();
             let body = body.clone();
+            let pre = pooled.pop();
             async move {
-                match e.spawn_child(&snap, mem, &body, t0).await {
+                match e.spawn_child(&snap, mem, &body, pre, t0).await {
                     Ok(r) => r,
                     Err(err) => SpawnResult {
                         sandbox: None,
                         error: Some(crate::error_chain(&err)),
                         running_ms: None,
                         ready_ms: None,
+                        prestarted: false,
                     },
                 }
             }
         });
-        Ok(futures::future::join_all(children).await)
+        let results = futures::future::join_all(children).await;
+        if !body.private_memory {
+            self.refill_pool(&snap.meta.tag);
+        }
+        Ok(results)
     }
 
     async fn spawn_child(
@@ -111,32 +127,58 @@ impl Engine {
         snap: &Arc<Snapshot>,
         snap_mem: Arc<Region>,
         body: &SpawnBody,
+        pre: Option<Prestarted>,
         t0: Instant,
     ) -> Result<SpawnResult> {
         let m = &snap.meta;
-        let sb = self.register(
-            Spec {
-                image: m.image.clone(),
-                memory_mib: m.memory_mib,
-                vcpus: m.vcpus,
-                env: body.env.clone(),
-                accel: m.accel.clone(),
-                expires_at_unix: None,
-            },
-            Some(m.tag.clone()),
-        )?;
+        let spec = Spec {
+            image: m.image.clone(),
+            memory_mib: m.memory_mib,
+            vcpus: m.vcpus,
+            env: body.env.clone(),
+            accel: m.accel.clone(),
+            expires_at_unix: None,
+        };
+        let (sb, loaded, prestarted) = match pre {
+            Some(p) => {
+                let (id, loaded) = p.into_parts();
+                (
+                    self.register_as(id, spec, Some(m.tag.clone()))?,
+                    Some(loaded),
+                    true,
+                )
+            }
+            None => (self.register(spec, Some(m.tag.clone()))?, None, false),
+        };
         let id = sb.id.clone();
         let span = sb.span.clone();
-        match self
-            .restore(&sb, snap, snap_mem, body, t0)
-            .instrument(span.clone())
-            .await
-        {
+        let started = async {
+            let loaded = match loaded {
+                Some(l) => l,
+                None => {
+                    let dir = sb.dir.clone();
+                    self.load_child(
+                        &sb.id,
+                        &dir,
+                        snap,
+                        snap_mem,
+                        body.private_memory,
+                        body.hugepages,
+                    )
+                    .await?
+                }
+            };
+            self.resume_child(&sb, snap, loaded, t0).await
+        }
+        .instrument(span.clone())
+        .await;
+        match started {
             Ok((running_ms, ready_ms)) => Ok(SpawnResult {
                 sandbox: Some(sb.info()),
                 error: None,
                 running_ms: Some(running_ms),
                 ready_ms: Some(ready_ms),
+                prestarted,
             }),
             Err(e) => {
                 warn!(parent: &span, error = %e, "child failed; cleaning up");
@@ -146,37 +188,41 @@ impl Engine {
         }
     }
 
-    async fn restore(
-        self: &Arc<Self>,
-        sb: &Arc<Sandbox>,
+    /// Start a child's QEMU in `dir` over the snapshot's memory and load its
+    /// vmstate; the VM stays paused. Nothing is registered: on error everything
+    /// started here is dropped (QEMU is killed with its process handle).
+    pub(crate) async fn load_child(
+        &self,
+        id: &str,
+        dir: &Path,
         snap: &Arc<Snapshot>,
         snap_mem: Arc<Region>,
-        body: &SpawnBody,
-        t0: Instant,
-    ) -> Result<(f64, f64)> {
+        private_memory: bool,
+        hugepages: bool,
+    ) -> Result<Loaded> {
+        let t = Instant::now();
         let m = &snap.meta;
-        let overlay = sb.dir.join("disk.qcow2");
+        let overlay = dir.join("disk.qcow2");
         zygote_qemu::create_overlay(&m.disk, "qcow2", &overlay).await?;
         let mut chain = m.disk_chain.clone();
         chain.push(m.disk.clone());
-        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(DiskState {
+        let disk = DiskState {
             top: overlay.clone(),
             chain,
             virtual_size: m.disk_bytes,
             generation: 1,
-        });
-        let _ = sb.machine.set(MachineFacts {
+        };
+        let machine = MachineFacts {
             kernel: m.kernel.clone(),
             initrd: m.initrd.clone(),
             append: m.append.clone(),
             cpu: m.cpu.clone(),
-        });
-        let (memory, mem_path, share) = if body.private_memory {
-            let name = format!("zygote-{}", sb.id);
-            let hp = body.hugepages;
+        };
+        let (memory, mem_path, share) = if private_memory {
+            let name = format!("zygote-{id}");
             let src = snap_mem.clone();
             let own = tokio::task::spawn_blocking(move || -> Result<Region> {
-                let r = Region::create(&name, src.size(), hp)?;
+                let r = Region::create(&name, src.size(), hugepages)?;
                 r.copy_from(src.memfd(), &CopyOptions::default())?;
                 Ok(r)
             })
@@ -200,33 +246,87 @@ impl Engine {
             initrd: m.initrd.clone(),
             append: m.append.clone(),
             disk: overlay,
-            qmp_socket: sb.dir.join("qmp.sock"),
-            agent_socket: sb.dir.join("agent.sock"),
-            console_log: sb.console_log(),
+            qmp_socket: dir.join("qmp.sock"),
+            agent_socket: dir.join("agent.sock"),
+            console_log: dir.join("console.log"),
             incoming_defer: true,
             start_paused: true,
             tb_size_mib: None,
-            name: format!("zygote-{}", sb.id),
+            name: format!("zygote-{id}"),
             // Children carry the same devices as the parent (see crate::xfer).
-            xfer_disk: crate::xfer_disk_for(&sb.dir)?,
+            xfer_disk: crate::xfer_disk_for(dir)?,
         };
-        self.launch(sb, &cfg, memory)?;
-
+        let prep_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut proc = QemuProcess::spawn(&self.qemu, &cfg)?;
         let timeout = self.cfg.boot_timeout;
-        let qmp = connect_qmp(sb, timeout).await?;
-        qmp.execute(
-            "migrate-set-capabilities",
-            json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
-        )
-        .await?;
-        let vmstate = snap.vmstate();
-        let uri = format!("exec:cat {}", vmstate.display());
-        qmp.execute("migrate-incoming", json!({ "uri": uri }))
+        let qmp = tokio::select! {
+            q = Qmp::connect(&cfg.qmp_socket, timeout) => q.map(Arc::new),
+            exit = proc.wait() => Err(match exit {
+                Ok(x) => proc.exited_error(x),
+                Err(e) => e,
+            }),
+        }?;
+        let qmp_ms = t.elapsed().as_secs_f64() * 1e3;
+        let load = async {
+            qmp.execute(
+                "migrate-set-capabilities",
+                json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+            )
             .await?;
-        wait_migration(&qmp, Duration::from_secs(60)).await?;
-        qmp.execute("cont", json!(null)).await?;
-        let running_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let link = connect_agent(sb, timeout).await?;
+            let uri = format!("exec:cat {}", snap.vmstate().display());
+            qmp.execute("migrate-incoming", json!({ "uri": uri }))
+                .await?;
+            wait_migration(&qmp, Duration::from_secs(60)).await?;
+            Ok::<_, EngineError>(())
+        };
+        if let Err(e) = load.await {
+            // Say why QEMU went away if it did.
+            if let Ok(Some(x)) = proc.try_wait().await {
+                return Err(proc.exited_error(x).into());
+            }
+            return Err(e);
+        }
+        debug!(
+            prep_ms,
+            qmp_ms,
+            loaded_ms = t.elapsed().as_secs_f64() * 1e3,
+            "child loaded (paused)"
+        );
+        Ok(Loaded {
+            proc,
+            qmp,
+            memory,
+            disk,
+            machine,
+        })
+    }
+
+    /// Hand a loaded child to its sandbox, resume it, and tell its agent it was
+    /// restored (fresh entropy, the host's clock, a new hostname and id).
+    async fn resume_child(
+        self: &Arc<Self>,
+        sb: &Arc<Sandbox>,
+        snap: &Arc<Snapshot>,
+        loaded: Loaded,
+        t0: Instant,
+    ) -> Result<(f64, f64)> {
+        let Loaded {
+            proc,
+            qmp,
+            memory,
+            disk,
+            machine,
+        } = loaded;
+        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(disk);
+        let _ = sb.machine.set(machine);
+        let _ = sb.qmp.set(qmp.clone());
+        self.adopt(sb, proc, memory)?;
+        // The handshake and `Resumed` are queued before `cont`, so the guest
+        // finds both waiting and answers them in one pass.
+        let timeout = self.cfg.boot_timeout;
+        let pending = AgentLink::begin(&sb.dir.join("agent.sock"), timeout)
+            .await
+            .map_err(|e| link_error(sb, e, timeout))?;
         let mut entropy = vec![0u8; ENTROPY_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut entropy);
         let unix_nanos = SystemTime::now()
@@ -234,7 +334,7 @@ impl Engine {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let hostname = format!("zygote-{}", &sb.id[..12.min(sb.id.len())]);
-        let mut req = link
+        let mut req = pending
             .start(
                 &Msg::Resumed {
                     sandbox_id: sb.id.clone(),
@@ -244,7 +344,12 @@ impl Engine {
                 },
                 &entropy,
             )
-            .await?;
+            .await
+            .map_err(|e| link_error(sb, e, timeout))?;
+        qmp.execute("cont", json!(null)).await?;
+        let running_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let link = agent_or_death(sb, pending.finish(), timeout).await?;
+        let linked_ms = t0.elapsed().as_secs_f64() * 1e3;
         match tokio::time::timeout(Duration::from_secs(10), req.next()).await {
             Ok(Ok(f)) if f.msg == Msg::Ok => {}
             Ok(Ok(f)) => warn!(reply = ?f.msg, "unexpected answer to Resumed"),
@@ -258,7 +363,17 @@ impl Engine {
         if sb.set_state(SandboxState::Running, None) {
             self.store.set_state(&sb.id, "running", None, None)?;
         }
-        info!(snapshot = %m.tag, running_ms, ready_ms, "child running");
+        info!(snapshot = %snap.meta.tag, running_ms, linked_ms, ready_ms, "child running");
         Ok((running_ms, ready_ms))
     }
+}
+
+/// A child's QEMU up to the point of resuming: started over the snapshot's
+/// memory with its overlay, vmstate loaded, paused.
+pub(crate) struct Loaded {
+    pub(crate) proc: QemuProcess,
+    pub(crate) qmp: Arc<Qmp>,
+    pub(crate) memory: SandboxMemory,
+    pub(crate) disk: DiskState,
+    pub(crate) machine: MachineFacts,
 }

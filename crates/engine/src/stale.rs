@@ -21,6 +21,26 @@ pub(crate) fn kill_stale(pid: u32, dir: &str) -> bool {
     unsafe { libc::kill(pid, libc::SIGKILL) == 0 }
 }
 
+/// SIGKILL every QEMU whose command line names a file in `dir` (pre-started
+/// children a previous daemon left: they have no row, so no recorded pid).
+/// Returns how many were signalled.
+pub(crate) fn kill_qemus_in(dir: &Path) -> usize {
+    let needle = format!("{}/", dir.display());
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if kill_stale(pid, &needle) {
+            n += 1;
+        }
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

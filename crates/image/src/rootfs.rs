@@ -42,12 +42,9 @@ pub(crate) fn assemble(
         &CopyFrom::Path(agent_bin.to_path_buf()),
         0o755,
     )?;
-    put_file(
-        tree,
-        "/etc/hostname",
-        &CopyFrom::Bytes(b"zygote\n".to_vec()),
-        0o644,
-    )?;
+    // The agent writes the hostname to tmpfs at boot and on every restore (an
+    // ext4 write there cost a restored child ~70 ms under TCG).
+    put_symlink(tree, "/etc/hostname", HOSTNAME_TARGET)?;
     put_file(
         tree,
         "/etc/hosts",
@@ -120,6 +117,22 @@ fn put_file(tree: &Path, dst: &str, from: &CopyFrom, mode: u32) -> Result<(), Im
         CopyFrom::Bytes(b) => fs::write(&path, b).map_err(ImageError::io("write", &path))?,
     }
     set_mode(&path, mode)
+}
+
+/// Where the image's `/etc/hostname` points (the agent writes it).
+const HOSTNAME_TARGET: &str = "/run/zygote/hostname";
+
+/// A symlink at guest path `dst` to `target` (a guest path, not resolved here).
+fn put_symlink(tree: &Path, dst: &str, target: &str) -> Result<(), ImageError> {
+    let rel = Path::new(dst.trim_start_matches('/'));
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err(ImageError::io("link", tree.join(rel))(
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        ));
+    };
+    let path = ensure_real_dirs(tree, parent)?.join(name);
+    host::remove_all(&path)?;
+    std::os::unix::fs::symlink(target, &path).map_err(ImageError::io("link", &path))
 }
 
 /// Creates guest directory `rel` under `tree`, resolving symlinks inside the
@@ -242,8 +255,8 @@ mod tests {
             "host\n"
         );
         assert_eq!(
-            fs::read_to_string(tree.join("etc/hostname")).expect("read"),
-            "zygote\n"
+            fs::read_link(tree.join("etc/hostname")).expect("readlink"),
+            Path::new(HOSTNAME_TARGET)
         );
         assert!(tree.join("usr/sbin/zygote-agent").is_file());
         assert!(

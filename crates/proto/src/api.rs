@@ -383,6 +383,10 @@ pub struct SnapshotInfo {
     /// A fallback or persistence problem worth knowing.
     #[serde(default)]
     pub warning: Option<String>,
+    /// Copy-on-write children pre-started for this snapshot (paused, its state
+    /// loaded), waiting to be spawned.
+    #[serde(default)]
+    pub prestarted: u32,
 }
 
 /// `POST /v1/snapshots`
@@ -454,6 +458,10 @@ pub struct SpawnResult {
     /// Milliseconds from the request to the child's agent answering.
     #[serde(default)]
     pub ready_ms: Option<f64>,
+    /// The child came from the snapshot's pool of pre-started QEMUs (its vmstate
+    /// already loaded, paused), so the request only had to resume it.
+    #[serde(default)]
+    pub prestarted: bool,
 }
 
 /// `POST /v1/sandboxes/{id}/fork`

@@ -1,0 +1,291 @@
+//! Pre-started children: for each hot snapshot a few QEMU processes are kept
+//! ready, started with `-incoming defer -S` over the snapshot's memory, their
+//! RAM-less vmstate already loaded, paused. A copy-on-write spawn takes one and
+//! only has to resume it, so the first child of a request skips the QEMU start,
+//! the overlay and the vmstate load.
+//!
+//! A snapshot is hot once it has been spawned from, or when it was made by
+//! `POST /v1/snapshots` (a warm-up snapshot exists to be forked). The pool is
+//! refilled in the background after each spawn, one QEMU at a time, up to
+//! `prestart` per snapshot and `prestart_max` overall (the least recently used
+//! snapshot's entries make room). Entries have no database row and are not
+//! sandboxes: deleting the snapshot or stopping the daemon kills them, and a
+//! daemon restarting after a crash kills what its runtime directories hold.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn, Instrument};
+
+use crate::lifecycle::new_id;
+use crate::snapshot::Snapshot;
+use crate::spawn::Loaded;
+use crate::Engine;
+
+/// A paused, loaded child QEMU waiting to be claimed. Dropping it kills QEMU
+/// and removes its runtime directory.
+pub(crate) struct Prestarted {
+    id: String,
+    dir: PathBuf,
+    snap: Arc<Snapshot>,
+    loaded: Option<Loaded>,
+}
+
+impl Prestarted {
+    /// The id its directory is named after and the loaded QEMU; the caller
+    /// registers a sandbox under that id and becomes the owner.
+    pub(crate) fn into_parts(mut self) -> (String, Loaded) {
+        let loaded = self
+            .loaded
+            .take()
+            .expect("a pool entry holds its QEMU until claimed");
+        (std::mem::take(&mut self.id), loaded)
+    }
+}
+
+impl Drop for Prestarted {
+    fn drop(&mut self) {
+        if let Some(l) = self.loaded.take() {
+            // Dropping the process handle SIGKILLs QEMU (kill_on_drop).
+            drop(l);
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(dir = %self.dir.display(), error = %e, "cannot remove a pre-started child's directory");
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Vec<Prestarted>>,
+    last_used: HashMap<String, Instant>,
+    filling: HashSet<String>,
+}
+
+/// The pools of every hot snapshot.
+pub(crate) struct Pool {
+    per_snapshot: usize,
+    max: usize,
+    inner: Mutex<Inner>,
+}
+
+impl Pool {
+    pub(crate) fn new(per_snapshot: usize, max: usize) -> Pool {
+        Pool {
+            per_snapshot,
+            max,
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Up to `n` entries of exactly this snapshot (a tag deleted and taken again
+    /// is another snapshot), marking it used.
+    pub(crate) fn take(&self, snap: &Arc<Snapshot>, n: usize) -> Vec<Prestarted> {
+        let tag = &snap.meta.tag;
+        let mut g = self.lock();
+        g.last_used.insert(tag.clone(), Instant::now());
+        let Some(v) = g.entries.get_mut(tag) else {
+            return Vec::new();
+        };
+        v.retain(|p| Arc::ptr_eq(&p.snap, snap));
+        let k = n.min(v.len());
+        v.drain(..k).collect()
+    }
+
+    /// Every entry of `tag`, to be dropped by the caller (outside the lock).
+    pub(crate) fn drain(&self, tag: &str) -> Vec<Prestarted> {
+        let mut g = self.lock();
+        g.last_used.remove(tag);
+        g.entries.remove(tag).unwrap_or_default()
+    }
+
+    /// Every entry of every snapshot.
+    pub(crate) fn drain_all(&self) -> Vec<Prestarted> {
+        let mut g = self.lock();
+        g.last_used.clear();
+        g.entries.drain().flat_map(|(_, v)| v).collect()
+    }
+
+    /// How many entries are held, per snapshot tag.
+    pub(crate) fn sizes(&self) -> HashMap<String, usize> {
+        self.lock()
+            .entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect()
+    }
+
+    /// Whether a filler task runs for some snapshot.
+    pub(crate) fn filling(&self) -> bool {
+        !self.lock().filling.is_empty()
+    }
+
+    /// What the filler of `tag` should do next.
+    fn next_step(&self, tag: &str) -> Step {
+        let mut g = self.lock();
+        let have = g.entries.get(tag).map_or(0, Vec::len);
+        if have >= self.per_snapshot {
+            return Step::Done;
+        }
+        let total: usize = g.entries.values().map(Vec::len).sum();
+        if total < self.max {
+            return Step::Fill;
+        }
+        // Make room: one entry of the least recently used other snapshot.
+        let victim = g
+            .entries
+            .iter()
+            .filter(|(k, v)| k.as_str() != tag && !v.is_empty())
+            .map(|(k, _)| k.clone())
+            .min_by_key(|k| g.last_used.get(k).copied());
+        match victim {
+            Some(k) => {
+                let evicted = g.entries.get_mut(&k).and_then(Vec::pop).map(Box::new);
+                Step::Evict(evicted)
+            }
+            None => Step::Done,
+        }
+    }
+}
+
+enum Step {
+    Fill,
+    Evict(Option<Box<Prestarted>>),
+    Done,
+}
+
+/// Ends a filler's claim on its tag, however the task ends.
+struct Filling<'a> {
+    pool: &'a Pool,
+    tag: String,
+}
+
+impl Drop for Filling<'_> {
+    fn drop(&mut self) {
+        self.pool.lock().filling.remove(&self.tag);
+    }
+}
+
+impl Engine {
+    /// Top up the pool of `tag` in the background (one filler per snapshot).
+    pub(crate) fn refill_pool(self: &Arc<Self>, tag: &str) {
+        if self.pool.per_snapshot == 0 || self.check_open().is_err() {
+            return;
+        }
+        if !self.pool.lock().filling.insert(tag.to_string()) {
+            return;
+        }
+        let engine = self.clone();
+        let tag = tag.to_string();
+        let span = tracing::info_span!("pool", snapshot = %tag);
+        tokio::spawn(
+            async move {
+                let _claim = Filling {
+                    pool: &engine.pool,
+                    tag: tag.clone(),
+                };
+                engine.fill(&tag).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn fill(self: &Arc<Self>, tag: &str) {
+        loop {
+            if self.check_open().is_err() {
+                return;
+            }
+            match self.pool.next_step(tag) {
+                Step::Done => return,
+                Step::Evict(e) => {
+                    if let Some(e) = e {
+                        debug!(evicted = %e.snap.meta.tag, "pool full: made room");
+                    }
+                    continue;
+                }
+                Step::Fill => {}
+            }
+            let Ok(snap) = self.snapshots.get(tag) else {
+                return;
+            };
+            let s = snap.clone();
+            let mem = match tokio::task::spawn_blocking(move || s.memory()).await {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot pre-start a child: snapshot memory unavailable");
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot pre-start a child");
+                    return;
+                }
+            };
+            let id = new_id();
+            let dir = self.sandbox_dir(&id);
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot pre-start a child");
+                return;
+            }
+            let t = Instant::now();
+            let entry = match self.load_child(&id, &dir, &snap, mem, false, false).await {
+                Ok(l) => Prestarted {
+                    id,
+                    dir,
+                    snap: snap.clone(),
+                    loaded: Some(l),
+                },
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    warn!(error = %e, "pre-starting a child failed; the pool stops filling");
+                    return;
+                }
+            };
+            // Still the same snapshot, and the daemon still open?
+            let current = self.snapshots.get(tag).ok();
+            if self.check_open().is_err() || !current.is_some_and(|c| Arc::ptr_eq(&c, &snap)) {
+                return;
+            }
+            info!(ms = t.elapsed().as_secs_f64() * 1e3, "pre-started a child");
+            self.pool
+                .lock()
+                .entries
+                .entry(tag.to_string())
+                .or_default()
+                .push(entry);
+        }
+    }
+
+    /// Kill the pre-started children of `tag`.
+    pub(crate) fn drain_pool(&self, tag: &str) {
+        let n = self.pool.drain(tag).len();
+        if n > 0 {
+            info!(snapshot = %tag, n, "stopped pre-started children");
+        }
+    }
+
+    /// Kill every pre-started child and wait for running fillers to notice the
+    /// shutdown (a filler drops what it was starting).
+    pub(crate) async fn drain_pools(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            drop(self.pool.drain_all());
+            if !self.pool.filling() || Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Pre-started children held, per snapshot tag.
+    pub fn pool_sizes(&self) -> HashMap<String, usize> {
+        self.pool.sizes()
+    }
+}
