@@ -1,0 +1,347 @@
+/**
+ * `Sandbox`: one microVM, and the calls that create, fork and remove them.
+ *
+ * @module
+ */
+
+import { Client, type ConnectionOptions, encode } from "./client.js";
+import { Commands } from "./commands.js";
+import { BadRequestError, SpawnError, ZygoteError } from "./errors.js";
+import { Files } from "./files.js";
+import {
+  type BranchMode,
+  type EvalResult,
+  type SandboxInfo,
+  type SnapshotInfo,
+  type WireSandboxInfo,
+  type WireSnapshotInfo,
+  type WireSpawnResult,
+  sandboxInfo,
+  snapshotInfo,
+} from "./types.js";
+import { checkEnv, positiveInt, wholeSecondsFromMs } from "./validate.js";
+
+// Node 20 before 20.4 has no Symbol.asyncDispose; `await using` needs it.
+(Symbol as { asyncDispose?: symbol }).asyncDispose ??= Symbol.for("Symbol.asyncDispose");
+
+/** Options of {@link Sandbox.create}: boot an image, or start a child of a snapshot. */
+export interface SandboxOptions extends ConnectionOptions {
+  /** Image to boot (default `python`). Not with `snapshot`. */
+  image?: string;
+  /** Start from this snapshot (copy-on-write, a fraction of a second) instead of booting. */
+  snapshot?: string;
+  /** Guest RAM in MiB (default 256; from a snapshot it must equal the snapshot's). */
+  memoryMib?: number;
+  /** Virtual CPUs (default 1; from a snapshot it must equal the snapshot's). */
+  vcpus?: number;
+  /** Environment applied to every command in the sandbox. */
+  env?: Record<string, string>;
+  /** Lifetime: the daemon removes the sandbox this many milliseconds after creation (rounded up to seconds). Not with `snapshot`. */
+  timeoutMs?: number;
+  /** With `snapshot`: the child gets its own memory (so it can be branched in `copy` mode) instead of copy-on-write. */
+  privateMemory?: boolean;
+  /** With `snapshot` and `privateMemory`: back the child's memory with 2 MiB hugepages. */
+  hugepages?: boolean;
+}
+
+/** Options of {@link Sandbox.spawn}. */
+export interface SpawnOptions extends ConnectionOptions {
+  /** Each child gets its own memory instead of copy-on-write over the snapshot. */
+  privateMemory?: boolean;
+  /** With `privateMemory`: hugepage-backed child memory. */
+  hugepages?: boolean;
+  /** Environment for every command in each child. */
+  env?: Record<string, string>;
+}
+
+/** Options of {@link Sandbox.branch}. */
+export interface BranchOptions {
+  /** Snapshot tag (default: generated). 1-64 of `A-Z a-z 0-9 . _ -`. */
+  tag?: string;
+  /** `copy` or `live` (default: what suits the sandbox's memory). */
+  mode?: BranchMode;
+  /** Back the snapshot memory with 2 MiB hugepages. */
+  hugepages?: boolean;
+  /** Answer only once the snapshot's memory is on disk (`status: "ready"`). */
+  wait?: boolean;
+  /** `live` mode: QEMU's downtime limit in milliseconds (default 20). */
+  downtimeLimitMs?: number;
+}
+
+/** Options of {@link Sandbox.fork}. */
+export interface ForkOptions {
+  /** Branch mode of the intermediate snapshot. */
+  mode?: BranchMode;
+  /** Tag of the intermediate snapshot (default: generated). */
+  tag?: string;
+  /** Children get private memory instead of copy-on-write. */
+  privateMemory?: boolean;
+  /** Hugepages for the snapshot and private children. */
+  hugepages?: boolean;
+}
+
+/**
+ * A running microVM. Create one with {@link Sandbox.create}, attach to an
+ * existing one with {@link Sandbox.connect}. Remove it with {@link kill}, or
+ * let `await using` or {@link withSandbox} do that:
+ *
+ * ```ts
+ * await using sandbox = await Sandbox.create({ memoryMib: 512 });
+ * const r = await sandbox.commands.run("python3 -c 'print(6 * 7)'");
+ * ```
+ */
+export class Sandbox {
+  /** The sandbox id. */
+  readonly id: string;
+  /** The last known state; refresh with {@link getInfo}. */
+  info: SandboxInfo;
+  /** Run commands. */
+  readonly commands: Commands;
+  /** Read, write, list and remove files. */
+  readonly files: Files;
+  /** @internal */
+  readonly client: Client;
+
+  /** @internal Use {@link Sandbox.create} or {@link Sandbox.connect}. */
+  constructor(client: Client, info: SandboxInfo) {
+    this.client = client;
+    this.id = info.id;
+    this.info = info;
+    this.commands = new Commands(client, info.id);
+    this.files = new Files(client, info.id);
+  }
+
+  /**
+   * Create a sandbox: boot an image (about 4 s under TCG), or start a child of
+   * a snapshot (`snapshot: tag`, a fraction of a second).
+   *
+   * @param opts What to start, its size and environment, and where the daemon is.
+   * @throws {BadRequestError} An option is invalid (the message names it).
+   * @throws {NotFoundError} No such image or snapshot.
+   * @throws {ConnectionError} No daemon answers.
+   */
+  static async create(opts: SandboxOptions = {}): Promise<Sandbox> {
+    const client = new Client(opts);
+    if (opts.snapshot !== undefined) {
+      if (opts.image !== undefined) {
+        throw new BadRequestError(
+          `image \`${opts.image}\` and snapshot \`${opts.snapshot}\` were both given: a child of a snapshot runs the snapshot's image (drop image)`,
+        );
+      }
+      if (opts.timeoutMs !== undefined) {
+        throw new BadRequestError(
+          "timeoutMs cannot be set for a child of a snapshot: the daemon's spawn API has no lifetime (drop timeoutMs and kill the sandbox yourself)",
+        );
+      }
+      const body: Record<string, unknown> = { snapshot_tag: opts.snapshot, n: 1 };
+      if (opts.memoryMib !== undefined) body.memory_mib = positiveInt(opts.memoryMib, "memoryMib");
+      if (opts.vcpus !== undefined) body.vcpus = positiveInt(opts.vcpus, "vcpus");
+      if (opts.env !== undefined) body.env = checkEnv(opts.env, "env");
+      if (opts.privateMemory) body.private_memory = true;
+      if (opts.hugepages) body.hugepages = true;
+      const results = await client.json<WireSpawnResult[]>({ method: "POST", path: "/v1/sandboxes", json: body });
+      const [child] = await children(client, results);
+      if (!child) throw new ZygoteError("the daemon started no child");
+      return child;
+    }
+    if (opts.privateMemory || opts.hugepages) {
+      throw new BadRequestError("privateMemory and hugepages apply to children of a snapshot: pass snapshot too");
+    }
+    const body: Record<string, unknown> = {};
+    if (opts.image !== undefined) body.image = opts.image;
+    if (opts.memoryMib !== undefined) body.memory_mib = positiveInt(opts.memoryMib, "memoryMib");
+    if (opts.vcpus !== undefined) body.vcpus = positiveInt(opts.vcpus, "vcpus");
+    if (opts.env !== undefined) body.env = checkEnv(opts.env, "env");
+    if (opts.timeoutMs !== undefined) body.timeout_secs = wholeSecondsFromMs(opts.timeoutMs, "timeoutMs");
+    const w = await client.json<WireSandboxInfo>({ method: "POST", path: "/v1/sandboxes", json: body });
+    return new Sandbox(client, sandboxInfo(w));
+  }
+
+  /**
+   * Start `n` children of a snapshot at once.
+   *
+   * @throws {SpawnError} Some children did not start (those that did were removed).
+   */
+  static async spawn(snapshot: string, n: number, opts: SpawnOptions = {}): Promise<Sandbox[]> {
+    const client = new Client(opts);
+    const body: Record<string, unknown> = { snapshot_tag: snapshot, n: positiveInt(n, "n") };
+    if (opts.env !== undefined) body.env = checkEnv(opts.env, "env");
+    if (opts.privateMemory) body.private_memory = true;
+    if (opts.hugepages) body.hugepages = true;
+    const results = await client.json<WireSpawnResult[]>({ method: "POST", path: "/v1/sandboxes", json: body });
+    return children(client, results);
+  }
+
+  /**
+   * Attach to an existing sandbox by id.
+   *
+   * @throws {NotFoundError} No sandbox has that id.
+   */
+  static async connect(id: string, opts: ConnectionOptions = {}): Promise<Sandbox> {
+    const client = new Client(opts);
+    const w = await client.json<WireSandboxInfo>({ method: "GET", path: `/v1/sandboxes/${encode(id)}` });
+    return new Sandbox(client, sandboxInfo(w));
+  }
+
+  /** Every sandbox the daemon holds. */
+  static async list(opts: ConnectionOptions = {}): Promise<SandboxInfo[]> {
+    const client = new Client(opts);
+    const ws = await client.json<WireSandboxInfo[]>({ method: "GET", path: "/v1/sandboxes" });
+    return ws.map(sandboxInfo);
+  }
+
+  /**
+   * Remove a sandbox by id.
+   *
+   * @returns `true` if it was removed, `false` if no sandbox had that id.
+   */
+  static async kill(id: string, opts: ConnectionOptions = {}): Promise<boolean> {
+    return killById(new Client(opts), id);
+  }
+
+  /** Fetch the current state. */
+  async getInfo(): Promise<SandboxInfo> {
+    const w = await this.client.json<WireSandboxInfo>({ method: "GET", path: `/v1/sandboxes/${encode(this.id)}` });
+    this.info = sandboxInfo(w);
+    return this.info;
+  }
+
+  /** Whether the sandbox exists and is running. */
+  async isRunning(): Promise<boolean> {
+    try {
+      return (await this.getInfo()).state === "running";
+    } catch (e) {
+      if (e instanceof ZygoteError && e.status === 404) return false;
+      throw e;
+    }
+  }
+
+  /** Round trip to the guest agent, in milliseconds. */
+  async ping(): Promise<number> {
+    const r = await this.client.json<{ ok: boolean; agent_rtt_ms: number }>({
+      method: "POST",
+      path: `/v1/sandboxes/${encode(this.id)}/ping`,
+    });
+    return r.agent_rtt_ms;
+  }
+
+  /**
+   * Evaluate Python in the sandbox's warm interpreter; state (variables,
+   * imports) persists between calls. An exception is reported in `error` and
+   * `traceback`, not thrown.
+   *
+   * ```ts
+   * await sandbox.eval("x = 41");
+   * (await sandbox.eval("x + 1")).result; // "42"
+   * ```
+   */
+  async eval(code: string): Promise<EvalResult> {
+    if (typeof code !== "string") throw new BadRequestError("code must be a string of Python");
+    return this.client.json<EvalResult>({
+      method: "POST",
+      path: `/v1/sandboxes/${encode(this.id)}/eval`,
+      json: { code },
+    });
+  }
+
+  /**
+   * Snapshot the running sandbox (it keeps running). Children of the
+   * snapshot start from exactly this moment: `Sandbox.create({ snapshot: info.tag })`.
+   *
+   * @returns The snapshot; `status` is `writing` until its memory is on disk (unless `wait`).
+   * @throws {ConflictError} The tag is taken, or the mode does not suit the sandbox.
+   */
+  async branch(opts: BranchOptions = {}): Promise<SnapshotInfo> {
+    const body: Record<string, unknown> = {};
+    if (opts.tag !== undefined) body.tag = opts.tag;
+    if (opts.mode !== undefined) body.mode = opts.mode;
+    if (opts.hugepages) body.hugepages = true;
+    if (opts.wait) body.wait = true;
+    if (opts.downtimeLimitMs !== undefined) body.downtime_limit_ms = positiveInt(opts.downtimeLimitMs, "downtimeLimitMs");
+    const w = await this.client.json<WireSnapshotInfo>({
+      method: "POST",
+      path: `/v1/sandboxes/${encode(this.id)}/branch`,
+      json: body,
+    });
+    return snapshotInfo(w);
+  }
+
+  /**
+   * Branch the sandbox and start `n` children from that moment; each sees
+   * the parent's files, processes and interpreter state, then diverges. The
+   * intermediate snapshot stays (its tag is each child's `info.snapshotTag`).
+   *
+   * @throws {SpawnError} Some children did not start (those that did were removed).
+   */
+  async fork(n = 1, opts: ForkOptions = {}): Promise<Sandbox[]> {
+    const body: Record<string, unknown> = { n: positiveInt(n, "n") };
+    if (opts.mode !== undefined) body.mode = opts.mode;
+    if (opts.tag !== undefined) body.tag = opts.tag;
+    if (opts.privateMemory) body.private_memory = true;
+    if (opts.hugepages) body.hugepages = true;
+    const r = await this.client.json<{ snapshot: WireSnapshotInfo; children: WireSpawnResult[] }>({
+      method: "POST",
+      path: `/v1/sandboxes/${encode(this.id)}/fork`,
+      json: body,
+    });
+    return children(this.client, r.children);
+  }
+
+  /**
+   * Remove the sandbox (its QEMU is killed).
+   *
+   * @returns `true` if it was removed, `false` if it was already gone.
+   */
+  async kill(): Promise<boolean> {
+    return killById(this.client, this.id);
+  }
+
+  /** `await using sandbox = await Sandbox.create()` removes it at the end of the scope. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.kill();
+  }
+}
+
+async function killById(client: Client, id: string): Promise<boolean> {
+  try {
+    await client.json<unknown>({ method: "DELETE", path: `/v1/sandboxes/${encode(id)}` });
+    return true;
+  } catch (e) {
+    if (e instanceof ZygoteError && e.status === 404) return false;
+    throw e;
+  }
+}
+
+/** Sandboxes of a spawn answer; on any failure remove the started ones and throw. */
+async function children(client: Client, results: WireSpawnResult[]): Promise<Sandbox[]> {
+  const ok = results.filter((r) => r.sandbox).map((r) => new Sandbox(client, sandboxInfo(r.sandbox!)));
+  const errors = results.filter((r) => !r.sandbox).map((r) => r.error ?? "no reason given");
+  if (errors.length > 0) {
+    await Promise.allSettled(ok.map((s) => s.kill()));
+    throw new SpawnError(errors, ok.length);
+  }
+  return ok;
+}
+
+/**
+ * Create a sandbox, hand it to `fn`, and remove it when `fn` settles, even
+ * if it throws.
+ *
+ * ```ts
+ * const out = await withSandbox({}, async (sb) => (await sb.commands.run("uname -r")).stdout);
+ * ```
+ *
+ * @returns What `fn` returns.
+ */
+export async function withSandbox<T>(opts: SandboxOptions | undefined, fn: (sandbox: Sandbox) => Promise<T> | T): Promise<T> {
+  const sandbox = await Sandbox.create(opts ?? {});
+  let result: T;
+  try {
+    result = await fn(sandbox);
+  } catch (e) {
+    await sandbox.kill().catch(() => undefined);
+    throw e;
+  }
+  await sandbox.kill();
+  return result;
+}
