@@ -473,7 +473,8 @@ class AsyncSandbox:
         return True
 
     async def close(self) -> None:
-        """Close this object's connection to the daemon (the sandbox keeps running)."""
+        """Close this object's connections to the daemon (the sandbox keeps running;
+        a later call reconnects)."""
         await self._transport.close()
 
     async def __aenter__(self) -> AsyncSandbox:

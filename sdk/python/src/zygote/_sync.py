@@ -422,7 +422,8 @@ class Sandbox:
         return True
 
     def close(self) -> None:
-        """Close this object's connection to the daemon (the sandbox keeps running)."""
+        """Close this object's connections to the daemon (the sandbox keeps running;
+        a later call reconnects)."""
         self._transport.close()
 
     def __enter__(self) -> Sandbox:

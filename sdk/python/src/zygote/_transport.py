@@ -46,19 +46,29 @@ class SyncTransport:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self._http = httpx.Client(
-            base_url=endpoint.base_url,
-            transport=endpoint.sync_transport(),
-            headers=endpoint.headers(),
-            timeout=endpoint.timeout(),
+        self._http = self._open()
+
+    def _open(self) -> httpx.Client:
+        ep = self.endpoint
+        return httpx.Client(
+            base_url=ep.base_url,
+            transport=ep.sync_transport(),
+            headers=ep.headers(),
+            timeout=ep.timeout(),
         )
 
+    def _live(self) -> httpx.Client:
+        """The client, reopened if :meth:`close` closed it."""
+        if self._http.is_closed:
+            self._http = self._open()
+        return self._http
+
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (a later call opens a new one)."""
         self._http.close()
 
     def _build(self, call: Call) -> httpx.Request:
-        return self._http.build_request(
+        return self._live().build_request(
             call.method,
             call.path,
             params=call.params,
@@ -71,7 +81,7 @@ class SyncTransport:
     def send(self, call: Call) -> httpx.Response:
         """Send and read the whole answer; error statuses raise :class:`ApiError`."""
         try:
-            resp = self._http.send(self._build(call))
+            resp = self._live().send(self._build(call))
         except httpx.HTTPError as e:
             raise _wrap(self.endpoint, call, e) from e
         if resp.is_error:
@@ -86,7 +96,7 @@ class SyncTransport:
     def stream(self, call: Call) -> Iterator[httpx.Response]:
         """Send and yield the response with its body unread (error statuses raise)."""
         try:
-            resp = self._http.send(self._build(call), stream=True)
+            resp = self._live().send(self._build(call), stream=True)
         except httpx.HTTPError as e:
             raise _wrap(self.endpoint, call, e) from e
         try:
@@ -104,22 +114,32 @@ class AsyncTransport:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self._http = httpx.AsyncClient(
-            base_url=endpoint.base_url,
-            transport=endpoint.async_transport(),
-            headers=endpoint.headers(),
-            timeout=endpoint.timeout(),
+        self._http = self._open()
+
+    def _open(self) -> httpx.AsyncClient:
+        ep = self.endpoint
+        return httpx.AsyncClient(
+            base_url=ep.base_url,
+            transport=ep.async_transport(),
+            headers=ep.headers(),
+            timeout=ep.timeout(),
         )
 
+    def _live(self) -> httpx.AsyncClient:
+        """The client, reopened if :meth:`close` closed it."""
+        if self._http.is_closed:
+            self._http = self._open()
+        return self._http
+
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (a later call opens a new one)."""
         await self._http.aclose()
 
     def _build(self, call: Call) -> httpx.Request:
         content = call.content
         if content is not None and not isinstance(content, bytes):
             content = _aiter(content)
-        return self._http.build_request(
+        return self._live().build_request(
             call.method,
             call.path,
             params=call.params,
@@ -132,7 +152,7 @@ class AsyncTransport:
     async def send(self, call: Call) -> httpx.Response:
         """Send and read the whole answer; error statuses raise :class:`ApiError`."""
         try:
-            resp = await self._http.send(self._build(call))
+            resp = await self._live().send(self._build(call))
         except httpx.HTTPError as e:
             raise _wrap(self.endpoint, call, e) from e
         if resp.is_error:
@@ -147,7 +167,7 @@ class AsyncTransport:
     async def stream(self, call: Call) -> AsyncIterator[httpx.Response]:
         """Send and yield the response with its body unread (error statuses raise)."""
         try:
-            resp = await self._http.send(self._build(call), stream=True)
+            resp = await self._live().send(self._build(call), stream=True)
         except httpx.HTTPError as e:
             raise _wrap(self.endpoint, call, e) from e
         try:
