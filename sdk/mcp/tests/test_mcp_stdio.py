@@ -83,14 +83,22 @@ async def test_mcp_tools_over_stdio(daemon: TestDaemon) -> None:
                     await session.call_tool("kill_sandbox", {"sandbox_id": cid})
             listed_ids = {s["id"] for s in (await tools.call("list_sandboxes"))["sandboxes"]}
             assert not listed_ids & set(children + [sid])
-            assert (await tools.call("kill_sandbox", sandbox_id=sid)) == {"id": sid, "removed": False}
+            assert (await tools.call("kill_sandbox", sandbox_id=sid)) == {
+                "id": sid,
+                "removed": False,
+            }
 
 
 async def _exercise(tools: Tools, sid: str, children: list[str]) -> None:
     assert sid in {s["id"] for s in (await tools.call("list_sandboxes"))["sandboxes"]}
 
     r = await tools.call("run_command", sandbox_id=sid, command="echo hi; echo oops >&2; exit 3")
-    assert (r["exit_code"], r["stdout"], r["stderr"], r["timed_out"]) == (3, "hi\n", "oops\n", False)
+    assert (r["exit_code"], r["stdout"], r["stderr"], r["timed_out"]) == (
+        3,
+        "hi\n",
+        "oops\n",
+        False,
+    )
     r = await tools.call(
         "run_command", sandbox_id=sid, command='echo "$A"; pwd', env={"A": "b"}, cwd="/tmp"
     )
@@ -100,21 +108,31 @@ async def _exercise(tools: Tools, sid: str, children: list[str]) -> None:
     msg = await tools.error("run_command", sandbox_id="no-such-sandbox", command="true")
     assert "no-such-sandbox" in msg
 
-    w = await tools.call("write_file", sandbox_id=sid, path="/root/m/note.txt", content="h\u00e9llo\n")
+    w = await tools.call(
+        "write_file", sandbox_id=sid, path="/root/m/note.txt", content="h\u00e9llo\n"
+    )
     assert w == {"path": "/root/m/note.txt", "bytes": len("h\u00e9llo\n".encode())}
     r = await tools.call("read_file", sandbox_id=sid, path="/root/m/note.txt")
     assert r["content"] == "h\u00e9llo\n" and r["size"] == 7 and r["truncated"] is False
     blob = bytes(range(256)) * 3
     b64 = base64.b64encode(blob).decode()
-    await tools.call("write_file", sandbox_id=sid, path="/root/m/blob.bin", content=b64, encoding="base64")
+    await tools.call(
+        "write_file", sandbox_id=sid, path="/root/m/blob.bin", content=b64, encoding="base64"
+    )
     r = await tools.call("read_file", sandbox_id=sid, path="/root/m/blob.bin", encoding="base64")
     assert base64.b64decode(r["content"]) == blob
-    r = await tools.call("read_file", sandbox_id=sid, path="/root/m/blob.bin", encoding="base64", max_bytes=10)
-    assert base64.b64decode(r["content"]) == blob[:10] and r["truncated"] is True and r["size"] == 768
+    r = await tools.call(
+        "read_file", sandbox_id=sid, path="/root/m/blob.bin", encoding="base64", max_bytes=10
+    )
+    assert (
+        base64.b64decode(r["content"]) == blob[:10] and r["truncated"] is True and r["size"] == 768
+    )
     assert "not valid base64" in await tools.error(
         "write_file", sandbox_id=sid, path="/root/m/x", content="%%%", encoding="base64"
     )
-    assert "/root/m/missing" in await tools.error("read_file", sandbox_id=sid, path="/root/m/missing")
+    assert "/root/m/missing" in await tools.error(
+        "read_file", sandbox_id=sid, path="/root/m/missing"
+    )
 
     assert (await tools.call("eval", sandbox_id=sid, code="x = 5"))["result"] is None
     r = await tools.call("eval", sandbox_id=sid, code="print('p'); x * 2")
@@ -143,23 +161,46 @@ async def _exercise(tools: Tools, sid: str, children: list[str]) -> None:
     await tools.call(
         "run_command",
         sandbox_id=sid,
-        command="setsid sh -c 'sleep 2; echo service READY-42 >> /tmp/svc.log' >/dev/null 2>&1 < /dev/null &",
+        command="setsid sh -c 'sleep 2; echo service READY-42 >> /tmp/svc.log' "
+        ">/dev/null 2>&1 </dev/null &",
     )
     r = await tools.call(
-        "wait_for_text", sandbox_id=sid, path="/tmp/svc.log", text="READY-42", timeout_secs=60, interval_secs=0.3
+        "wait_for_text",
+        sandbox_id=sid,
+        path="/tmp/svc.log",
+        text="READY-42",
+        timeout_secs=60,
+        interval_secs=0.3,
     )
     assert r["found"] is True and r["match"] == "READY-42" and r["polls"] > 1, r
     r = await tools.call(
-        "wait_for_text", sandbox_id=sid, command="cat /tmp/svc.log", text=r"READY-\d+", regex=True, timeout_secs=30
+        "wait_for_text",
+        sandbox_id=sid,
+        command="cat /tmp/svc.log",
+        text=r"READY-\d+",
+        regex=True,
+        timeout_secs=30,
     )
     assert r["found"] is True and r["match"] == "READY-42" and r["polls"] == 1
     r = await tools.call(
-        "wait_for_text", sandbox_id=sid, command="echo not yet", text="NEVER", timeout_secs=1.5, interval_secs=0.2
+        "wait_for_text",
+        sandbox_id=sid,
+        command="echo not yet",
+        text="NEVER",
+        timeout_secs=1.5,
+        interval_secs=0.2,
     )
-    assert r["found"] is False and r["match"] is None and "not yet" in r["output_tail"] and r["polls"] >= 2
+    assert (
+        r["found"] is False
+        and r["match"] is None
+        and "not yet" in r["output_tail"]
+        and r["polls"] >= 2
+    )
     assert "exactly one" in await tools.error("wait_for_text", sandbox_id=sid, text="x")
 
-    warm = await tools.call("create_snapshot", tag="mcp-warm", warmup="import json\nw = json.dumps([7])")
+    warm = await tools.call(
+        "create_snapshot", tag="mcp-warm", warmup="import json\nw = json.dumps([7])"
+    )
     assert warm["tag"] == "mcp-warm" and warm["image"] == "python"
     c = await tools.call("create_sandbox", snapshot="mcp-warm")
     children.append(c["id"])

@@ -31,7 +31,10 @@ async def test_async_sandbox_end_to_end(daemon: TestDaemon) -> None:
             err.append(s)
 
         r = await sb.commands.run(
-            "echo a; sleep 0.3; echo b >&2; echo c", cwd="/tmp", on_stdout=out.append, on_stderr=on_err
+            "echo a; sleep 0.3; echo b >&2; echo c",
+            cwd="/tmp",
+            on_stdout=out.append,
+            on_stderr=on_err,
         )
         assert r.exit_code == 0 and "".join(out) == "a\nc\n" == r.stdout and "".join(err) == "b\n"
 

@@ -40,11 +40,15 @@ futures from the same state; each child starts with the parent's files, processe
 and Python variables. Sandboxes are not removed when this server exits: kill them.
 """
 
-SandboxId = Annotated[str, Field(description="Id of the sandbox, as create_sandbox or list_sandboxes returns it.")]
-GuestPath = Annotated[str, Field(description="Absolute path inside the sandbox, e.g. /root/app/main.py.")]
+SandboxId = Annotated[
+    str, Field(description="Id of the sandbox, as create_sandbox or list_sandboxes returns it.")
+]
+GuestPath = Annotated[
+    str, Field(description="Absolute path inside the sandbox, e.g. /root/app/main.py.")
+]
 Env = Annotated[
     dict[str, str] | None,
-    Field(description="Extra environment variables, e.g. {\"DEBUG\": \"1\"}."),
+    Field(description='Extra environment variables, e.g. {"DEBUG": "1"}.'),
 ]
 Mode = Annotated[
     Literal["copy", "live"] | None,
@@ -85,17 +89,27 @@ class Tools:
 
     async def create_sandbox(
         self,
-        image: Annotated[str | None, Field(description="Image to boot (default 'python'). Not with snapshot.")] = None,
+        image: Annotated[
+            str | None, Field(description="Image to boot (default 'python'). Not with snapshot.")
+        ] = None,
         snapshot: Annotated[
             str | None,
             Field(description="Tag of a snapshot to start from instead of booting (much faster)."),
         ] = None,
-        memory_mib: Annotated[int | None, Field(ge=64, le=65536, description="Guest RAM in MiB (default 256).")] = None,
-        vcpus: Annotated[int | None, Field(ge=1, le=64, description="Virtual CPUs (default 1).")] = None,
+        memory_mib: Annotated[
+            int | None, Field(ge=64, le=65536, description="Guest RAM in MiB (default 256).")
+        ] = None,
+        vcpus: Annotated[
+            int | None, Field(ge=1, le=64, description="Virtual CPUs (default 1).")
+        ] = None,
         env: Env = None,
         timeout_secs: Annotated[
             int | None,
-            Field(ge=1, description="Lifetime in seconds; the sandbox is removed after it (image boots only)."),
+            Field(
+                ge=1,
+                description="Lifetime in seconds; the sandbox is removed after it "
+                "(image boots only).",
+            ),
         ] = None,
     ) -> dict[str, Any]:
         """Create a sandbox: boot a fresh Linux microVM from an image (a few seconds), or
@@ -133,7 +147,9 @@ class Tools:
         try:
             sb = await self._sandbox(sandbox_id)
             try:
-                r = await sb.commands.run(command, cwd=cwd, env=env, timeout=timeout_secs, stdin=stdin)
+                r = await sb.commands.run(
+                    command, cwd=cwd, env=env, timeout=timeout_secs, stdin=stdin
+                )
             finally:
                 await sb.close()
         except ZygoteError as e:
@@ -147,12 +163,16 @@ class Tools:
         self,
         sandbox_id: SandboxId,
         path: GuestPath,
-        content: Annotated[str, Field(description="The file's content: text, or base64 with encoding='base64'.")],
+        content: Annotated[
+            str, Field(description="The file's content: text, or base64 with encoding='base64'.")
+        ],
         encoding: Annotated[
-            Literal["text", "base64"], Field(description="'text' (written as UTF-8) or 'base64' (binary).")
+            Literal["text", "base64"],
+            Field(description="'text' (written as UTF-8) or 'base64' (binary)."),
         ] = "text",
         mode: Annotated[
-            int | None, Field(ge=0, le=0o7777, description="Permission bits as a number, e.g. 493 for 0755.")
+            int | None,
+            Field(ge=0, le=0o7777, description="Permission bits as a number, e.g. 493 for 0755."),
         ] = None,
     ) -> dict[str, Any]:
         """Write a file in a sandbox (replaced atomically; parent directories are created).
@@ -161,7 +181,9 @@ class Tools:
             try:
                 data: bytes | str = base64.b64decode(content, validate=True)
             except binascii.Error as e:
-                raise ToolError(f"content is not valid base64 ({e}): encode the bytes, or pass encoding='text'") from e
+                raise ToolError(
+                    f"content is not valid base64 ({e}): encode the bytes, or pass encoding='text'"
+                ) from e
         else:
             data = content
         try:
@@ -183,7 +205,12 @@ class Tools:
             Field(description="'text' (UTF-8, invalid bytes replaced) or 'base64' (exact bytes)."),
         ] = "text",
         max_bytes: Annotated[
-            int, Field(ge=1, le=MAX_READ_BYTES, description="Return at most this many bytes (from the start).")
+            int,
+            Field(
+                ge=1,
+                le=MAX_READ_BYTES,
+                description="Return at most this many bytes (from the start).",
+            ),
         ] = 1_000_000,
     ) -> dict[str, Any]:
         """Read a file from a sandbox. Returns content, encoding, size (the whole file's)
@@ -198,13 +225,25 @@ class Tools:
             raise _fail(e) from e
         size = len(data)
         part = data[:max_bytes]
-        content = base64.b64encode(part).decode() if encoding == "base64" else part.decode("utf-8", "replace")
-        return {"path": path, "content": content, "encoding": encoding, "size": size, "truncated": size > max_bytes}
+        content = (
+            base64.b64encode(part).decode()
+            if encoding == "base64"
+            else part.decode("utf-8", "replace")
+        )
+        return {
+            "path": path,
+            "content": content,
+            "encoding": encoding,
+            "size": size,
+            "truncated": size > max_bytes,
+        }
 
     async def eval(
         self,
         sandbox_id: SandboxId,
-        code: Annotated[str, Field(description="Python source. The value of a trailing expression is returned.")],
+        code: Annotated[
+            str, Field(description="Python source. The value of a trailing expression is returned.")
+        ],
     ) -> dict[str, Any]:
         """Run Python in the sandbox's warm interpreter (state persists across calls, like a
         notebook). Returns result (repr of the trailing expression), stdout, stderr, and
@@ -222,7 +261,9 @@ class Tools:
     async def branch_sandbox(
         self,
         sandbox_id: SandboxId,
-        tag: Annotated[str | None, Field(description="Name of the snapshot (default: generated).")] = None,
+        tag: Annotated[
+            str | None, Field(description="Name of the snapshot (default: generated).")
+        ] = None,
         mode: Mode = None,
     ) -> dict[str, Any]:
         """Snapshot a running sandbox (memory, processes, disk) under a tag; the sandbox keeps
@@ -256,7 +297,10 @@ class Tools:
                 await k.close()
         except ZygoteError as e:
             raise _fail(e) from e
-        return {"snapshot_tag": kids[0].info.snapshot_tag, "children": [_dict(k.info) for k in kids]}
+        return {
+            "snapshot_tag": kids[0].info.snapshot_tag,
+            "children": [_dict(k.info) for k in kids],
+        }
 
     async def list_sandboxes(self) -> dict[str, Any]:
         """List every sandbox the daemon holds, with state, image, memory and age."""
@@ -288,14 +332,21 @@ class Tools:
         image: Annotated[str | None, Field(description="Image to boot (default 'python').")] = None,
         warmup: Annotated[
             str | None,
-            Field(description="Python run before the snapshot, e.g. 'import numpy, pandas', so children start warm."),
+            Field(
+                description="Python run before the snapshot, e.g. 'import numpy, pandas', "
+                "so children start warm."
+            ),
         ] = None,
-        memory_mib: Annotated[int | None, Field(ge=64, le=65536, description="Guest RAM in MiB.")] = None,
+        memory_mib: Annotated[
+            int | None, Field(ge=64, le=65536, description="Guest RAM in MiB.")
+        ] = None,
     ) -> dict[str, Any]:
         """Create a reusable snapshot: boot a sandbox, run warmup in its interpreter, freeze it,
         remove the booted sandbox. Children start from it with create_sandbox(snapshot=tag)."""
         try:
-            s = await AsyncSnapshot.create(tag, image=image, warmup=warmup, memory_mib=memory_mib, **self._conn())
+            s = await AsyncSnapshot.create(
+                tag, image=image, warmup=warmup, memory_mib=memory_mib, **self._conn()
+            )
         except ZygoteError as e:
             raise _fail(e) from e
         return _dict(s)
@@ -310,17 +361,33 @@ class Tools:
     async def wait_for_text(
         self,
         sandbox_id: SandboxId,
-        text: Annotated[str, Field(min_length=1, description="Text to wait for (a Python regular expression with regex=true).")],
+        text: Annotated[
+            str,
+            Field(
+                min_length=1,
+                description="Text to wait for (a Python regular expression with regex=true).",
+            ),
+        ],
         command: Annotated[
             str | None,
-            Field(description="Shell command whose stdout+stderr is searched on each poll, e.g. 'curl -s localhost:8000/health'."),
+            Field(
+                description="Shell command whose stdout+stderr is searched on each poll, "
+                "e.g. 'curl -s localhost:8000/health'."
+            ),
         ] = None,
         path: Annotated[
             str | None,
-            Field(description="Absolute path of a file whose content is searched on each poll, e.g. a log file. A missing file counts as not yet."),
+            Field(
+                description="Absolute path of a file whose content is searched on each poll, "
+                "e.g. a log file. A missing file counts as not yet."
+            ),
         ] = None,
-        timeout_secs: Annotated[float, Field(gt=0, le=3600, description="Give up after this many seconds.")] = 30,
-        interval_secs: Annotated[float, Field(ge=0.1, le=60, description="Seconds between polls.")] = 1.0,
+        timeout_secs: Annotated[
+            float, Field(gt=0, le=3600, description="Give up after this many seconds.")
+        ] = 30,
+        interval_secs: Annotated[
+            float, Field(ge=0.1, le=60, description="Seconds between polls.")
+        ] = 1.0,
         regex: Annotated[bool, Field(description="Treat text as a regular expression.")] = False,
     ) -> dict[str, Any]:
         """Wait until a text appears in a command's output or in a file of a sandbox.
@@ -332,11 +399,15 @@ class Tools:
         output_tail (the end of the last output seen). Errors only for a bad sandbox or
         bad arguments."""
         if (command is None) == (path is None):
-            raise ToolError("give exactly one of command= (a shell command to poll) or path= (a file to poll)")
+            raise ToolError(
+                "give exactly one of command= (a shell command to poll) or path= (a file to poll)"
+            )
         try:
             pattern = re.compile(text if regex else re.escape(text))
         except re.error as e:
-            raise ToolError(f"text is not a valid regular expression ({e}): fix it, or pass regex=false") from e
+            raise ToolError(
+                f"text is not a valid regular expression ({e}): fix it, or pass regex=false"
+            ) from e
         t0 = time.monotonic()
         deadline = t0 + timeout_secs
         polls = 0
@@ -414,7 +485,9 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--url", help="daemon on TCP, http://HOST:PORT (token from ZYGOTE_TOKEN)")
     a = p.parse_args(argv)
     try:
-        ep = zygote.resolve(socket=a.socket, url=a.url, token=os.environ.get(zygote.ENV_TOKEN) or None)
+        ep = zygote.resolve(
+            socket=a.socket, url=a.url, token=os.environ.get(zygote.ENV_TOKEN) or None
+        )
     except zygote.ConfigError as e:
         print(f"zygote-mcp: {e}", file=sys.stderr)
         raise SystemExit(2) from e

@@ -53,7 +53,9 @@ async def _children(
     if errors or not ok:
         for info in ok:
             try:
-                await transport.send(_api.Call("DELETE", f"/v1/sandboxes/{_api.seg(info.id, 'id')}"))
+                await transport.send(
+                    _api.Call("DELETE", f"/v1/sandboxes/{_api.seg(info.id, 'id')}")
+                )
             except NotFoundError:
                 pass
         raise SandboxError(
@@ -292,8 +294,15 @@ class AsyncSandbox:
         """
         return PendingSandbox(
             cls._create(
-                image, snapshot, memory_mib, vcpus, env, timeout, private_memory,
-                hugepages, _endpoint(socket, url, token, request_timeout),
+                image,
+                snapshot,
+                memory_mib,
+                vcpus,
+                env,
+                timeout,
+                private_memory,
+                hugepages,
+                _endpoint(socket, url, token, request_timeout),
             )
         )
 
@@ -312,22 +321,26 @@ class AsyncSandbox:
     ) -> AsyncSandbox:
         if snapshot is not None:
             if image is not None:
-                raise ConfigError("pass image= or snapshot=, not both: a child has its snapshot's image")
+                raise ConfigError(
+                    "pass image= or snapshot=, not both: a child has its snapshot's image"
+                )
             if timeout is not None:
                 raise ConfigError(
                     "timeout= is not supported for children of a snapshot (the daemon has "
                     "no lifetime for them): remove it with kill() or a `with` block"
                 )
-            return (await AsyncSnapshot.spawn(
-                snapshot,
-                1,
-                memory_mib=memory_mib,
-                vcpus=vcpus,
-                env=env,
-                private_memory=private_memory,
-                hugepages=hugepages,
-                _endpoint=ep,
-            ))[0]
+            return (
+                await AsyncSnapshot.spawn(
+                    snapshot,
+                    1,
+                    memory_mib=memory_mib,
+                    vcpus=vcpus,
+                    env=env,
+                    private_memory=private_memory,
+                    hugepages=hugepages,
+                    _endpoint=ep,
+                )
+            )[0]
         if private_memory or hugepages:
             raise ConfigError("private_memory= and hugepages= apply to snapshot= children only")
         t = AsyncTransport(ep)
@@ -355,7 +368,9 @@ class AsyncSandbox:
         """
         t = AsyncTransport(_endpoint(socket, url, token, request_timeout))
         try:
-            doc = await t.json(_api.Call("GET", f"/v1/sandboxes/{_api.seg(sandbox_id, 'sandbox id')}"))
+            doc = await t.json(
+                _api.Call("GET", f"/v1/sandboxes/{_api.seg(sandbox_id, 'sandbox id')}")
+            )
         except BaseException:
             await t.close()
             raise
@@ -372,7 +387,9 @@ class AsyncSandbox:
         """Every sandbox the daemon holds."""
         t = AsyncTransport(_endpoint(socket, url, token, request_timeout))
         try:
-            return [SandboxInfo.from_json(d) for d in await t.json(_api.Call("GET", "/v1/sandboxes"))]
+            return [
+                SandboxInfo.from_json(d) for d in await t.json(_api.Call("GET", "/v1/sandboxes"))
+            ]
         finally:
             await t.close()
 
@@ -392,7 +409,9 @@ class AsyncSandbox:
 
     async def get_info(self) -> SandboxInfo:
         """Fetch the sandbox's current state (also stored in :attr:`info`)."""
-        doc = await self._transport.json(_api.Call("GET", f"/v1/sandboxes/{_api.seg(self.id, 'id')}"))
+        doc = await self._transport.json(
+            _api.Call("GET", f"/v1/sandboxes/{_api.seg(self.id, 'id')}")
+        )
         self.info = SandboxInfo.from_json(doc)
         return self.info
 
@@ -405,7 +424,9 @@ class AsyncSandbox:
 
     async def ping(self) -> float:
         """Round trip daemon-to-agent in milliseconds."""
-        doc = await self._transport.json(_api.Call("POST", f"/v1/sandboxes/{_api.seg(self.id, 'id')}/ping"))
+        doc = await self._transport.json(
+            _api.Call("POST", f"/v1/sandboxes/{_api.seg(self.id, 'id')}/ping")
+        )
         return float(doc["agent_rtt_ms"])
 
     async def eval(self, code: str) -> EvalResult:
@@ -416,7 +437,9 @@ class AsyncSandbox:
         """
         if not isinstance(code, str):
             raise ConfigError(f"code must be a str, got {type(code).__name__}")
-        call = _api.Call("POST", f"/v1/sandboxes/{_api.seg(self.id, 'id')}/eval", json={"code": code})
+        call = _api.Call(
+            "POST", f"/v1/sandboxes/{_api.seg(self.id, 'id')}/eval", json={"code": code}
+        )
         call.timeout = None
         return EvalResult.from_json(await self._transport.json(call))
 
@@ -467,7 +490,9 @@ class AsyncSandbox:
     async def kill(self) -> bool:
         """Remove the sandbox (stops its VM, deletes its disk). False if it was already gone."""
         try:
-            await self._transport.send(_api.Call("DELETE", f"/v1/sandboxes/{_api.seg(self.id, 'id')}"))
+            await self._transport.send(
+                _api.Call("DELETE", f"/v1/sandboxes/{_api.seg(self.id, 'id')}")
+            )
         except NotFoundError:
             return False
         return True
@@ -540,7 +565,9 @@ class AsyncSnapshot:
         """Every snapshot."""
         t = AsyncTransport(_endpoint(socket, url, token, DEFAULT_REQUEST_TIMEOUT))
         try:
-            return [SnapshotInfo.from_json(d) for d in await t.json(_api.Call("GET", "/v1/snapshots"))]
+            return [
+                SnapshotInfo.from_json(d) for d in await t.json(_api.Call("GET", "/v1/snapshots"))
+            ]
         finally:
             await t.close()
 
@@ -606,7 +633,9 @@ class AsyncSnapshot:
             NotFoundError: No snapshot has that tag.
             SandboxError: A child did not start (the ones that did are removed).
         """
-        ep = _endpoint or resolve(socket=socket, url=url, token=token, request_timeout=request_timeout)
+        ep = _endpoint or resolve(
+            socket=socket, url=url, token=token, request_timeout=request_timeout
+        )
         t = AsyncTransport(ep)
         try:
             call = _api.spawn(tag, n, memory_mib, vcpus, env, private_memory, hugepages)

@@ -90,9 +90,7 @@ def check_url(url: str) -> str:
             f"(or set {ENV_URL})"
         )
     if not parts.hostname or parts.port is None:
-        raise ConfigError(
-            f"`{url}` needs a host and a port: pass e.g. url='http://127.0.0.1:8889'"
-        )
+        raise ConfigError(f"`{url}` needs a host and a port: pass e.g. url='http://127.0.0.1:8889'")
     if parts.query or parts.fragment:
         raise ConfigError(f"`{url}` has a query or fragment: pass only scheme://host:port")
     return url.rstrip("/")

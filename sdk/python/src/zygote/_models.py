@@ -288,7 +288,17 @@ class WriteInfo:
 
 @dataclass(frozen=True, slots=True)
 class ImageInfo:
-    """An image the daemon can boot (``GET /v1/images``)."""
+    """An image the daemon can boot (``GET /v1/images``).
+
+    Attributes:
+        name: Image name.
+        id: Content hash of this generation.
+        kernel_version: Guest kernel version.
+        release: Debian release.
+        rootfs_bytes: Root filesystem size in bytes.
+        created_unix: Build time, seconds since the epoch.
+        extra: Fields this SDK does not know yet.
+    """
 
     name: str
     id: str
@@ -305,7 +315,12 @@ class ImageInfo:
         w = "image"
         keys = ("name", "id", "kernel_version", "release", "rootfs_bytes", "created_unix")
         return cls(
-            *(_req(d, k, w) for k in keys),
+            name=_req(d, "name", w),
+            id=_req(d, "id", w),
+            kernel_version=_req(d, "kernel_version", w),
+            release=_req(d, "release", w),
+            rootfs_bytes=_req(d, "rootfs_bytes", w),
+            created_unix=_req(d, "created_unix", w),
             extra={k: v for k, v in d.items() if k not in keys},
         )
 
@@ -319,7 +334,11 @@ def entries_from_json(doc: Any) -> list[EntryInfo]:
         e = _obj(e, "a directory entry")
         name = _req(e, "name", "entry")
         path = base.rstrip("/") + "/" + name if base != "/" else "/" + name
-        out.append(EntryInfo(name=name, path=path, kind=_req(e, "kind", "entry"), size=_req(e, "size", "entry")))
+        out.append(
+            EntryInfo(
+                name=name, path=path, kind=_req(e, "kind", "entry"), size=_req(e, "size", "entry")
+            )
+        )
     return out
 
 

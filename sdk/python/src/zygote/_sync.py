@@ -39,9 +39,7 @@ def _endpoint(
     return resolve(socket=socket, url=url, token=token, request_timeout=request_timeout)
 
 
-def _children(
-    transport: SyncTransport, results: Any, endpoint: Endpoint
-) -> builtins.list[Sandbox]:
+def _children(transport: SyncTransport, results: Any, endpoint: Endpoint) -> builtins.list[Sandbox]:
     """Sandboxes from a list of ``SpawnResult``; on any failure kill the others and raise."""
     ok, errors = [], []
     for r in results or []:
@@ -261,7 +259,9 @@ class Sandbox:
         ep = _endpoint(socket, url, token, request_timeout)
         if snapshot is not None:
             if image is not None:
-                raise ConfigError("pass image= or snapshot=, not both: a child has its snapshot's image")
+                raise ConfigError(
+                    "pass image= or snapshot=, not both: a child has its snapshot's image"
+                )
             if timeout is not None:
                 raise ConfigError(
                     "timeout= is not supported for children of a snapshot (the daemon has "
@@ -354,7 +354,9 @@ class Sandbox:
 
     def ping(self) -> float:
         """Round trip daemon-to-agent in milliseconds."""
-        doc = self._transport.json(_api.Call("POST", f"/v1/sandboxes/{_api.seg(self.id, 'id')}/ping"))
+        doc = self._transport.json(
+            _api.Call("POST", f"/v1/sandboxes/{_api.seg(self.id, 'id')}/ping")
+        )
         return float(doc["agent_rtt_ms"])
 
     def eval(self, code: str) -> EvalResult:
@@ -365,7 +367,9 @@ class Sandbox:
         """
         if not isinstance(code, str):
             raise ConfigError(f"code must be a str, got {type(code).__name__}")
-        call = _api.Call("POST", f"/v1/sandboxes/{_api.seg(self.id, 'id')}/eval", json={"code": code})
+        call = _api.Call(
+            "POST", f"/v1/sandboxes/{_api.seg(self.id, 'id')}/eval", json={"code": code}
+        )
         call.timeout = None
         return EvalResult.from_json(self._transport.json(call))
 
@@ -555,7 +559,9 @@ class Snapshot:
             NotFoundError: No snapshot has that tag.
             SandboxError: A child did not start (the ones that did are removed).
         """
-        ep = _endpoint or resolve(socket=socket, url=url, token=token, request_timeout=request_timeout)
+        ep = _endpoint or resolve(
+            socket=socket, url=url, token=token, request_timeout=request_timeout
+        )
         t = SyncTransport(ep)
         try:
             call = _api.spawn(tag, n, memory_mib, vcpus, env, private_memory, hugepages)

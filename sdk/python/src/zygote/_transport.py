@@ -136,9 +136,11 @@ class AsyncTransport:
         await self._http.aclose()
 
     def _build(self, call: Call) -> httpx.Request:
-        content = call.content
-        if content is not None and not isinstance(content, bytes):
-            content = _aiter(content)
+        content: bytes | AsyncIterator[bytes] | None
+        if call.content is None or isinstance(call.content, bytes):
+            content = call.content
+        else:
+            content = _aiter(call.content)
         return self._live().build_request(
             call.method,
             call.path,

@@ -126,14 +126,18 @@ class TestDaemon:
         with httpx.Client(transport=transport, base_url="http://zygote", timeout=2.0) as c:
             while True:
                 if self._proc.poll() is not None:
-                    raise RuntimeError(f"the daemon exited with {self._proc.returncode}:\n{self.log()}")
+                    raise RuntimeError(
+                        f"the daemon exited with {self._proc.returncode}:\n{self.log()}"
+                    )
                 try:
                     if c.get("/healthz").status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the daemon did not come up in {startup_timeout} s:\n{self.log()}")
+                    raise RuntimeError(
+                        f"the daemon did not come up in {startup_timeout} s:\n{self.log()}"
+                    )
                 time.sleep(0.05)
 
     @property
