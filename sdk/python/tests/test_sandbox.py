@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -86,7 +88,7 @@ def test_streaming_callbacks(sandbox: Sandbox) -> None:
     assert done - first > 1.5, (done - first, seen)
 
 
-def test_files_binary_exact(sandbox: Sandbox) -> None:
+def test_files_binary_exact(sandbox: Sandbox, tmp_path: Path) -> None:
     small = bytes(range(256)) * 4 + b"\r\n\x00"
     assert sandbox.files.write("/root/py/small.bin", small).bytes == len(small)
     assert sandbox.files.read("/root/py/small.bin", format="bytes") == small
@@ -96,10 +98,19 @@ def test_files_binary_exact(sandbox: Sandbox) -> None:
     assert info.bytes == len(big) and info.path == "/root/py/big.bin"
     assert sandbox.files.read("/root/py/big.bin", format="bytes") == big
     # The guest sees the same bytes.
-    import hashlib
-
     r = sandbox.commands.run("sha256sum /root/py/big.bin")
     assert r.stdout.split()[0] == hashlib.sha256(big).hexdigest()
+    # Streamed to and from local files; the permission bits travel with upload.
+    src = tmp_path / "up.bin"
+    src.write_bytes(big[::-1])
+    src.chmod(0o640)
+    assert sandbox.files.upload(src, "/root/py/up.bin").bytes == len(big)
+    assert sandbox.files.stat("/root/py/up.bin").mode & 0o777 == 0o640
+    dst = tmp_path / "down.bin"
+    assert sandbox.files.download("/root/py/up.bin", dst) == len(big)
+    assert dst.read_bytes() == big[::-1]
+    with pytest.raises(NotFoundError):
+        sandbox.files.download("/root/py/none.bin", tmp_path / "none.bin")
 
 
 def test_files_text_list_stat_remove(sandbox: Sandbox) -> None:

@@ -4,15 +4,24 @@ and :class:`AsyncSnapshot`. Same calls as the sync API, awaited."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 import inspect
 import os
+import stat
 from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, BinaryIO, Literal, overload
 
 from . import _api
 from ._config import DEFAULT_REQUEST_TIMEOUT, Endpoint, resolve
-from ._errors import CommandExitError, ConfigError, NotFoundError, SandboxError
+from ._errors import (
+    CommandExitError,
+    ConfigError,
+    NotFoundError,
+    SandboxError,
+    TransportError,
+    ZygoteError,
+)
 from ._models import (
     CommandResult,
     EntryInfo,
@@ -194,6 +203,41 @@ class AsyncFiles:
         call.timeout = None
         data = (await self._sb._transport.send(call)).content
         return data if format == "bytes" else data.decode("utf-8", "replace")
+
+    async def download(self, path: str, dest: str | os.PathLike[str] | BinaryIO) -> int:
+        """Stream a guest file into a local file (a path, created or truncated, or a
+        binary file object) without holding it in memory; returns the bytes written.
+
+        Raises:
+            NotFoundError: No such guest file.
+            TransportError: The download ended early.
+        """
+        call = _api.files_call("GET", self._sb.id, path)
+        call.timeout = None
+        n = 0
+        async with self._sb._transport.stream(call) as resp:
+            expected = resp.headers.get("content-length")
+            with contextlib.ExitStack() as stack:
+                out: BinaryIO = (
+                    stack.enter_context(open(dest, "wb"))
+                    if isinstance(dest, (str, os.PathLike))
+                    else dest
+                )
+                async for chunk in resp.aiter_bytes():
+                    out.write(chunk)
+                    n += len(chunk)
+        if expected is not None and int(expected) != n:
+            raise TransportError(f"download of {path} ended after {n} of {expected} bytes")
+        return n
+
+    async def upload(
+        self, local: str | os.PathLike[str], path: str, *, mode: int | None = None
+    ) -> WriteInfo:
+        """Stream a local file into the guest (its permission bits too, unless ``mode``)."""
+        with open(local, "rb") as f:
+            if mode is None:
+                mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            return await self.write(path, f, mode=mode)
 
     async def list(self, path: str) -> builtins.list[EntryInfo]:
         """List a directory (sorted by name)."""
@@ -513,6 +557,10 @@ class AsyncSandbox:
     ) -> None:
         try:
             await self.kill()
+        except ZygoteError:
+            if exc is None:
+                raise
+            # The block's own exception matters more than a failed cleanup.
         finally:
             await self.close()
 
