@@ -333,7 +333,7 @@ class Tools:
         warmup: Annotated[
             str | None,
             Field(
-                description="Python run before the snapshot, e.g. 'import numpy, pandas', "
+                description="Python run before the snapshot, e.g. 'import json, sqlite3', "
                 "so children start warm."
             ),
         ] = None,
