@@ -14,6 +14,7 @@ Environment: ``ZYGOTE_BIN`` (the ``zygote`` binary; default
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import shutil
@@ -30,6 +31,7 @@ ENV_BIN = "ZYGOTE_BIN"
 ENV_TEST_HOME = "ZYGOTE_TEST_HOME"
 ENV_E2E = "ZYGOTE_E2E"
 DEFAULT_TEST_HOME = "/var/lib/zygote-test"
+PR_SET_PDEATHSIG = 1
 
 
 def strict() -> bool:
@@ -67,6 +69,16 @@ def e2e_unavailable() -> str | None:
     if not (b.is_file() and os.access(b, os.X_OK)):
         return f"no zygote binary at {b} (cargo build --release -p zygote-cli, or set {ENV_BIN})"
     return None
+
+
+def _term_with_parent() -> None:
+    """In the daemon's child before exec: SIGTERM it when the test process dies,
+    so a killed test run does not leave the daemon and its QEMUs behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -119,7 +131,12 @@ class TestDaemon:
         env.setdefault("ZYGOTE_LOG", "info,zygote_engine=debug")
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                preexec_fn=_term_with_parent,
             )
         deadline = time.monotonic() + startup_timeout
         transport = httpx.HTTPTransport(uds=self.socket)
