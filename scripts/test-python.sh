@@ -25,11 +25,13 @@ if ! "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; t
   echo "test-python: $py is $("$py" --version 2>&1); the SDK needs Python >= 3.11 (set PYTHON=)" >&2
   exit 1
 fi
-if [ ! -x "$venv/bin/python" ]; then
+if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+  rm -rf "$venv"
   if ! "$py" -m venv "$venv" 2>/dev/null; then
     # Debian's python3 ships venv's pip bootstrap separately.
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
       rm -rf "$venv"
+      apt-get update -q
       apt-get install -y -q python3-venv
       "$py" -m venv "$venv"
     else
@@ -39,7 +41,8 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
 fi
 vpy=$venv/bin/python
-"$vpy" -m pip install -q --disable-pip-version-check ./sdk/python ./sdk/mcp 'pytest>=8' 'anyio>=4'
+"$vpy" -m pip install -q --disable-pip-version-check -c sdk/test-constraints.txt \
+  ./sdk/python ./sdk/mcp pytest anyio
 # The version number does not change with every commit: always install this tree.
 "$vpy" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./sdk/python ./sdk/mcp
 "$vpy" -m pip list --disable-pip-version-check 2>/dev/null | grep -Ei '^(zygote|zygote-mcp|mcp|httpx|pytest|anyio) '
