@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import time
 
@@ -50,7 +51,8 @@ async def test_async_sandbox_end_to_end(daemon: TestDaemon) -> None:
         assert time.monotonic() - t0 < 10
 
         data = os.urandom(70_000)
-        assert (await sb.files.write("/root/a/data.bin", data)).bytes == len(data)
+        # A binary file object is streamed in chunks.
+        assert (await sb.files.write("/root/a/data.bin", io.BytesIO(data))).bytes == len(data)
         assert await sb.files.read("/root/a/data.bin", format="bytes") == data
         assert [e.name for e in await sb.files.list("/root/a")] == ["data.bin"]
         await sb.files.remove("/root/a/data.bin")

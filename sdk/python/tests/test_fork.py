@@ -25,9 +25,10 @@ def _gone(pid: int | None, timeout: float = 20.0) -> bool:
 def test_branch_then_child_sees_branch_time_state(sandbox: Sandbox, daemon: TestDaemon) -> None:
     sandbox.files.write("/root/branch-state.txt", "v1")
     sandbox.eval("branch_counter = 10")
-    snap = sandbox.branch(tag="py-branch")
+    snap = sandbox.branch(tag="py-branch", mode="live")
     assert snap.tag == "py-branch" and snap.branched_from == sandbox.id
-    assert snap.mode == "copy" and snap.memory_mib == sandbox.info.memory_mib
+    assert snap.mode == "live" and snap.memory_mib == sandbox.info.memory_mib
+    assert snap.pause_ms is not None and snap.pause_ms >= 0
     assert snap.status in ("writing", "ready")
     assert Snapshot.get("py-branch", socket=daemon.socket).tag == "py-branch"
     assert "py-branch" in [s.tag for s in Snapshot.list(socket=daemon.socket)]
