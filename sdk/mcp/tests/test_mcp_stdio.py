@@ -65,6 +65,10 @@ async def test_mcp_tools_over_stdio(daemon: TestDaemon) -> None:
             for t in listed:
                 assert t.description and len(t.description) > 30, t.name
                 assert t.input_schema["type"] == "object"
+            ann = by_name["list_sandboxes"].annotations
+            assert ann is not None and ann.read_only_hint is True
+            ann = by_name["kill_sandbox"].annotations
+            assert ann is not None and ann.destructive_hint is True
             rc = by_name["run_command"].input_schema
             assert set(rc["required"]) == {"sandbox_id", "command"}
             assert rc["properties"]["timeout_secs"]["type"] == "number"

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
 from pydantic import Field
 
 import zygote
@@ -461,6 +462,21 @@ TOOL_NAMES = (
 )
 
 
+_READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+_ANNOTATIONS = {
+    "list_sandboxes": _READ_ONLY,
+    "list_snapshots": _READ_ONLY,
+    "read_file": _READ_ONLY,
+    "wait_for_text": ToolAnnotations(read_only_hint=False, open_world_hint=False),
+    "kill_sandbox": ToolAnnotations(
+        destructive_hint=True, idempotent_hint=True, open_world_hint=False
+    ),
+    "write_file": ToolAnnotations(
+        destructive_hint=True, idempotent_hint=True, open_world_hint=False
+    ),
+}
+
+
 def build_server(endpoint: zygote.Endpoint | None = None) -> MCPServer:
     """An MCP server with every zygote tool, talking to ``endpoint`` (default: the
     environment, see :func:`zygote.resolve`)."""
@@ -468,7 +484,12 @@ def build_server(endpoint: zygote.Endpoint | None = None) -> MCPServer:
     server = MCPServer(name="zygote", instructions=INSTRUCTIONS, version=zygote.__version__)
     for name in TOOL_NAMES:
         fn = getattr(tools, name)
-        server.add_tool(fn, name=name, description=" ".join((fn.__doc__ or "").split()))
+        server.add_tool(
+            fn,
+            name=name,
+            description=" ".join((fn.__doc__ or "").split()),
+            annotations=_ANNOTATIONS.get(name, ToolAnnotations(open_world_hint=False)),
+        )
     return server
 
 
