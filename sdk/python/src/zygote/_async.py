@@ -74,6 +74,24 @@ async def _children(
     return [AsyncSandbox(info, AsyncTransport(endpoint)) for info in ok]
 
 
+async def _spawn(
+    ep: Endpoint,
+    tag: str,
+    n: int,
+    memory_mib: int | None,
+    vcpus: int | None,
+    env: Mapping[str, str] | None,
+    private_memory: bool,
+    hugepages: bool,
+) -> builtins.list[AsyncSandbox]:
+    t = AsyncTransport(ep)
+    try:
+        call = _api.spawn(tag, n, memory_mib, vcpus, env, private_memory, hugepages)
+        return await _children(t, await t.json(call), ep)
+    finally:
+        await t.close()
+
+
 class PendingSandbox:
     """What :meth:`AsyncSandbox.create` returns: await it for the sandbox, or
     ``async with`` it to have the sandbox removed at the end of the block."""
@@ -373,18 +391,8 @@ class AsyncSandbox:
                     "timeout= is not supported for children of a snapshot (the daemon has "
                     "no lifetime for them): remove it with kill() or a `with` block"
                 )
-            return (
-                await AsyncSnapshot.spawn(
-                    snapshot,
-                    1,
-                    memory_mib=memory_mib,
-                    vcpus=vcpus,
-                    env=env,
-                    private_memory=private_memory,
-                    hugepages=hugepages,
-                    _endpoint=ep,
-                )
-            )[0]
+            kids = await _spawn(ep, snapshot, 1, memory_mib, vcpus, env, private_memory, hugepages)
+            return kids[0]
         if private_memory or hugepages:
             raise ConfigError("private_memory= and hugepages= apply to snapshot= children only")
         t = AsyncTransport(ep)
@@ -673,7 +681,6 @@ class AsyncSnapshot:
         url: str | None = None,
         token: str | None = None,
         request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
-        _endpoint: Endpoint | None = None,
     ) -> builtins.list[AsyncSandbox]:
         """Start ``n`` children of a snapshot.
 
@@ -681,12 +688,5 @@ class AsyncSnapshot:
             NotFoundError: No snapshot has that tag.
             SandboxError: A child did not start (the ones that did are removed).
         """
-        ep = _endpoint or resolve(
-            socket=socket, url=url, token=token, request_timeout=request_timeout
-        )
-        t = AsyncTransport(ep)
-        try:
-            call = _api.spawn(tag, n, memory_mib, vcpus, env, private_memory, hugepages)
-            return await _children(t, await t.json(call), ep)
-        finally:
-            await t.close()
+        ep = _endpoint(socket, url, token, request_timeout)
+        return await _spawn(ep, tag, n, memory_mib, vcpus, env, private_memory, hugepages)

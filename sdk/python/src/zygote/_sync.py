@@ -69,6 +69,24 @@ def _children(transport: SyncTransport, results: Any, endpoint: Endpoint) -> bui
     return [Sandbox(info, SyncTransport(endpoint)) for info in ok]
 
 
+def _spawn(
+    ep: Endpoint,
+    tag: str,
+    n: int,
+    memory_mib: int | None,
+    vcpus: int | None,
+    env: Mapping[str, str] | None,
+    private_memory: bool,
+    hugepages: bool,
+) -> builtins.list[Sandbox]:
+    t = SyncTransport(ep)
+    try:
+        call = _api.spawn(tag, n, memory_mib, vcpus, env, private_memory, hugepages)
+        return _children(t, t.json(call), ep)
+    finally:
+        t.close()
+
+
 class Commands:
     """``sandbox.commands``: run processes in the guest."""
 
@@ -311,16 +329,7 @@ class Sandbox:
                     "timeout= is not supported for children of a snapshot (the daemon has "
                     "no lifetime for them): remove it with kill() or a `with` block"
                 )
-            return Snapshot.spawn(
-                snapshot,
-                1,
-                memory_mib=memory_mib,
-                vcpus=vcpus,
-                env=env,
-                private_memory=private_memory,
-                hugepages=hugepages,
-                _endpoint=ep,
-            )[0]
+            return _spawn(ep, snapshot, 1, memory_mib, vcpus, env, private_memory, hugepages)[0]
         if private_memory or hugepages:
             raise ConfigError("private_memory= and hugepages= apply to snapshot= children only")
         t = SyncTransport(ep)
@@ -599,7 +608,6 @@ class Snapshot:
         url: str | None = None,
         token: str | None = None,
         request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
-        _endpoint: Endpoint | None = None,
     ) -> builtins.list[Sandbox]:
         """Start ``n`` children of a snapshot.
 
@@ -607,12 +615,5 @@ class Snapshot:
             NotFoundError: No snapshot has that tag.
             SandboxError: A child did not start (the ones that did are removed).
         """
-        ep = _endpoint or resolve(
-            socket=socket, url=url, token=token, request_timeout=request_timeout
-        )
-        t = SyncTransport(ep)
-        try:
-            call = _api.spawn(tag, n, memory_mib, vcpus, env, private_memory, hugepages)
-            return _children(t, t.json(call), ep)
-        finally:
-            t.close()
+        ep = _endpoint(socket, url, token, request_timeout)
+        return _spawn(ep, tag, n, memory_mib, vcpus, env, private_memory, hugepages)
