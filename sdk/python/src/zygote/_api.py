@@ -1,0 +1,348 @@
+"""The v1 REST calls, independent of sync or async transport.
+
+Each function validates its arguments and returns a :class:`Call` (method, path,
+query, body); the sync and async clients send it and parse the answer with the
+same helpers, so both behave identically.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from ._errors import ConfigError, ProtocolError, SandboxError
+from ._models import CommandResult
+
+EXEC_TIMEOUT_SLACK = 30.0
+"""Seconds the HTTP read may take beyond a command's own timeout."""
+
+UseDefault = object()
+"""Sentinel: the endpoint's default request timeout."""
+
+
+@dataclass(slots=True)
+class Call:
+    """One HTTP request to the daemon."""
+
+    method: str
+    path: str
+    params: dict[str, str] | None = None
+    json: Any = None
+    content: bytes | Iterable[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: Any = UseDefault
+    """``UseDefault``, a number of seconds, or ``None`` for no read limit."""
+
+
+def seg(value: str, what: str) -> str:
+    """A path segment (sandbox id, snapshot tag), percent-encoded."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{what} must be a non-empty string, got {value!r}")
+    return quote(value, safe="")
+
+
+def _env(env: Mapping[str, str] | None, what: str) -> dict[str, str]:
+    if env is None:
+        return {}
+    out = {}
+    for k, v in env.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ConfigError(f"{what}: keys and values must be strings, got {k!r}: {v!r}")
+        out[k] = v
+    return out
+
+
+def _positive_int(v: int | None, what: str) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ConfigError(f"{what}={v!r} must be a positive integer")
+    return v
+
+
+def _seconds(v: float | None, what: str) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or math.isinf(v):
+        raise ConfigError(f"{what}={v!r} must be a positive number of seconds")
+    return float(v)
+
+
+def _mode(mode: str | None) -> str | None:
+    if mode is None:
+        return None
+    if mode not in ("copy", "live"):
+        raise ConfigError(f"mode={mode!r} is not a branch mode: pass 'copy' or 'live'")
+    return mode
+
+
+def create_sandbox(
+    image: str | None,
+    memory_mib: int | None,
+    vcpus: int | None,
+    env: Mapping[str, str] | None,
+    timeout: float | None,
+) -> Call:
+    """``POST /v1/sandboxes`` (boot from an image)."""
+    body: dict[str, Any] = {"env": _env(env, "env")}
+    if image is not None:
+        body["image"] = image
+    if (m := _positive_int(memory_mib, "memory_mib")) is not None:
+        body["memory_mib"] = m
+    if (c := _positive_int(vcpus, "vcpus")) is not None:
+        body["vcpus"] = c
+    if (t := _seconds(timeout, "timeout")) is not None:
+        body["timeout_secs"] = max(1, math.ceil(t))
+    return Call("POST", "/v1/sandboxes", json=body)
+
+
+def spawn(
+    snapshot: str,
+    n: int,
+    memory_mib: int | None,
+    vcpus: int | None,
+    env: Mapping[str, str] | None,
+    private_memory: bool,
+    hugepages: bool,
+) -> Call:
+    """``POST /v1/sandboxes`` with ``snapshot_tag`` (children of a snapshot)."""
+    if not isinstance(snapshot, str) or not snapshot:
+        raise ConfigError(f"snapshot must be a non-empty tag, got {snapshot!r}")
+    body: dict[str, Any] = {
+        "snapshot_tag": snapshot,
+        "n": _positive_int(n, "n"),
+        "private_memory": bool(private_memory),
+        "hugepages": bool(hugepages),
+        "env": _env(env, "env"),
+    }
+    if (m := _positive_int(memory_mib, "memory_mib")) is not None:
+        body["memory_mib"] = m
+    if (c := _positive_int(vcpus, "vcpus")) is not None:
+        body["vcpus"] = c
+    return Call("POST", "/v1/sandboxes", json=body)
+
+
+def exec_call(
+    sandbox_id: str,
+    cmd: str | Sequence[str],
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    timeout: float | None,
+    stdin: str | bytes | None,
+    stream: bool,
+) -> Call:
+    """``POST /v1/sandboxes/{id}/exec`` or ``/exec/stream``."""
+    body: dict[str, Any] = {"env": _env(env, "env")}
+    if isinstance(cmd, str):
+        if not cmd.strip():
+            raise ConfigError("cmd is empty: pass a shell command line or a list of arguments")
+        body["cmd"] = cmd
+    else:
+        argv = list(cmd)
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise ConfigError(f"cmd={cmd!r}: an argument list must be non-empty strings")
+        body["argv"] = argv
+    if cwd is not None:
+        body["cwd"] = cwd
+    if isinstance(stdin, str):
+        body["stdin"] = stdin
+    elif isinstance(stdin, (bytes, bytearray, memoryview)):
+        body["stdin_b64"] = base64.b64encode(bytes(stdin)).decode()
+    elif stdin is not None:
+        raise ConfigError(f"stdin must be str or bytes, got {type(stdin).__name__}")
+    t = _seconds(timeout, "timeout")
+    if t is not None:
+        body["timeout_secs"] = t
+    # A command may run as long as it likes unless it has a timeout.
+    read_timeout = None if t is None else t + EXEC_TIMEOUT_SLACK
+    suffix = "/exec/stream" if stream else "/exec"
+    return Call(
+        "POST",
+        f"/v1/sandboxes/{seg(sandbox_id, 'sandbox id')}{suffix}",
+        json=body,
+        timeout=read_timeout,
+    )
+
+
+def branch(
+    sandbox_id: str,
+    tag: str | None,
+    mode: str | None,
+    hugepages: bool,
+    wait: bool,
+    downtime_limit_ms: int | None,
+) -> Call:
+    """``POST /v1/sandboxes/{id}/branch``."""
+    body: dict[str, Any] = {"hugepages": bool(hugepages), "wait": bool(wait)}
+    if tag is not None:
+        body["tag"] = tag
+    if (m := _mode(mode)) is not None:
+        body["mode"] = m
+    if (d := _positive_int(downtime_limit_ms, "downtime_limit_ms")) is not None:
+        body["downtime_limit_ms"] = d
+    return Call("POST", f"/v1/sandboxes/{seg(sandbox_id, 'sandbox id')}/branch", json=body)
+
+
+def fork(
+    sandbox_id: str,
+    n: int,
+    mode: str | None,
+    tag: str | None,
+    private_memory: bool,
+    hugepages: bool,
+) -> Call:
+    """``POST /v1/sandboxes/{id}/fork``."""
+    body: dict[str, Any] = {
+        "n": _positive_int(n, "n"),
+        "private_memory": bool(private_memory),
+        "hugepages": bool(hugepages),
+    }
+    if (m := _mode(mode)) is not None:
+        body["mode"] = m
+    if tag is not None:
+        body["tag"] = tag
+    return Call("POST", f"/v1/sandboxes/{seg(sandbox_id, 'sandbox id')}/fork", json=body)
+
+
+def create_snapshot(
+    tag: str,
+    image: str | None,
+    warmup: str | None,
+    memory_mib: int | None,
+    vcpus: int | None,
+    hugepages: bool,
+) -> Call:
+    """``POST /v1/snapshots`` (boot, warm up, snapshot, remove the booted sandbox)."""
+    if not isinstance(tag, str) or not tag:
+        raise ConfigError(f"tag must be a non-empty string, got {tag!r}")
+    body: dict[str, Any] = {"tag": tag, "hugepages": bool(hugepages)}
+    if image is not None:
+        body["image"] = image
+    if warmup is not None:
+        body["warmup"] = warmup
+    if (m := _positive_int(memory_mib, "memory_mib")) is not None:
+        body["memory_mib"] = m
+    if (c := _positive_int(vcpus, "vcpus")) is not None:
+        body["vcpus"] = c
+    return Call("POST", "/v1/snapshots", json=body)
+
+
+def _guest_path(path: str) -> str:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"path must be a non-empty guest path, got {path!r}")
+    return path
+
+
+def files_call(method: str, sandbox_id: str, path: str, sub: str = "", **params: str) -> Call:
+    """``/v1/sandboxes/{id}/files[/sub]?path=...``."""
+    q = {"path": _guest_path(path), **params}
+    return Call(method, f"/v1/sandboxes/{seg(sandbox_id, 'sandbox id')}/files{sub}", params=q)
+
+
+def write_file(sandbox_id: str, path: str, data: Any, mode: int | None) -> Call:
+    """``PUT /v1/sandboxes/{id}/files?path=`` with a raw body."""
+    params = {}
+    if mode is not None:
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise ConfigError(f"mode={mode!r} must be permission bits, e.g. 0o644")
+        params["mode"] = format(mode, "o")
+    if isinstance(data, str):
+        content: Any = data.encode()
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        content = bytes(data)
+    elif hasattr(data, "read"):
+        content = _chunks(data)
+    elif isinstance(data, Iterable):
+        content = data
+    else:
+        raise ConfigError(
+            f"data must be str, bytes, a binary file object or an iterable of bytes, "
+            f"got {type(data).__name__}"
+        )
+    c = files_call("PUT", sandbox_id, path, **params)
+    c.content = content
+    c.headers["Content-Type"] = "application/octet-stream"
+    c.timeout = None  # large files stream for as long as they need
+    return c
+
+
+def _chunks(f: Any, size: int = 256 * 1024) -> Iterable[bytes]:
+    while True:
+        b = f.read(size)
+        if not b:
+            return
+        if isinstance(b, str):
+            raise ConfigError("the file object must be opened in binary mode ('rb')")
+        yield b
+
+
+class ExecStream:
+    """Decoder of the NDJSON exec stream (one ``ExecEvent`` per line).
+
+    ``feed`` takes one line and returns the decoded output chunks
+    (``("stdout", text)`` / ``("stderr", text)``); after the ``exit`` event
+    ``result`` holds the :class:`CommandResult`. Text is decoded incrementally
+    so a multi-byte character split across chunks is not mangled.
+    """
+
+    def __init__(self) -> None:
+        self.result: CommandResult | None = None
+        self.pid: int | None = None
+        self._out = bytearray()
+        self._err = bytearray()
+        self._dec = {
+            "stdout": codecs.getincrementaldecoder("utf-8")("replace"),
+            "stderr": codecs.getincrementaldecoder("utf-8")("replace"),
+        }
+
+    def feed(self, line: str | bytes) -> list[tuple[str, str]]:
+        """Decode one line of the stream."""
+        if self.result is not None or not line.strip():
+            return []
+        try:
+            ev = json.loads(line)
+            kind = ev["type"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ProtocolError(f"bad exec stream line {line!r}: {e}") from None
+        if kind == "started":
+            self.pid = ev.get("pid")
+            return []
+        if kind in ("stdout", "stderr"):
+            data = base64.b64decode(ev.get("data_b64", ""))
+            (self._out if kind == "stdout" else self._err).extend(data)
+            text = self._dec[kind].decode(data)
+            return [(kind, text)] if text else []
+        if kind == "exit":
+            self.result = CommandResult(
+                stdout=self._out.decode("utf-8", "replace"),
+                stderr=self._err.decode("utf-8", "replace"),
+                exit_code=ev.get("exit_code"),
+                signal=ev.get("signal"),
+                timed_out=bool(ev.get("timed_out", False)),
+                duration_ms=float(ev.get("duration_ms", 0.0)),
+            )
+            return self._flush()
+        if kind == "error":
+            raise SandboxError(f"the command failed in the sandbox: {ev.get('error', ev)}")
+        return []  # an event type this SDK does not know yet
+
+    def _flush(self) -> list[tuple[str, str]]:
+        """Text still held by the incremental decoders (an incomplete character)."""
+        out = []
+        for kind, dec in self._dec.items():
+            t = dec.decode(b"", final=True)
+            if t:
+                out.append((kind, t))
+        return out
+
+    def finish(self) -> CommandResult:
+        """The result, or an error when the stream ended without an exit event."""
+        if self.result is None:
+            raise SandboxError("the exec stream ended without an exit status")
+        return self.result

@@ -1,0 +1,42 @@
+"""Fixtures: one private daemon per test session (Unix socket + TCP with a
+token) and one shared sandbox, booted once, for the tests that only need a
+running guest. Without root, an image or the binary the tests skip with the
+reason, unless ZYGOTE_E2E=1, where that is a failure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from zygote import Sandbox
+from zygote.testing import TestDaemon, e2e_unavailable, strict
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def daemon() -> Iterator[TestDaemon]:
+    why = e2e_unavailable()
+    if why is not None:
+        if strict():
+            pytest.fail(f"ZYGOTE_E2E=1 but end-to-end tests cannot run: {why}")
+        pytest.skip(f"end-to-end test: {why}")
+    d = TestDaemon(tcp=True)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox(daemon: TestDaemon) -> Iterator[Sandbox]:
+    try:
+        sb = Sandbox.create(socket=daemon.socket, env={"SB_LEVEL": "from-create"})
+    except Exception as e:
+        pytest.fail(f"create failed: {e}\n--- daemon log ---\n{daemon.log()}")
+    with sb:
+        yield sb
