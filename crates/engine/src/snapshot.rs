@@ -188,6 +188,14 @@ impl Snapshot {
                 (Some(a), Some(b)) => Some(format!("{a}; {b}")),
                 (a, b) => a.clone().or(b),
             },
+            dir: self.dir.display().to_string(),
+            bootable: self
+                .memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+                || self.memory_bin().exists(),
+            parent_snapshot: m.parent_snapshot.clone(),
         }
     }
 }

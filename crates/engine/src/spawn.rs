@@ -94,12 +94,7 @@ impl Engine {
             async move {
                 match e.spawn_child(&snap, mem, &body, t0).await {
                     Ok(r) => r,
-                    Err(err) => SpawnResult {
-                        sandbox: None,
-                        error: Some(crate::error_chain(&err)),
-                        running_ms: None,
-                        ready_ms: None,
-                    },
+                    Err(err) => SpawnResult::failed(crate::error_chain(&err)),
                 }
             }
         });
@@ -132,12 +127,7 @@ impl Engine {
             .instrument(span.clone())
             .await
         {
-            Ok((running_ms, ready_ms)) => Ok(SpawnResult {
-                sandbox: Some(sb.info()),
-                error: None,
-                running_ms: Some(running_ms),
-                ready_ms: Some(ready_ms),
-            }),
+            Ok((running_ms, ready_ms)) => Ok(SpawnResult::started(sb.info(), running_ms, ready_ms)),
             Err(e) => {
                 warn!(parent: &span, error = %e, "child failed; cleaning up");
                 let _ = self.remove(&id).await;
