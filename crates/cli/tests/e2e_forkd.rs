@@ -319,11 +319,19 @@ async fn a_forkd_client_works_unchanged_against_zygote() {
         .await;
     assert_eq!(s["status"], "writing", "{s}");
     assert!(warning(&s).contains("no diff snapshots"), "{s}");
-    assert!(eventually(Duration::from_secs(60), || {
-        std::fs::read_dir(d.home.join("snapshots/fk-b"))
-            .map(|rd| rd.flatten().any(|e| e.file_name() == "memory.bin"))
-            .unwrap_or(false)
-    }));
+    // ... and turns ready once it is on disk
+    let mut polls = 0;
+    loop {
+        let s = f.ok("GET", "/v1/snapshots/fk-b", None, 200).await;
+        if s["status"] == "ready" {
+            assert_eq!(s["bootable"], true, "{s}");
+            break;
+        }
+        assert_eq!(s["status"], "writing", "{s}");
+        polls += 1;
+        assert!(polls < 600, "fk-b still writing after 60 s: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // the source keeps working after all three branches
     let r = f
         .ok(

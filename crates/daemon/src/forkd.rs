@@ -11,7 +11,7 @@ use std::sync::Arc;
 use zygote_engine::{Engine, EngineError};
 use zygote_proto::api::{
     BranchBody, BranchMode, BranchRequest, ExecBody, ExecRequest, ExecResult, RequestedBranchMode,
-    SnapshotDeleted, SpawnBody, SpawnRequest,
+    SandboxInfo, SnapshotDeleted, SpawnBody, SpawnRequest,
 };
 
 use crate::error::ApiError;
@@ -107,10 +107,11 @@ pub(crate) fn spawn_body(r: SpawnRequest) -> (SpawnBody, Vec<String>, bool) {
 }
 
 /// A branch body for sandbox `id` and the warnings to add to the answer.
+/// `sandbox` looks the sandbox up (only `full`/`diff` need to know its memory).
 pub(crate) fn branch_body(
-    engine: &Engine,
     id: &str,
     r: BranchRequest,
+    sandbox: impl FnOnce() -> Result<SandboxInfo, ApiError>,
 ) -> Result<(BranchBody, Vec<String>), ApiError> {
     let legacy_diff = r.diff == Some(true);
     let legacy_live = r.live == Some(true);
@@ -150,7 +151,7 @@ pub(crate) fn branch_body(
                 warn.push("zygote has no diff snapshots: mode `diff` was taken as `full` (every touched page is captured)".to_string());
                 "diff"
             };
-            let info = engine.get(id)?.info();
+            let info = sandbox()?;
             if info.memory.as_deref() == Some("cow") {
                 warn.push(format!(
                     "mode `{name}` was taken as `live`: sandbox `{id}` runs copy-on-write over snapshot `{}`, which `copy` cannot read",
@@ -371,6 +372,65 @@ mod tests {
                 .unwrap();
         let (b, w, forkd) = spawn_body(r);
         assert!(b.hugepages && w.is_empty() && !forkd);
+    }
+
+    fn sandbox(memory: &str) -> SandboxInfo {
+        serde_json::from_value(serde_json::json!({
+            "id": "sb1", "image": "python", "state": "running", "memory_mib": 256,
+            "vcpus": 1, "accel": "tcg", "created_at_unix": 1, "snapshot_tag": "py",
+            "memory": memory,
+        }))
+        .unwrap()
+    }
+
+    fn branch(v: serde_json::Value, memory: &str) -> Result<(BranchBody, String), ApiError> {
+        let r: BranchRequest = serde_json::from_value(v).unwrap();
+        branch_body("sb1", r, || Ok(sandbox(memory))).map(|(b, w)| (b, w.join("\n")))
+    }
+
+    #[test]
+    fn forkd_branch_modes_map_onto_ours() {
+        use serde_json::json;
+        // ours: defaults untouched, no lookup needed
+        let r: BranchRequest = serde_json::from_value(json!({"tag": "t"})).unwrap();
+        let (b, w) = branch_body("sb1", r, || panic!("no lookup for our shape")).unwrap();
+        assert_eq!((b.mode, b.wait, w.len()), (None, false, 0));
+        let (b, _) = branch(json!({"mode": "live"}), "own").unwrap();
+        assert_eq!((b.mode, b.wait), (Some(BranchMode::Live), false));
+        // forkd: full -> copy (live on a copy-on-write child), wait defaults to true
+        let (b, w) = branch(json!({"mode": "full"}), "own").unwrap();
+        assert_eq!(
+            (b.mode, b.wait, w.as_str()),
+            (Some(BranchMode::Copy), true, "")
+        );
+        let (b, w) = branch(json!({"mode": "full", "wait": false}), "cow").unwrap();
+        assert_eq!((b.mode, b.wait), (Some(BranchMode::Live), false));
+        assert!(w.contains("taken as `live`") && w.contains("`py`"), "{w}");
+        let (b, w) = branch(json!({"diff": true}), "own").unwrap();
+        assert_eq!((b.mode, b.wait), (Some(BranchMode::Copy), true));
+        assert!(w.contains("no diff snapshots"), "{w}");
+        let (b, _) = branch(json!({"live": true}), "own").unwrap();
+        assert_eq!((b.mode, b.wait), (Some(BranchMode::Live), true));
+        let (b, w) = branch(json!({"measure_diff": true, "parent_tag": "py"}), "own").unwrap();
+        assert_eq!((b.mode, b.wait), (None, true));
+        assert!(
+            w.contains("measure_diff ignored") && w.contains("parent_tag `py`"),
+            "{w}"
+        );
+        // ambiguous combinations are refused, as forkd does
+        for bad in [
+            json!({"mode": "full", "diff": true}),
+            json!({"mode": "live", "live": true}),
+            json!({"diff": true, "live": true}),
+            json!({"diff": true, "measure_diff": true}),
+        ] {
+            let e = branch(bad.clone(), "own").unwrap_err();
+            assert_eq!(e.status, 400, "{bad}");
+        }
+        let e = serde_json::from_value::<BranchRequest>(json!({"mode": "fast"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fast"), "{e}");
     }
 
     #[test]

@@ -226,7 +226,7 @@ pub(crate) async fn branch(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<BranchRequest>,
 ) -> Result<Response, ApiError> {
-    let (body, warnings) = forkd::branch_body(&s.engine, &id, req)?;
+    let (body, warnings) = forkd::branch_body(&id, req, || Ok(s.engine.get(&id)?.info()))?;
     let mut info = s.engine.branch(&id, body).await?;
     info.warning = forkd::join_warnings(info.warning.take(), &warnings);
     let status = if info.status == SnapshotStatus::Writing {

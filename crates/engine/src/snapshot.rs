@@ -189,12 +189,10 @@ impl Snapshot {
                 (a, b) => a.clone().or(b),
             },
             dir: self.dir.display().to_string(),
-            bootable: self
-                .memory
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some()
-                || self.memory_bin().exists(),
+            // try_lock: `memory()` holds the lock while it reloads memory.bin,
+            // and a listing must not wait for that (the file exists then).
+            bootable: self.memory_bin().exists()
+                || self.memory.try_lock().map(|m| m.is_some()).unwrap_or(true),
             parent_snapshot: m.parent_snapshot.clone(),
         }
     }
