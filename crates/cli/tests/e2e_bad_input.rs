@@ -217,6 +217,352 @@ async fn bad_input_is_refused_clearly_and_the_daemon_keeps_serving() {
     assert_eq!(st, 404);
     assert!(error_of(&b).contains("`nope`"));
 
+    // every route, ours and forkd-shaped: one bad input or more each, answered
+    // with a 4xx whose message names the bad value. `bi` is a snapshot of the
+    // running sandbox (no extra boot) so spawn checks get past the tag.
+    let (st, b) = c
+        .raw(
+            "POST",
+            &format!("/v1/sandboxes/{id}/branch"),
+            json,
+            br#"{"tag": "bi", "wait": true}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&b));
+    let sbp = format!("/v1/sandboxes/{id}");
+    let cases: Vec<(&str, String, Option<&str>, u16, &str)> = vec![
+        // input-less routes: a wrong method
+        ("POST", "/healthz".into(), None, 405, "POST"),
+        ("DELETE", "/version".into(), None, 405, "/version"),
+        ("PUT", "/openapi.json".into(), None, 405, "PUT"),
+        ("POST", "/v1/images".into(), None, 405, "/v1/images"),
+        ("PUT", "/v1/sandboxes".into(), None, 405, "PUT"),
+        ("PATCH", "/v1/snapshots".into(), None, 405, "PATCH"),
+        ("PATCH", format!("{sbp}/ping"), None, 405, "PATCH"),
+        // POST /v1/sandboxes: ours without snapshot_tag, forkd's with it
+        (
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(r#"{"image": "python", "n": 2}"#),
+            400,
+            "`n`",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(r#"{"snapshot_tag": "nope", "n": 2, "per_child_netns": true}"#),
+            404,
+            "`nope`",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(r#"{"snapshot_tag": "../etc"}"#),
+            400,
+            "`../etc`",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(r#"{"snapshot_tag": "bi", "live_frok": true}"#),
+            400,
+            "live_frok",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(r#"{"snapshot_tag": "bi", "n": 0}"#),
+            400,
+            "n 0",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(r#"{"snapshot_tag": "bi", "n": 1000, "per_child_netns": false}"#),
+            400,
+            "n 1000",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(r#"{"snapshot_tag": "bi", "n": "two"}"#),
+            400,
+            "two",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(r#"{"snapshot_tag": "bi", "memory_mib": 512}"#),
+            400,
+            "memory_mib 512",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(r#"{"snapshot_tag": "bi", "hugepages": true}"#),
+            400,
+            "hugepages",
+        ),
+        // branch and fork
+        (
+            "POST",
+            format!("{sbp}/branch"),
+            Some(r#"{"mode": "fast"}"#),
+            400,
+            "fast",
+        ),
+        (
+            "POST",
+            format!("{sbp}/branch"),
+            Some(r#"{"mode": "full", "diff": true}"#),
+            400,
+            "`mode`",
+        ),
+        (
+            "POST",
+            format!("{sbp}/branch"),
+            Some(r#"{"diff": true, "live": true}"#),
+            400,
+            "`live`",
+        ),
+        (
+            "POST",
+            format!("{sbp}/branch"),
+            Some(r#"{"tag": "../x"}"#),
+            400,
+            "`../x`",
+        ),
+        (
+            "POST",
+            format!("{sbp}/branch"),
+            Some(r#"{"tag": "bi", "mode": "full"}"#),
+            409,
+            "`bi`",
+        ),
+        (
+            "POST",
+            format!("{sbp}/branch"),
+            Some(r#"{"tagg": "x"}"#),
+            400,
+            "tagg",
+        ),
+        (
+            "POST",
+            format!("{sbp}/branch"),
+            Some(r#"{"mode": "live", "downtime_limit_ms": 0}"#),
+            400,
+            "downtime_limit_ms 0",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes/nope/branch".into(),
+            Some(r#"{"mode": "full"}"#),
+            404,
+            "`nope`",
+        ),
+        (
+            "POST",
+            format!("{sbp}/fork"),
+            Some(r#"{"n": "x"}"#),
+            400,
+            "\"x\"",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes/nope/fork".into(),
+            Some("{}"),
+            404,
+            "`nope`",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes/nope/ping".into(),
+            None,
+            404,
+            "`nope`",
+        ),
+        // exec, forkd's {args, timeout_secs} and ours; the stream
+        (
+            "POST",
+            format!("{sbp}/exec"),
+            Some(r#"{"args": []}"#),
+            400,
+            "args is empty",
+        ),
+        (
+            "POST",
+            format!("{sbp}/exec"),
+            Some(r#"{"args": "ls"}"#),
+            400,
+            "\"ls\"",
+        ),
+        (
+            "POST",
+            format!("{sbp}/exec"),
+            Some(r#"{"args": ["true"], "timeout_secs": -1}"#),
+            400,
+            "timeout_secs -1",
+        ),
+        (
+            "POST",
+            format!("{sbp}/exec"),
+            Some(r#"{"args": ["a"], "argv": ["b"]}"#),
+            400,
+            "`argv`",
+        ),
+        (
+            "POST",
+            format!("{sbp}/exec"),
+            Some(r#"{"args": ["true"], "timeout": 5}"#),
+            400,
+            "`timeout`",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes/nope/exec".into(),
+            Some(r#"{"args": ["true"]}"#),
+            404,
+            "`nope`",
+        ),
+        (
+            "POST",
+            format!("{sbp}/exec/stream"),
+            Some(r#"{"args": []}"#),
+            400,
+            "args is empty",
+        ),
+        (
+            "POST",
+            format!("{sbp}/exec/stream"),
+            Some(r#"{"argv": ["true"], "tty": true}"#),
+            400,
+            "tty",
+        ),
+        // eval
+        (
+            "POST",
+            format!("{sbp}/eval"),
+            Some(r#"{"code": 5}"#),
+            400,
+            "5",
+        ),
+        (
+            "POST",
+            format!("{sbp}/eval"),
+            Some(r#"{"cod": "1"}"#),
+            400,
+            "cod",
+        ),
+        // snapshots
+        (
+            "POST",
+            "/v1/snapshots".into(),
+            Some(r#"{"tag": "../x"}"#),
+            400,
+            "`../x`",
+        ),
+        (
+            "POST",
+            "/v1/snapshots".into(),
+            Some(r#"{"tag": "bi"}"#),
+            409,
+            "`bi`",
+        ),
+        (
+            "POST",
+            "/v1/snapshots".into(),
+            Some(r#"{"tag": "x", "kernel": "/k", "rootfs": "/r"}"#),
+            400,
+            "kernel",
+        ),
+        (
+            "POST",
+            "/v1/snapshots".into(),
+            Some(r#"{"tag": "x", "warmpu": "1"}"#),
+            400,
+            "warmpu",
+        ),
+        ("GET", "/v1/snapshots/nope".into(), None, 404, "`nope`"),
+        ("GET", "/v1/snapshots/-bad".into(), None, 400, "`-bad`"),
+        ("DELETE", "/v1/snapshots/nope".into(), None, 404, "`nope`"),
+        (
+            "DELETE",
+            "/v1/snapshots/bi?cascade=maybe".into(),
+            None,
+            400,
+            "cascade `maybe`",
+        ),
+        (
+            "DELETE",
+            "/v1/snapshots/bi?force=yes".into(),
+            None,
+            400,
+            "force `yes`",
+        ),
+        (
+            "DELETE",
+            "/v1/snapshots/bi?cascade=true&force=true".into(),
+            None,
+            400,
+            "cascade and force",
+        ),
+        (
+            "DELETE",
+            "/v1/snapshots/bi?recursive=true".into(),
+            None,
+            400,
+            "`recursive`",
+        ),
+        // files
+        (
+            "PUT",
+            format!("{sbp}/files?path=/tmp/x&mode=9"),
+            None,
+            400,
+            "mode `9`",
+        ),
+        (
+            "GET",
+            format!("{sbp}/files/list?path=tmp"),
+            None,
+            400,
+            "`tmp`",
+        ),
+        (
+            "GET",
+            format!("{sbp}/files/stat?path=/x&bogus=1"),
+            None,
+            400,
+            "`bogus`",
+        ),
+        (
+            "DELETE",
+            format!("{sbp}/files?path=/tmp/x&recursive=maybe"),
+            None,
+            400,
+            "recursive `maybe`",
+        ),
+    ];
+    for (m, p, body, want, needle) in cases {
+        let (st, b) = c
+            .raw(m, &p, json, body.unwrap_or("").as_bytes().to_vec())
+            .await
+            .unwrap();
+        let err = error_of(&b);
+        assert_eq!(st, want, "{m} {p} {body:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{m} {p} {body:?}: `{needle}` not in: {err}"
+        );
+    }
+    // none of that deleted or changed `bi`
+    let (st, _) = c
+        .raw("GET", "/v1/snapshots/bi", None, vec![])
+        .await
+        .unwrap();
+    assert_eq!(st, 200);
+
     // after all that, the daemon and the sandbox still serve
     assert!(c.health().await.unwrap().ok);
     assert_eq!(d.sh(id, "echo still-here").await.stdout, "still-here\n");

@@ -409,12 +409,14 @@ impl Client {
 
     /// `POST /v1/sandboxes/{id}/eval`
     pub async fn eval(&self, id: &str, code: &str) -> Result<EvalResult, ClientError> {
-        self.json(
-            Method::POST,
-            &format!("/v1/sandboxes/{}/eval", encode_query(id)),
-            Some(&serde_json::json!({ "code": code })),
-        )
-        .await
+        let a: zygote_proto::api::EvalAnswer = self
+            .json(
+                Method::POST,
+                &format!("/v1/sandboxes/{}/eval", encode_query(id)),
+                Some(&serde_json::json!({ "code": code })),
+            )
+            .await?;
+        Ok(a.into())
     }
 
     /// `PUT /v1/sandboxes/{id}/files?path=` from a stream of chunks.

@@ -7,6 +7,7 @@
 
 mod auth;
 mod error;
+mod forkd;
 mod openapi;
 mod routes;
 

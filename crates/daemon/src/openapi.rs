@@ -31,7 +31,13 @@ use utoipa::OpenApi;
         crate::routes::remove_file,
         crate::routes::stat_file,
         crate::routes::list_files,
-    )
+    ),
+    components(schemas(
+        zygote_proto::api::ExecBody,
+        zygote_proto::api::SpawnBody,
+        zygote_proto::api::SpawnRequest,
+        zygote_proto::api::BranchBody,
+    ))
 )]
 struct ApiDoc;
 
@@ -62,8 +68,13 @@ mod tests {
             "CreateSandbox",
             "SandboxInfo",
             "ExecBody",
+            "ExecRequest",
             "ExecResult",
             "ErrorBody",
+            "SpawnRequest",
+            "BranchRequest",
+            "EvalAnswer",
+            "SnapshotDeleted",
         ] {
             assert!(schemas.contains_key(m), "{m} missing");
         }

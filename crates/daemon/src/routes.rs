@@ -18,14 +18,15 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use zygote_engine::ops::ExecItem;
 use zygote_proto::api::{
-    BranchBody, CreateSandbox, CreateSnapshot, EvalBody, ExecBody, ExecEvent, ExecResult, ForkBody,
-    ForkResult, Health, ListResult, Pong, Removed, SandboxInfo, SnapshotInfo, SnapshotStatus,
-    SpawnBody, SpawnResult, VersionInfo, WriteFileResult,
+    BranchRequest, CreateSandbox, CreateSnapshot, EvalAnswer, EvalBody, ExecEvent, ExecRequest,
+    ExecResult, ForkBody, ForkResult, Health, ListResult, Pong, Removed, SandboxInfo,
+    SnapshotDeleted, SnapshotInfo, SnapshotStatus, SpawnRequest, SpawnResult, VersionInfo,
+    WriteFileResult,
 };
 use zygote_proto::AGENT_PROTOCOL_VERSION;
 
 use crate::error::{chain, ApiError};
-use crate::{auth, openapi, AppState};
+use crate::{auth, forkd, openapi, AppState};
 
 /// JSON body extractor whose rejections are `{"error": ...}` 400s.
 pub(crate) struct ApiJson<T>(pub(crate) T);
@@ -109,6 +110,7 @@ pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
         .route("/v1/sandboxes/{id}/files/stat", get(stat_file))
         .route("/v1/sandboxes/{id}/files/list", get(list_files))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
     match token {
         Some(t) => api.layer(axum::middleware::from_fn_with_state(t, auth::require_token)),
@@ -122,6 +124,17 @@ async fn not_found(req: Request) -> ApiError {
         req.method(),
         req.uri().path()
     ))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!(
+            "method {} is not allowed on {}: see GET /openapi.json for the methods each route takes",
+            req.method(),
+            req.uri().path()
+        ),
+    }
 }
 
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
@@ -162,15 +175,30 @@ pub(crate) async fn list_sandboxes(State(s): State<AppState>) -> Json<Vec<Sandbo
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes", request_body = CreateSandbox,
-    description = "With `snapshot_tag` the body is a SpawnBody and the answer a list of SpawnResult.",
+    description = "With `snapshot_tag` the body is a SpawnRequest (ours or forkd's fields) and the answer a list of SpawnResult, each also carrying forkd's flat `id`, `snapshot_tag`, `created_at_unix`, `pid` and a `warning` naming accepted flags that mean nothing here.",
     responses((status = 201, body = SandboxInfo), (status = 201, description = "children", body = [SpawnResult]), (status = 400, body = zygote_proto::api::ErrorBody), (status = 404, body = zygote_proto::api::ErrorBody)))]
 pub(crate) async fn create_sandbox(
     State(s): State<AppState>,
     ApiJson(v): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     if v.get("snapshot_tag").is_some() {
-        let body: SpawnBody = from_value(v)?;
-        let children = s.engine.spawn(body).await?;
+        let req: SpawnRequest = from_value(v)?;
+        let (body, warnings, forkd_shaped) = forkd::spawn_body(req);
+        let mut children = s.engine.spawn(body).await?;
+        if forkd_shaped && children.iter().all(|c| c.sandbox.is_none()) {
+            // forkd answers a failed spawn with an error, never a list without ids.
+            let why = children
+                .iter()
+                .find_map(|c| c.error.clone())
+                .unwrap_or_default();
+            return Err(ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("no child started: {why}"),
+            });
+        }
+        for c in &mut children {
+            c.warning = forkd::join_warnings(c.warning.take(), &warnings);
+        }
         return Ok((StatusCode::CREATED, Json(children)).into_response());
     }
     let req: CreateSandbox = from_value(v)?;
@@ -190,14 +218,17 @@ fn from_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> 
     })
 }
 
-#[utoipa::path(post, path = "/v1/sandboxes/{id}/branch", params(("id" = String, Path)), request_body = BranchBody,
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/branch", params(("id" = String, Path)), request_body = BranchRequest,
+    description = "forkd's modes map onto ours: `full`/`diff` -> `copy` (or `live` for a copy-on-write child), `live` -> `live`; `warning` names what was mapped or ignored. 202 while `memory.bin` is being written (`wait: false`).",
     responses((status = 201, body = SnapshotInfo), (status = 202, body = SnapshotInfo), (status = 409, body = zygote_proto::api::ErrorBody)))]
 pub(crate) async fn branch(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<BranchBody>,
+    ApiJson(req): ApiJson<BranchRequest>,
 ) -> Result<Response, ApiError> {
-    let info = s.engine.branch(&id, body).await?;
+    let (body, warnings) = forkd::branch_body(&id, req, || Ok(s.engine.get(&id)?.info()))?;
+    let mut info = s.engine.branch(&id, body).await?;
+    info.warning = forkd::join_warnings(info.warning.take(), &warnings);
     let status = if info.status == SnapshotStatus::Writing {
         StatusCode::ACCEPTED
     } else {
@@ -226,8 +257,14 @@ pub(crate) async fn list_snapshots(State(s): State<AppState>) -> Json<Vec<Snapsh
     responses((status = 201, body = SnapshotInfo), (status = 409, body = zygote_proto::api::ErrorBody)))]
 pub(crate) async fn create_snapshot(
     State(s): State<AppState>,
-    ApiJson(body): ApiJson<CreateSnapshot>,
+    ApiJson(v): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
+    if v.get("kernel").is_some() || v.get("rootfs").is_some() {
+        return Err(ApiError::bad_request(
+            "`kernel`/`rootfs` given (forkd's snapshot build): zygote boots its own images; pass {\"tag\", \"image\"?, \"warmup\"?} (see GET /v1/images), or branch a running sandbox",
+        ));
+    }
+    let body: CreateSnapshot = from_value(v)?;
     let info = s.engine.create_snapshot(body).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
@@ -241,14 +278,17 @@ pub(crate) async fn get_snapshot(
     Ok(Json(s.engine.snapshot(&tag)?))
 }
 
-#[utoipa::path(delete, path = "/v1/snapshots/{tag}", params(("tag" = String, Path)),
-    responses((status = 200), (status = 404, body = zygote_proto::api::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/snapshots/{tag}", params(("tag" = String, Path),
+        ("cascade" = Option<bool>, Query, description = "also remove every sandbox spawned from it and every snapshot descended from it"),
+        ("force" = Option<bool>, Query, description = "delete even though children run (they keep running)")),
+    responses((status = 200, body = SnapshotDeleted), (status = 400, body = zygote_proto::api::ErrorBody), (status = 404, body = zygote_proto::api::ErrorBody)))]
 pub(crate) async fn delete_snapshot(
     State(s): State<AppState>,
     Path(tag): Path<String>,
-) -> Result<Response, ApiError> {
-    s.engine.delete_snapshot(&tag)?;
-    Ok(Json(serde_json::json!({"tag": tag, "deleted": true})).into_response())
+    Query(q): Query<Params>,
+) -> Result<Json<SnapshotDeleted>, ApiError> {
+    only_params(&q, &["cascade", "force"])?;
+    Ok(Json(forkd::delete_snapshot(&s.engine, &tag, &q).await?))
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}", params(("id" = String, Path)),
@@ -280,16 +320,19 @@ pub(crate) async fn ping(
     Ok(Json(Pong {
         ok: true,
         agent_rtt_ms: rtt.as_secs_f64() * 1000.0,
+        pong: true,
     }))
 }
 
-#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec", params(("id" = String, Path)), request_body = ExecBody,
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec", params(("id" = String, Path)), request_body = ExecRequest,
+    description = "forkd's `{args, timeout_secs}` is accepted too; then the timeout defaults to 30 s and `exit_code` is never null (128 + signal).",
     responses((status = 200, body = ExecResult), (status = 400, body = zygote_proto::api::ErrorBody)))]
 pub(crate) async fn exec(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<ExecBody>,
+    ApiJson(req): ApiJson<ExecRequest>,
 ) -> Result<Json<ExecResult>, ApiError> {
+    let (body, forkd_shaped) = forkd::exec_body(req)?;
     let sb = s.engine.get(&id)?;
     let t0 = Instant::now();
     let mut st = sb.exec(body).await?;
@@ -300,14 +343,18 @@ pub(crate) async fn exec(
             Some(ExecItem::Stdout(b)) => out.extend_from_slice(&b),
             Some(ExecItem::Stderr(b)) => err.extend_from_slice(&b),
             Some(ExecItem::Exit(x)) => {
-                return Ok(Json(ExecResult {
+                let mut r = ExecResult {
                     exit_code: x.code,
                     signal: x.signal,
                     timed_out: x.timed_out,
                     stdout: String::from_utf8_lossy(&out).into_owned(),
                     stderr: String::from_utf8_lossy(&err).into_owned(),
                     duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-                }))
+                };
+                if forkd_shaped {
+                    forkd::forkd_exit_code(&mut r);
+                }
+                return Ok(Json(r));
             }
             None => {
                 return Err(ApiError {
@@ -319,13 +366,14 @@ pub(crate) async fn exec(
     }
 }
 
-#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec/stream", params(("id" = String, Path)), request_body = ExecBody,
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec/stream", params(("id" = String, Path)), request_body = ExecRequest,
     responses((status = 200, description = "NDJSON lines of ExecEvent", body = ExecEvent)))]
 pub(crate) async fn exec_stream(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<ExecBody>,
+    ApiJson(req): ApiJson<ExecRequest>,
 ) -> Result<Response, ApiError> {
+    let (body, _) = forkd::exec_body(req)?;
     let sb = s.engine.get(&id)?;
     let t0 = Instant::now();
     let st = sb.exec(body).await?;
@@ -372,14 +420,14 @@ fn line(ev: &ExecEvent) -> bytes::Bytes {
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/eval", params(("id" = String, Path)), request_body = EvalBody,
-    responses((status = 200, body = zygote_proto::agent::EvalResult)))]
+    responses((status = 200, body = EvalAnswer)))]
 pub(crate) async fn eval(
     State(s): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<EvalBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<EvalAnswer>, ApiError> {
     let sb = s.engine.get(&id)?;
-    Ok(Json(sb.eval(&body.code).await?).into_response())
+    Ok(Json(sb.eval(&body.code).await?.into()))
 }
 
 #[utoipa::path(put, path = "/v1/sandboxes/{id}/files", params(("id" = String, Path), ("path" = String, Query), ("mode" = Option<String>, Query, description = "octal permission bits")),

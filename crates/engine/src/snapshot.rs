@@ -189,6 +189,12 @@ impl Snapshot {
                 (a, b) => a.clone().or(b),
             },
             prestarted: 0,
+            dir: self.dir.display().to_string(),
+            // try_lock: `memory()` holds the lock while it reloads memory.bin,
+            // and a listing must not wait for that (the file exists then).
+            bootable: self.memory_bin().exists()
+                || self.memory.try_lock().map(|m| m.is_some()).unwrap_or(true),
+            parent_snapshot: m.parent_snapshot.clone(),
         }
     }
 }

@@ -105,13 +105,7 @@ impl Engine {
             async move {
                 match e.spawn_child(&snap, mem, &body, pre, t0).await {
                     Ok(r) => r,
-                    Err(err) => SpawnResult {
-                        sandbox: None,
-                        error: Some(crate::error_chain(&err)),
-                        running_ms: None,
-                        ready_ms: None,
-                        prestarted: false,
-                    },
+                    Err(err) => SpawnResult::failed(crate::error_chain(&err)),
                 }
             }
         });
@@ -174,11 +168,8 @@ impl Engine {
         .await;
         match started {
             Ok((running_ms, ready_ms)) => Ok(SpawnResult {
-                sandbox: Some(sb.info()),
-                error: None,
-                running_ms: Some(running_ms),
-                ready_ms: Some(ready_ms),
                 prestarted,
+                ..SpawnResult::started(sb.info(), running_ms, ready_ms)
             }),
             Err(e) => {
                 warn!(parent: &span, error = %e, "child failed; cleaning up");
