@@ -6,66 +6,98 @@ use anyhow::Result;
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
-/// `zygote --help`: the description.
-pub(crate) const LONG_ABOUT: &str = "\
+/// The first paragraph of `zygote --help` and of the manual's DESCRIPTION.
+const INTRO: &str = "\
 zygote runs Linux sandboxes as QEMU microvm guests and is built around fork:
 boot a parent once, warm it (imports, caches), snapshot it, and start any
-number of children from it copy-on-write in a fraction of a boot.
+number of children from it copy-on-write in a fraction of a boot.";
 
-DESCRIPTION
-    A root daemon (`zygote daemon`) owns every sandbox: its QEMU process, its
-    guest RAM (a memfd), its disk overlay and sockets, and a SQLite state
-    database under the home directory. Every other command is a client of the
-    daemon's REST API over its Unix socket (or TCP with a bearer token);
-    `image build` and `image ls` work on the home directory directly.
+const DESCRIPTION: &str = "\
+A root daemon (`zygote daemon`) owns every sandbox: its QEMU process, its
+guest RAM (a memfd), its disk overlay and sockets, and a SQLite state
+database under the home directory. Every other command is a client of the
+daemon's REST API over its Unix socket (or TCP with a bearer token);
+`image build` and `image ls` work on the home directory directly.
 
-    On the default socket, a command run as root starts a daemon when none
-    answers. Data goes to stdout; progress, logs and errors go to stderr.
-    Every command that prints something takes --json for one JSON document.
-    Guests run under KVM when the host has hardware virtualisation and under
-    TCG (software emulation) otherwise; `zygote doctor` says which and why.";
+On the default socket, a command run as root starts a daemon when none
+answers. Data goes to stdout; progress (on a terminal), logs and errors go
+to stderr. Every command that prints something takes --json for one JSON
+document. Guests run under KVM when the host has hardware virtualisation and
+under TCG (software emulation) otherwise; `zygote doctor` says which and why.";
 
-/// `zygote --help`: the sections after the command list.
-pub(crate) const AFTER_LONG_HELP: &str = "\
-ENVIRONMENT
-    ZYGOTE_SOCKET     Unix socket of the daemon (default /run/zygote/zygote.sock)
-    ZYGOTE_URL        base URL of a daemon on TCP, e.g. http://127.0.0.1:8889
-    ZYGOTE_TOKEN      bearer token sent with ZYGOTE_URL
-    ZYGOTE_HOME       home: state, images, sandboxes (default /var/lib/zygote)
-    ZYGOTE_AGENT_BIN  static guest agent installed by `image build`
-    ZYGOTE_QEMU       qemu-system-x86_64 to use instead of the one on PATH
-    ZYGOTE_QEMU_IMG   qemu-img to use instead of the one on PATH
-    ZYGOTE_LOG        log filter, e.g. info or zygote_engine=debug
+const ENVIRONMENT: &str = "\
+ZYGOTE_SOCKET     Unix socket of the daemon (default /run/zygote/zygote.sock)
+ZYGOTE_URL        base URL of a daemon on TCP, e.g. http://127.0.0.1:8889
+ZYGOTE_TOKEN      bearer token sent with ZYGOTE_URL
+ZYGOTE_HOME       home: state, images, sandboxes (default /var/lib/zygote)
+ZYGOTE_AGENT_BIN  static guest agent installed by `image build`
+ZYGOTE_QEMU       qemu-system-x86_64 to use instead of the one on PATH
+ZYGOTE_QEMU_IMG   qemu-img to use instead of the one on PATH
+ZYGOTE_LOG        log filter, e.g. info or zygote_engine=debug";
 
-EXAMPLES
-    Check the host, build the default image, run a command:
-        sudo zygote doctor
-        sudo zygote image build
-        zygote run -- python3 -c 'print(6 * 7)'
+const EXAMPLES: &str = "\
+Check the host, build the default image, run a command:
+    sudo zygote doctor
+    sudo zygote image build
+    zygote run -- python3 -c 'print(6 * 7)'
 
-    Keep a sandbox, use it, remove it:
-        id=$(zygote create --memory 512)
-        zygote exec \"$id\" -- sh -c 'uname -a'
-        zygote cp ./data.csv \"$id\":/root/data.csv
-        zygote eval \"$id\" 'import pandas; len(open(\"/root/data.csv\").read())'
-        zygote rm \"$id\"
+Keep a sandbox, use it, remove it:
+    id=$(zygote create --memory 512)
+    zygote exec \"$id\" -- sh -c 'uname -a'
+    zygote cp ./data.csv \"$id\":/root/data.csv
+    zygote eval \"$id\" 'len(open(\"/root/data.csv\").read())'
+    zygote rm \"$id\"
 
-    Warm once, fork many:
-        zygote snapshot create --tag np --warmup 'import numpy'
-        zygote fork np -n 8 --json | jq -r '.[].sandbox.id'
+Warm once, fork many:
+    zygote snapshot create --tag np --warmup 'import numpy'
+    zygote fork np -n 8 --json | jq -r '.[].sandbox.id'
 
-    Shell completions and the manual page:
-        zygote completions bash > /etc/bash_completion.d/zygote
-        zygote man | man -l -
+Shell completions and the manual page:
+    zygote completions bash > /etc/bash_completion.d/zygote
+    zygote man | man -l -";
 
-EXIT STATUS
-    0      success
-    1      an error (the message on stderr says what and how to fix it), a
-           failed check of `zygote doctor`, a Python error in `eval`
-    2      bad usage (unknown flag, missing argument)
-    N      `run` and `exec`: the command's own exit code
-    128+N  `run` and `exec`: the command was killed by signal N
-    124    `run` and `exec`: the command hit --timeout and was killed";
+const EXIT_STATUS: &str = "\
+0      success
+1      an error (the message on stderr says what and how to fix it), a
+       failed check of `zygote doctor`, a Python error in `eval`
+2      bad usage (unknown flag, missing argument)
+N      `run` and `exec`: the command's own exit code
+128+N  `run` and `exec`: the command was killed by signal N
+124    `run` and `exec`: the command hit --timeout and was killed";
+
+/// The sections after DESCRIPTION, for `--help` and the manual.
+const SECTIONS: [(&str, &str); 3] = [
+    ("ENVIRONMENT", ENVIRONMENT),
+    ("EXAMPLES", EXAMPLES),
+    ("EXIT STATUS", EXIT_STATUS),
+];
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("    {l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `zygote --help`: the introduction and DESCRIPTION.
+pub(crate) fn long_about() -> String {
+    format!("{INTRO}\n\nDESCRIPTION\n{}", indent(DESCRIPTION))
+}
+
+/// `zygote --help`: ENVIRONMENT, EXAMPLES and EXIT STATUS after the command list.
+pub(crate) fn after_long_help() -> String {
+    SECTIONS
+        .iter()
+        .map(|(h, t)| format!("{h}\n{}", indent(t)))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
 
 pub(crate) const DAEMON: &str = "\
 Run the daemon in the foreground (as root). It serves the REST API on a Unix
@@ -228,12 +260,45 @@ pub(crate) fn completions(a: CompletionsArgs) -> Result<u8> {
     Ok(0)
 }
 
-pub(crate) fn man() -> Result<u8> {
-    let cmd = crate::Cli::command();
+/// Escapes text for a roff no-fill block.
+fn roff_text(t: &str) -> String {
+    t.lines()
+        .map(|l| {
+            let l = l.replace('\\', "\\e").replace('-', "\\-");
+            if l.starts_with('.') || l.starts_with('\'') {
+                format!("\\&{l}")
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The manual page: clap_mangen's NAME, SYNOPSIS, DESCRIPTION, OPTIONS and
+/// SUBCOMMANDS, then ENVIRONMENT, EXAMPLES and EXIT STATUS, then VERSION.
+pub(crate) fn render_man() -> Result<Vec<u8>> {
+    let cmd = crate::Cli::command()
+        .long_about(format!("{INTRO}\n\n{DESCRIPTION}"))
+        .after_long_help(None::<&str>);
+    let man = clap_mangen::Man::new(cmd);
     let mut out = Vec::new();
-    clap_mangen::Man::new(cmd).render(&mut out)?;
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    man.render_subcommands_section(&mut out)?;
+    for (h, t) in SECTIONS {
+        out.extend_from_slice(format!(".SH \"{h}\"\n.nf\n{}\n.fi\n", roff_text(t)).as_bytes());
+    }
+    man.render_version_section(&mut out)?;
+    Ok(out)
+}
+
+pub(crate) fn man() -> Result<u8> {
     use std::io::Write;
-    std::io::stdout().write_all(&out)?;
+    std::io::stdout().write_all(&render_man()?)?;
     Ok(0)
 }
 
@@ -243,5 +308,35 @@ mod tests {
     fn the_cli_definition_is_consistent() {
         use clap::CommandFactory;
         crate::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_manual_has_every_section() {
+        let man = String::from_utf8(super::render_man().unwrap()).unwrap();
+        for s in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "SUBCOMMANDS"] {
+            assert!(man.contains(&format!(".SH {s}")), "{s}");
+        }
+        for s in ["ENVIRONMENT", "EXAMPLES", "EXIT STATUS"] {
+            assert!(man.contains(&format!(".SH \"{s}\"")), "{s}");
+        }
+        assert!(man.contains("ZYGOTE_SOCKET"));
+    }
+
+    #[test]
+    fn help_documents_every_environment_variable() {
+        use crate::env;
+        let help = super::after_long_help();
+        for v in [
+            env::SOCKET,
+            env::URL,
+            env::TOKEN,
+            env::HOME,
+            env::AGENT_BIN,
+            env::LOG,
+            env::QEMU,
+            env::QEMU_IMG,
+        ] {
+            assert!(help.contains(v), "{v} is not in ENVIRONMENT");
+        }
     }
 }

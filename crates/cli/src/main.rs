@@ -27,9 +27,9 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "zygote",
     version,
-    about,
-    long_about = help::LONG_ABOUT,
-    after_long_help = help::AFTER_LONG_HELP,
+    about = "Boot a warm Linux microVM once, then fork it in milliseconds.",
+    long_about = help::long_about(),
+    after_long_help = help::after_long_help(),
     propagate_version = true
 )]
 pub(crate) struct Cli {

@@ -67,26 +67,29 @@ pub(crate) fn hugepage_check(p: &PoolInfo) -> Check {
             format!("reserve a pool: {HUGEPAGE_HINT}"),
         );
     }
+    let surplus = if p.surplus > 0 {
+        format!(", {} surplus in use", p.surplus)
+    } else {
+        String::new()
+    };
     if free == 0 {
         return Check::warn(
             n,
             format!(
-                "pool exhausted: 0/{} {mib} MiB hugepages free ({} free, {} promised to \
-                 mappings); --hugepages falls back to 4 KiB pages",
-                p.total, p.free, p.reserved
+                "pool exhausted: 0/{pool} {mib} MiB hugepages free ({} unused but promised \
+                 to mappings{surplus}); --hugepages falls back to 4 KiB pages",
+                p.reserved
             ),
             format!(
-                "grow the pool past the {} pages in use: {HUGEPAGE_HINT} (512 more than now), \
-                 or stop what holds them",
-                p.total
+                "grow the pool past the {pool} pages in use ({HUGEPAGE_HINT}, with 512 more \
+                 than now), or stop what holds them"
             ),
         );
     }
     Check::pass(
         n,
         format!(
-            "{free}/{} free {mib} MiB hugepages ({} MiB free)",
-            p.total,
+            "{free}/{pool} free {mib} MiB hugepages ({} MiB free{surplus})",
             free * mib
         ),
     )
