@@ -49,8 +49,7 @@ fn assert_aligned(table: &str, cols: &[&str]) {
                 .unwrap_or_else(|| panic!("no {name} in {header:?}"));
             let ok = if right {
                 let end = at + name.len();
-                b.get(end - 1).is_some_and(|x| *x != b' ')
-                    && b.get(end).is_none_or(|x| *x == b' ')
+                b.get(end - 1).is_some_and(|x| *x != b' ') && b.get(end).is_none_or(|x| *x == b' ')
             } else {
                 (at == 0 || b.get(at - 1) == Some(&b' ')) && b.get(at).is_some_and(|x| *x != b' ')
             };
@@ -64,7 +63,13 @@ fn help_reads_like_a_man_page_and_completions_and_man_work() {
     let o = zygote_env(None, &["--help"]);
     assert!(o.status.success());
     let h = text(&o.stdout);
-    for s in ["DESCRIPTION", "ENVIRONMENT", "EXAMPLES", "EXIT STATUS", "Commands:"] {
+    for s in [
+        "DESCRIPTION",
+        "ENVIRONMENT",
+        "EXAMPLES",
+        "EXIT STATUS",
+        "Commands:",
+    ] {
         assert!(h.contains(s), "--help lacks {s}:\n{h}");
     }
     for v in [
@@ -81,8 +86,21 @@ fn help_reads_like_a_man_page_and_completions_and_man_work() {
     }
     // Every command's long help has examples.
     for cmd in [
-        "daemon", "image", "run", "create", "exec", "eval", "cp", "ls", "rm", "snapshot",
-        "branch", "fork", "doctor", "completions", "man",
+        "daemon",
+        "image",
+        "run",
+        "create",
+        "exec",
+        "eval",
+        "cp",
+        "ls",
+        "rm",
+        "snapshot",
+        "branch",
+        "fork",
+        "doctor",
+        "completions",
+        "man",
     ] {
         let o = zygote_env(None, &[cmd, "--help"]);
         assert!(o.status.success(), "{cmd}: {o:?}");
@@ -117,7 +135,10 @@ fn help_reads_like_a_man_page_and_completions_and_man_work() {
     assert!(text(&o2.stdout).lines().any(|l| l == "snapshot"), "{o2:?}");
     for sh in ["zsh", "fish"] {
         let o = zygote_env(None, &["completions", sh]);
-        assert!(o.status.success() && text(&o.stdout).contains("doctor"), "{sh}");
+        assert!(
+            o.status.success() && text(&o.stdout).contains("doctor"),
+            "{sh}"
+        );
     }
     let o = zygote_env(None, &["completions", "tcsh"]);
     assert_eq!(o.status.code(), Some(2));
@@ -128,7 +149,13 @@ fn help_reads_like_a_man_page_and_completions_and_man_work() {
     assert!(o.status.success());
     let m = text(&o.stdout);
     assert!(m.contains(".TH zygote 1"), "{m}");
-    for s in [".SH NAME", ".SH SYNOPSIS", ".SH DESCRIPTION", ".SH \"ENVIRONMENT\"", ".SH \"EXIT STATUS\""] {
+    for s in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH DESCRIPTION",
+        ".SH \"ENVIRONMENT\"",
+        ".SH \"EXIT STATUS\"",
+    ] {
         assert!(m.contains(s), "man lacks {s}");
     }
 }
@@ -147,7 +174,18 @@ async fn json_everywhere_and_aligned_tables() {
     let id = v["id"].as_str().unwrap().to_string();
 
     // exec --json: one document, nothing streamed, the command's exit code
-    let o = zygote(&d, &["exec", &id, "--json", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let o = zygote(
+        &d,
+        &[
+            "exec",
+            &id,
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    );
     assert_eq!(o.status.code(), Some(3), "{o:?}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["stdout"], "out\n");
@@ -156,7 +194,10 @@ async fn json_everywhere_and_aligned_tables() {
     assert_eq!(v["timed_out"], false);
     assert_eq!(v["sandbox"], id.as_str());
     assert!(text(&o.stderr).trim().is_empty(), "{o:?}");
-    let o = zygote(&d, &["exec", &id, "--json", "--timeout", "1", "--", "sleep", "30"]);
+    let o = zygote(
+        &d,
+        &["exec", &id, "--json", "--timeout", "1", "--", "sleep", "30"],
+    );
     assert_eq!(o.status.code(), Some(124));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["timed_out"], true);
@@ -165,14 +206,36 @@ async fn json_everywhere_and_aligned_tables() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("a.txt");
     std::fs::write(&src, b"hello polish").unwrap();
-    let v = ok_json(&zygote(&d, &["cp", "--json", src.to_str().unwrap(), &format!("{id}:/root/a.txt")]));
+    let v = ok_json(&zygote(
+        &d,
+        &[
+            "cp",
+            "--json",
+            src.to_str().unwrap(),
+            &format!("{id}:/root/a.txt"),
+        ],
+    ));
     assert_eq!(v["bytes"], 12);
     let dst = tmp.path().join("b.txt");
-    let v = ok_json(&zygote(&d, &["cp", "--json", &format!("{id}:/root/a.txt"), dst.to_str().unwrap()]));
-    assert_eq!((v["bytes"].as_u64(), std::fs::read(&dst).unwrap()), (Some(12), b"hello polish".to_vec()));
+    let v = ok_json(&zygote(
+        &d,
+        &[
+            "cp",
+            "--json",
+            &format!("{id}:/root/a.txt"),
+            dst.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        (v["bytes"].as_u64(), std::fs::read(&dst).unwrap()),
+        (Some(12), b"hello polish".to_vec())
+    );
 
     // branch --wait --json: the snapshot is on disk when it returns
-    let v = ok_json(&zygote(&d, &["branch", &id, "--tag", "polish", "--wait", "--json"]));
+    let v = ok_json(&zygote(
+        &d,
+        &["branch", &id, "--tag", "polish", "--wait", "--json"],
+    ));
     assert_eq!(v["tag"], "polish");
     assert_eq!(v["status"], "ready", "{v}");
     assert!(d.home.join("snapshots/polish/memory.bin").exists());
@@ -190,7 +253,11 @@ async fn json_everywhere_and_aligned_tables() {
     let o = zygote(&d, &["snapshot", "inspect", "polish"]);
     let t = text(&o.stdout);
     assert_aligned(&t, &["FIELD", "VALUE"]);
-    assert!(t.lines().any(|l| l.starts_with("status") && l.ends_with("ready")), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("status") && l.ends_with("ready")),
+        "{t}"
+    );
 
     // fork -n 2: JSON, then a table
     let v = ok_json(&zygote(&d, &["fork", "polish", "-n", "2", "--json"]));
@@ -198,7 +265,12 @@ async fn json_everywhere_and_aligned_tables() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["sandbox"]["id"].as_str().expect("child started").to_string())
+        .map(|c| {
+            c["sandbox"]["id"]
+                .as_str()
+                .expect("child started")
+                .to_string()
+        })
         .collect();
     assert_eq!(kids.len(), 2);
     let o = zygote(&d, &["fork", "polish"]);
@@ -214,7 +286,10 @@ async fn json_everywhere_and_aligned_tables() {
     let t = text(&o.stdout);
     assert_aligned(&t, &["ID", "IMAGE", "STATE", ">MEM_MIB", ">VCPUS"]);
     for k in kids.iter().chain([&id]) {
-        assert!(t.lines().any(|l| l.starts_with(k.as_str())), "{k} not in\n{t}");
+        assert!(
+            t.lines().any(|l| l.starts_with(k.as_str())),
+            "{k} not in\n{t}"
+        );
     }
 
     // image ls through the home: table and JSON
@@ -236,7 +311,10 @@ async fn json_everywhere_and_aligned_tables() {
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["removed"], false);
-    assert!(v[0]["error"].as_str().unwrap().contains("no-such-sandbox"), "{v}");
+    assert!(
+        v[0]["error"].as_str().unwrap().contains("no-such-sandbox"),
+        "{v}"
+    );
     let v = ok_json(&zygote(&d, &["snapshot", "rm", "--json", "polish"]));
     assert_eq!(v[0]["tag"], "polish");
 
@@ -246,5 +324,8 @@ async fn json_everywhere_and_aligned_tables() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["stdout"], "ran\n");
     assert!(v["sandbox"].is_string());
-    assert!(d.client.list().await.unwrap().is_empty(), "run left a sandbox");
+    assert!(
+        d.client.list().await.unwrap().is_empty(),
+        "run left a sandbox"
+    );
 }

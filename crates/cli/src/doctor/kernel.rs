@@ -189,7 +189,7 @@ fn other_process_memory() -> (Check, Check) {
                 ),
                 Ok(_) => Check::pass(
                     pn,
-                    format!("/proc/<pid>/pagemap of a child readable with page frame numbers"),
+                    "/proc/<pid>/pagemap of a child readable with page frame numbers",
                 ),
                 Err(e) => Check::warn(pn, format!("/proc/{pid}/pagemap: {e}"), hint_root),
             };
