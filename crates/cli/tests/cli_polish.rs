@@ -279,9 +279,27 @@ async fn json_everywhere_and_aligned_tables() {
     assert_aligned(&t, &["ID", ">RUNNING_MS", ">READY_MS"]);
     assert_eq!(t.lines().count(), 2, "{t}");
 
+    // On a terminal (a pty from script(1)), progress shows on stderr.
+    let o = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} fork polish", zygote_bin()),
+            "/dev/null",
+        ])
+        .env("ZYGOTE_SOCKET", &d.socket)
+        .env_remove("ZYGOTE_URL")
+        .output()
+        .expect("run script(1)");
+    assert!(o.status.success(), "{o:?}");
+    let tty = text(&o.stdout);
+    assert!(
+        tty.contains("starting 1 child from snapshot polish") && tty.contains("RUNNING_MS"),
+        "{tty:?}"
+    );
+
     // ls: every sandbox in an aligned table; --json the same ids
     let v = ok_json(&zygote(&d, &["ls", "--json"]));
-    assert_eq!(v.as_array().unwrap().len(), 4);
+    assert_eq!(v.as_array().unwrap().len(), 5);
     let o = zygote(&d, &["ls"]);
     let t = text(&o.stdout);
     assert_aligned(&t, &["ID", "IMAGE", "STATE", ">MEM_MIB", ">VCPUS"]);
@@ -305,7 +323,7 @@ async fn json_everywhere_and_aligned_tables() {
 
     // rm --all --json and snapshot rm --json: one document each
     let v = ok_json(&zygote(&d, &["rm", "--all", "--json"]));
-    assert_eq!(v.as_array().unwrap().len(), 4);
+    assert_eq!(v.as_array().unwrap().len(), 5);
     assert!(v.as_array().unwrap().iter().all(|r| r["removed"] == true));
     let o = zygote(&d, &["rm", "--json", "no-such-sandbox"]);
     assert_eq!(o.status.code(), Some(1));
