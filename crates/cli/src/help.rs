@@ -225,7 +225,13 @@ process_vm_readv, userfaultfd, cgroups, /dev/net/tun, network namespaces, KSM,
 the daemon and its token. Each check is pass, warn (zygote works without it,
 maybe slower), fail (zygote will not work) or skip, with a hint saying what to
 do. Exits 1 when any check fails. Never changes the host and never starts a
-daemon.
+daemon: with nothing on the default socket the daemon check warns (commands
+start one there as root); with --socket or --url it fails. The token check
+runs on TCP only: it fails when the daemon refuses ZYGOTE_TOKEN.
+
+Hugepages: `no pool` and `pool exhausted` warn (--hugepages then falls back to
+4 KiB pages; reserve a pool with `echo 512 | sudo tee /proc/sys/vm/nr_hugepages`);
+a pool with free pages passes with free/total.
 
 Examples:
     sudo zygote doctor
