@@ -15,6 +15,9 @@ pub(crate) const LOG: &str = "ZYGOTE_LOG";
 #[allow(dead_code)] // documented here; read by zygote-qemu
 /// QEMU binary to use instead of `qemu-system-x86_64` on PATH (daemon).
 pub(crate) const QEMU: &str = zygote_qemu::binary::ENV_QEMU;
+#[allow(dead_code)] // documented here; read by zygote-qemu
+/// qemu-img binary to use instead of `qemu-img` on PATH (daemon).
+pub(crate) const QEMU_IMG: &str = zygote_qemu::binary::ENV_QEMU_IMG;
 
 /// Default Unix socket.
 pub(crate) const DEFAULT_SOCKET: &str = "/run/zygote/zygote.sock";

@@ -94,12 +94,19 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
                     home: &home,
                     agent_bin: &agent,
                 };
+                // On a terminal: a spinner naming the step, finished steps above it.
+                // Otherwise (logs, CI): one line per step as before.
+                let spin = crate::output::Spinner::start(format!("building image {}", recipe.name));
                 let mut progress = |p: zygote_image::Progress| match p {
                     zygote_image::Progress::Step { name, detail } => {
-                        eprintln!("  {name}: {detail}")
+                        if spin.active() {
+                            spin.set(format!("{name}: {detail}"));
+                        } else {
+                            eprintln!("  {name}: {detail}");
+                        }
                     }
                     zygote_image::Progress::Done { step, secs } => {
-                        eprintln!("  {step}: done in {secs:.1} s")
+                        spin.println(&format!("  {step}: done in {secs:.1} s"))
                     }
                 };
                 Ok(zygote_image::build(&recipe, &opts, &mut progress)?)
@@ -125,22 +132,26 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
         ImageCmd::Ls { home, json } => {
             let list = zygote_image::list(&home)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                crate::output::print_json(&list)?;
             } else {
-                println!(
-                    "{:<12} {:<14} {:<10} {:>10}  KERNEL",
-                    "NAME", "ID", "RELEASE", "ROOTFS_MB"
-                );
+                use crate::output::{Align, Table};
+                let mut t = Table::new(&[
+                    ("NAME", Align::Left),
+                    ("ID", Align::Left),
+                    ("RELEASE", Align::Left),
+                    ("ROOTFS_MB", Align::Right),
+                    ("KERNEL", Align::Left),
+                ]);
                 for i in list {
-                    println!(
-                        "{:<12} {:<14} {:<10} {:>10}  {}",
+                    t.row(vec![
                         i.name,
-                        &i.id[..12.min(i.id.len())],
+                        i.id[..12.min(i.id.len())].to_string(),
                         i.release,
-                        i.rootfs_bytes / 1_000_000,
-                        i.kernel_version
-                    );
+                        (i.rootfs_bytes / 1_000_000).to_string(),
+                        i.kernel_version,
+                    ]);
                 }
+                print!("{}", t.render());
             }
             Ok(0)
         }

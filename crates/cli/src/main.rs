@@ -7,8 +7,11 @@
 mod bench;
 mod bench_fork;
 mod connect;
+mod doctor;
 mod env;
+mod help;
 mod image_cmd;
+mod output;
 mod sandbox_cmd;
 mod snapshot_cmd;
 
@@ -21,8 +24,15 @@ use clap::{Args, Parser, Subcommand};
 
 /// zygote: boot a warm Linux microVM once, then fork it in milliseconds.
 #[derive(Parser, Debug)]
-#[command(name = "zygote", version, about, long_about = None, propagate_version = true)]
-struct Cli {
+#[command(
+    name = "zygote",
+    version,
+    about = "Boot a warm Linux microVM once, then fork it in milliseconds.",
+    long_about = help::long_about(),
+    after_long_help = help::after_long_help(),
+    propagate_version = true
+)]
+pub(crate) struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -41,31 +51,50 @@ pub(crate) struct Conn {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the daemon in the foreground (as root).
+    #[command(long_about = help::DAEMON)]
     Daemon(DaemonArgs),
     /// Build and list guest images.
-    #[command(subcommand)]
+    #[command(subcommand, long_about = help::IMAGE)]
     Image(image_cmd::ImageCmd),
     /// Create a sandbox, run a command in it with output streamed, remove it.
+    #[command(long_about = help::RUN)]
     Run(sandbox_cmd::RunArgs),
     /// Create a sandbox and print its id.
+    #[command(long_about = help::CREATE)]
     Create(sandbox_cmd::CreateArgs),
     /// Run a command in a sandbox; exits with the command's code.
+    #[command(long_about = help::EXEC)]
     Exec(sandbox_cmd::ExecArgs),
     /// Evaluate Python in a sandbox's warm interpreter.
+    #[command(long_about = help::EVAL)]
     Eval(sandbox_cmd::EvalArgs),
     /// Copy a file into or out of a sandbox (`ID:/path` on exactly one side).
+    #[command(long_about = help::CP)]
     Cp(sandbox_cmd::CpArgs),
     /// List sandboxes.
+    #[command(long_about = help::LS)]
     Ls(sandbox_cmd::LsArgs),
     /// Remove sandboxes.
+    #[command(long_about = help::RM)]
     Rm(sandbox_cmd::RmArgs),
     /// Snapshots: create, list, inspect, remove.
-    #[command(subcommand)]
+    #[command(subcommand, long_about = help::SNAPSHOT)]
     Snapshot(snapshot_cmd::SnapshotCmd),
     /// Branch a running sandbox into a snapshot (the sandbox keeps running).
+    #[command(long_about = help::BRANCH)]
     Branch(snapshot_cmd::BranchArgs),
     /// Start children from a snapshot tag, or from a sandbox id (branched first).
+    #[command(long_about = help::FORK)]
     Fork(snapshot_cmd::ForkArgs),
+    /// Check this host and the daemon: what works, what is missing, how to fix it.
+    #[command(long_about = help::DOCTOR)]
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(long_about = help::COMPLETIONS)]
+    Completions(help::CompletionsArgs),
+    /// Print the manual page (roff) for `man -l -`.
+    #[command(long_about = help::MAN)]
+    Man,
     /// Benchmarks (not tests): tables of p50/p99/max.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -152,6 +181,9 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Snapshot(c) => snapshot_cmd::snapshot(c).await,
         Cmd::Branch(a) => snapshot_cmd::branch(a).await,
         Cmd::Fork(a) => snapshot_cmd::fork(a).await,
+        Cmd::Doctor(a) => doctor::run(a).await,
+        Cmd::Completions(a) => help::completions(a),
+        Cmd::Man => help::man(),
     }
 }
 

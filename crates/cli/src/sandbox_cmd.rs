@@ -55,6 +55,9 @@ pub(crate) struct RunArgs {
     /// Kill the command after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
+    /// Do not stream: print one JSON document {stdout, stderr, exit_code, signal, timed_out, duration_ms} at the end.
+    #[arg(long)]
+    json: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -92,6 +95,9 @@ pub(crate) struct ExecArgs {
     /// Kill the command after this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
+    /// Do not stream: print one JSON document {stdout, stderr, exit_code, signal, timed_out, duration_ms} at the end.
+    #[arg(long)]
+    json: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -118,6 +124,9 @@ pub(crate) struct CpArgs {
     src: String,
     /// Destination: a host path or ID:/guest/path.
     dst: String,
+    /// Print JSON {from, to, bytes}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +147,9 @@ pub(crate) struct RmArgs {
     /// Remove every sandbox.
     #[arg(long, conflicts_with = "ids")]
     all: bool,
+    /// Print JSON: [{id, removed, error}].
+    #[arg(long)]
+    json: bool,
 }
 
 fn create_body(
@@ -152,6 +164,31 @@ fn create_body(
         env,
         timeout_secs: timeout,
     }
+}
+
+/// The exit code zygote exits with for a finished command: its own code,
+/// 128+signal for a signal, 124 for a timeout (like `timeout(1)`).
+fn exit_code_of(exit_code: Option<i32>, signal: Option<i32>, timed_out: bool) -> u8 {
+    if timed_out {
+        return 124;
+    }
+    if let Some(s) = signal {
+        return (128 + s).clamp(0, 255) as u8;
+    }
+    exit_code.unwrap_or(1).clamp(0, 255) as u8
+}
+
+/// Runs an exec without streaming and prints one JSON document (with `extra`
+/// fields merged in); returns the command's exit code.
+async fn json_exec(c: &Client, id: &str, body: &ExecBody, extra: serde_json::Value) -> Result<u8> {
+    let r = c.exec(id, body).await?;
+    let code = exit_code_of(r.exit_code, r.signal, r.timed_out);
+    let mut v = serde_json::to_value(&r)?;
+    if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    crate::output::print_json(&v)?;
+    Ok(code)
 }
 
 /// Stream an exec to our stdout/stderr; returns the process's exit code
@@ -185,12 +222,8 @@ async fn stream_exec(c: &Client, id: &str, body: &ExecBody) -> Result<u8> {
         } => {
             if timed_out {
                 eprintln!("zygote: the command timed out and was killed");
-                return Ok(124);
             }
-            if let Some(s) = signal {
-                return Ok((128 + s).clamp(0, 255) as u8);
-            }
-            Ok(exit_code.unwrap_or(1).clamp(0, 255) as u8)
+            Ok(exit_code_of(exit_code, signal, timed_out))
         }
         ExecEvent::Error { error } => bail!("{error}"),
         ExecEvent::Started { .. } | ExecEvent::Stdout { .. } | ExecEvent::Stderr { .. } => {
@@ -217,11 +250,23 @@ fn exec_body(
 pub(crate) async fn run(a: RunArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
     let env = parse_env(&a.env)?;
+    let spin = crate::output::Spinner::start("booting a sandbox");
     let info = c
         .create(&create_body(&a.opts, BTreeMap::new(), None))
         .await?;
+    drop(spin);
     let body = exec_body(a.cmd, env, a.workdir, a.timeout);
-    let res = stream_exec(&c, &info.id, &body).await;
+    let res = if a.json {
+        json_exec(
+            &c,
+            &info.id,
+            &body,
+            serde_json::json!({ "sandbox": info.id }),
+        )
+        .await
+    } else {
+        stream_exec(&c, &info.id, &body).await
+    };
     let rm = c.remove(&info.id).await;
     let code = res?;
     rm.with_context(|| format!("cannot remove sandbox {}", info.id))?;
@@ -231,9 +276,11 @@ pub(crate) async fn run(a: RunArgs) -> Result<u8> {
 pub(crate) async fn create(a: CreateArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
     let env = parse_env(&a.env)?;
+    let spin = crate::output::Spinner::start("booting a sandbox");
     let info = c.create(&create_body(&a.opts, env, a.timeout)).await?;
+    drop(spin);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        crate::output::print_json(&info)?;
     } else {
         println!("{}", info.id);
     }
@@ -243,6 +290,9 @@ pub(crate) async fn create(a: CreateArgs) -> Result<u8> {
 pub(crate) async fn exec(a: ExecArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
     let body = exec_body(a.cmd, parse_env(&a.env)?, a.workdir, a.timeout);
+    if a.json {
+        return json_exec(&c, &a.id, &body, serde_json::json!({ "sandbox": a.id })).await;
+    }
     stream_exec(&c, &a.id, &body).await
 }
 
@@ -294,7 +344,13 @@ pub(crate) async fn cp(a: CpArgs) -> Result<u8> {
             let r = c
                 .upload_file(id, std::path::Path::new(&a.src), path)
                 .await?;
-            eprintln!("{} bytes -> {id}:{}", r.bytes, r.path);
+            if a.json {
+                crate::output::print_json(&serde_json::json!({
+                    "from": a.src, "to": format!("{id}:{}", r.path), "bytes": r.bytes
+                }))?;
+            } else {
+                eprintln!("{} bytes -> {id}:{}", r.bytes, r.path);
+            }
         }
         (Some((id, path)), None) => {
             let tmp = format!("{}.zygote-part", a.dst);
@@ -307,7 +363,13 @@ pub(crate) async fn cp(a: CpArgs) -> Result<u8> {
                 Ok(n) => {
                     std::fs::rename(&tmp, &a.dst)
                         .with_context(|| format!("cannot write {}", a.dst))?;
-                    eprintln!("{id}:{path} -> {} ({n} bytes)", a.dst);
+                    if a.json {
+                        crate::output::print_json(&serde_json::json!({
+                            "from": a.src, "to": a.dst, "bytes": n
+                        }))?;
+                    } else {
+                        eprintln!("{id}:{path} -> {} ({n} bytes)", a.dst);
+                    }
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&tmp);
@@ -320,32 +382,37 @@ pub(crate) async fn cp(a: CpArgs) -> Result<u8> {
 }
 
 fn table(list: &[SandboxInfo]) -> String {
-    let mut s = format!(
-        "{:<26} {:<10} {:<9} {:>7} {:>5} {:>8}  {}\n",
-        "ID", "IMAGE", "STATE", "MEM_MIB", "VCPU", "BOOT_MS", "REASON"
-    );
+    use crate::output::{Align, Table};
+    let mut t = Table::new(&[
+        ("ID", Align::Left),
+        ("IMAGE", Align::Left),
+        ("STATE", Align::Left),
+        ("MEM_MIB", Align::Right),
+        ("VCPUS", Align::Right),
+        ("BOOT_MS", Align::Right),
+        ("REASON", Align::Left),
+    ]);
     for i in list {
-        s.push_str(&format!(
-            "{:<26} {:<10} {:<9} {:>7} {:>5} {:>8}  {}\n",
-            i.id,
-            i.image,
-            i.state.as_str(),
-            i.memory_mib,
-            i.vcpus,
+        t.row(vec![
+            i.id.clone(),
+            i.image.clone(),
+            i.state.as_str().into(),
+            i.memory_mib.to_string(),
+            i.vcpus.to_string(),
             i.boot_ms
                 .map(|b| b.to_string())
                 .unwrap_or_else(|| "-".into()),
-            i.reason.clone().unwrap_or_default()
-        ));
+            i.reason.clone().unwrap_or_default(),
+        ]);
     }
-    s
+    t.render()
 }
 
 pub(crate) async fn ls(a: LsArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
     let list = c.list().await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        crate::output::print_json(&list)?;
     } else {
         print!("{}", table(&list));
     }
@@ -362,14 +429,26 @@ pub(crate) async fn rm(a: RmArgs) -> Result<u8> {
         a.ids
     };
     let mut failed = 0;
+    let mut report = Vec::new();
     for id in ids {
         match c.remove(&id).await {
-            Ok(()) => println!("{id}"),
+            Ok(()) => {
+                if !a.json {
+                    println!("{id}");
+                }
+                report.push(serde_json::json!({ "id": id, "removed": true, "error": null }));
+            }
             Err(e) => {
                 eprintln!("error: {id}: {e}");
+                report.push(
+                    serde_json::json!({ "id": id, "removed": false, "error": e.to_string() }),
+                );
                 failed += 1;
             }
         }
+    }
+    if a.json {
+        crate::output::print_json(&report)?;
     }
     Ok(if failed > 0 { 1 } else { 0 })
 }

@@ -6,7 +6,11 @@ use zygote_proto::api::{
     BranchBody, BranchMode, CreateSnapshot, ForkBody, SnapshotInfo, SpawnBody, SpawnResult,
 };
 
+use zygote_client::Client;
+use zygote_proto::api::SnapshotStatus;
+
 use crate::connect::client;
+use crate::output::{print_json, Align, Spinner, Table};
 use crate::Conn;
 
 #[derive(Subcommand, Debug)]
@@ -30,6 +34,9 @@ pub(crate) enum SnapshotCmd {
         /// Back the snapshot memory with 2 MiB hugepages.
         #[arg(long)]
         hugepages: bool,
+        /// Wait (with progress) until memory.bin is on disk.
+        #[arg(long)]
+        wait: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -42,12 +49,15 @@ pub(crate) enum SnapshotCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show one snapshot (JSON).
+    /// Show one snapshot.
     Inspect {
         #[command(flatten)]
         conn: Conn,
         /// Tag.
         tag: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete snapshots (running children are not disturbed).
     Rm {
@@ -56,6 +66,9 @@ pub(crate) enum SnapshotCmd {
         /// Tags.
         #[arg(required = true)]
         tags: Vec<String>,
+        /// Print JSON: [{tag, removed, error}].
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -77,6 +90,9 @@ pub(crate) struct BranchArgs {
     /// Live mode: QEMU's downtime limit in ms.
     #[arg(long)]
     downtime_ms: Option<u64>,
+    /// Wait (with progress) until memory.bin is on disk.
+    #[arg(long)]
+    wait: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -102,12 +118,75 @@ pub(crate) struct ForkArgs {
     json: bool,
 }
 
+fn children_of(n: u32) -> String {
+    if n == 1 {
+        "1 child".into()
+    } else {
+        format!("{n} children")
+    }
+}
+
 fn parse_mode(s: &str) -> Result<BranchMode, String> {
     match s {
         "copy" => Ok(BranchMode::Copy),
         "live" => Ok(BranchMode::Live),
         other => Err(format!("mode `{other}` is not copy or live")),
     }
+}
+
+fn status_str(s: &SnapshotInfo) -> String {
+    serde_json::to_value(s.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|p| format!("{p:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// Polls a snapshot until `memory.bin` is written (status no longer `writing`),
+/// showing progress on a terminal.
+async fn wait_persisted(c: &Client, mut s: SnapshotInfo) -> Result<SnapshotInfo> {
+    let spin = Spinner::start(format!(
+        "writing {} memory.bin ({} MB)",
+        s.tag,
+        s.memory_bytes / 1_000_000
+    ));
+    while s.status == SnapshotStatus::Writing {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        s = c.snapshot(&s.tag).await?;
+    }
+    drop(spin);
+    Ok(s)
+}
+
+fn inspect_text(s: &SnapshotInfo) -> String {
+    let mut t = Table::new(&[("FIELD", Align::Left), ("VALUE", Align::Left)]);
+    let rows: [(&str, String); 15] = [
+        ("tag", s.tag.clone()),
+        ("image", s.image.clone()),
+        (
+            "branched_from",
+            s.branched_from.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("mode", s.mode.as_str().into()),
+        ("status", status_str(s)),
+        ("memory_mib", s.memory_mib.to_string()),
+        ("vcpus", s.vcpus.to_string()),
+        ("cpu", s.cpu.clone()),
+        ("accel", s.accel.clone()),
+        ("hugepages", s.hugepages.to_string()),
+        ("pause_ms", ms(s.pause_ms)),
+        ("copy_ms", ms(s.copy_ms)),
+        ("memory_bytes", s.memory_bytes.to_string()),
+        ("vmstate_bytes", s.vmstate_bytes.to_string()),
+        ("warning", s.warning.clone().unwrap_or_else(|| "-".into())),
+    ];
+    for (k, v) in rows {
+        t.row(vec![k.into(), v]);
+    }
+    t.render()
 }
 
 fn print_snapshot(s: &SnapshotInfo, json: bool) -> Result<()> {
@@ -138,19 +217,26 @@ fn print_snapshot(s: &SnapshotInfo, json: bool) -> Result<()> {
 
 fn print_children(children: &[SpawnResult], json: bool) -> Result<u8> {
     if json {
-        println!("{}", serde_json::to_string_pretty(children)?);
+        print_json(children)?;
     } else {
+        let mut t = Table::new(&[
+            ("ID", Align::Left),
+            ("RUNNING_MS", Align::Right),
+            ("READY_MS", Align::Right),
+        ]);
         for c in children {
             match (&c.sandbox, &c.error) {
-                (Some(sb), _) => println!(
-                    "{}  running {:.0} ms  ready {:.0} ms",
-                    sb.id,
-                    c.running_ms.unwrap_or(0.0),
-                    c.ready_ms.unwrap_or(0.0)
-                ),
+                (Some(sb), _) => t.row(vec![
+                    sb.id.clone(),
+                    format!("{:.0}", c.running_ms.unwrap_or(0.0)),
+                    format!("{:.0}", c.ready_ms.unwrap_or(0.0)),
+                ]),
                 (None, Some(e)) => eprintln!("error: {e}"),
                 (None, None) => eprintln!("error: a child failed without a reason"),
             }
+        }
+        if children.iter().any(|c| c.sandbox.is_some()) {
+            print!("{}", t.render());
         }
     }
     Ok(if children.iter().all(|c| c.sandbox.is_some()) {
@@ -169,9 +255,11 @@ pub(crate) async fn snapshot(cmd: SnapshotCmd) -> Result<u8> {
             warmup,
             memory,
             hugepages,
+            wait,
             json,
         } => {
             let c = client(&conn).await?;
+            let spin = Spinner::start(format!("booting, warming up and snapshotting {tag}"));
             let s = c
                 .create_snapshot(&CreateSnapshot {
                     image,
@@ -182,51 +270,78 @@ pub(crate) async fn snapshot(cmd: SnapshotCmd) -> Result<u8> {
                     hugepages,
                 })
                 .await?;
+            drop(spin);
+            let s = if wait {
+                wait_persisted(&c, s).await?
+            } else {
+                s
+            };
             print_snapshot(&s, json)?;
         }
         SnapshotCmd::Ls { conn, json } => {
             let c = client(&conn).await?;
             let list = c.snapshots().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                print_json(&list)?;
             } else {
-                println!(
-                    "{:<24} {:<5} {:<8} {:>8} {:>9} {:>8}",
-                    "TAG", "MODE", "STATUS", "MEM_MIB", "PAUSE_MS", "MEM_MB"
-                );
-                for s in list {
-                    println!(
-                        "{:<24} {:<5} {:<8} {:>8} {:>9} {:>8}",
-                        s.tag,
-                        s.mode.as_str(),
-                        serde_json::to_value(s.status)?.as_str().unwrap_or(""),
-                        s.memory_mib,
-                        s.pause_ms
-                            .map(|p| format!("{p:.1}"))
-                            .unwrap_or_else(|| "-".into()),
-                        s.memory_bytes / 1_000_000
-                    );
+                let mut t = Table::new(&[
+                    ("TAG", Align::Left),
+                    ("IMAGE", Align::Left),
+                    ("MODE", Align::Left),
+                    ("STATUS", Align::Left),
+                    ("MEM_MIB", Align::Right),
+                    ("PAUSE_MS", Align::Right),
+                    ("MEM_MB", Align::Right),
+                    ("FROM", Align::Left),
+                ]);
+                for s in &list {
+                    t.row(vec![
+                        s.tag.clone(),
+                        s.image.clone(),
+                        s.mode.as_str().into(),
+                        status_str(s),
+                        s.memory_mib.to_string(),
+                        ms(s.pause_ms),
+                        (s.memory_bytes / 1_000_000).to_string(),
+                        s.branched_from.clone().unwrap_or_else(|| "-".into()),
+                    ]);
                 }
+                print!("{}", t.render());
             }
         }
-        SnapshotCmd::Inspect { conn, tag } => {
+        SnapshotCmd::Inspect { conn, tag, json } => {
             let c = client(&conn).await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&c.snapshot(&tag).await?)?
-            );
+            let s = c.snapshot(&tag).await?;
+            if json {
+                print_json(&s)?;
+            } else {
+                print!("{}", inspect_text(&s));
+            }
         }
-        SnapshotCmd::Rm { conn, tags } => {
+        SnapshotCmd::Rm { conn, tags, json } => {
             let c = client(&conn).await?;
             let mut failed = false;
+            let mut report = Vec::new();
             for t in tags {
                 match c.delete_snapshot(&t).await {
-                    Ok(()) => println!("{t}"),
+                    Ok(()) => {
+                        if !json {
+                            println!("{t}");
+                        }
+                        report
+                            .push(serde_json::json!({ "tag": t, "removed": true, "error": null }));
+                    }
                     Err(e) => {
                         eprintln!("error: {t}: {e}");
+                        report.push(
+                            serde_json::json!({ "tag": t, "removed": false, "error": e.to_string() }),
+                        );
                         failed = true;
                     }
                 }
+            }
+            if json {
+                print_json(&report)?;
             }
             return Ok(u8::from(failed));
         }
@@ -236,6 +351,7 @@ pub(crate) async fn snapshot(cmd: SnapshotCmd) -> Result<u8> {
 
 pub(crate) async fn branch(a: BranchArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
+    let spin = Spinner::start(format!("branching {}", a.id));
     let s = c
         .branch(
             &a.id,
@@ -248,6 +364,12 @@ pub(crate) async fn branch(a: BranchArgs) -> Result<u8> {
             },
         )
         .await?;
+    drop(spin);
+    let s = if a.wait {
+        wait_persisted(&c, s).await?
+    } else {
+        s
+    };
     print_snapshot(&s, a.json)?;
     Ok(0)
 }
@@ -260,6 +382,11 @@ pub(crate) async fn fork(a: ForkArgs) -> Result<u8> {
     // A snapshot tag, or else a sandbox id to branch first.
     match c.snapshot(&a.source).await {
         Ok(_) => {
+            let spin = Spinner::start(format!(
+                "starting {} from snapshot {}",
+                children_of(a.n),
+                a.source
+            ));
             let children = c
                 .spawn(&SpawnBody {
                     snapshot_tag: a.source.clone(),
@@ -269,9 +396,15 @@ pub(crate) async fn fork(a: ForkArgs) -> Result<u8> {
                     ..Default::default()
                 })
                 .await?;
+            drop(spin);
             print_children(&children, a.json)
         }
         Err(e) if e.status() == Some(404) || e.status() == Some(400) => {
+            let spin = Spinner::start(format!(
+                "branching {} and starting {}",
+                a.source,
+                children_of(a.n)
+            ));
             let r = c
                 .fork(
                     &a.source,
@@ -284,6 +417,7 @@ pub(crate) async fn fork(a: ForkArgs) -> Result<u8> {
                     },
                 )
                 .await?;
+            drop(spin);
             if !a.json {
                 print_snapshot(&r.snapshot, false)?;
             }

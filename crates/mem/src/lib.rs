@@ -13,6 +13,8 @@
 //!   source's allocated ranges ([`Region::copy_from`]), sealed ([`Region::seal`]),
 //!   and written to or loaded from disk ([`Region::persist`], [`Region::from_file`]).
 //! * The hugepage pool: [`pool_info`], [`nr_hugepages`], [`reserve_pool`].
+//! * Host probes for `zygote doctor`: [`probe_hugetlb_memfd`],
+//!   [`read_process_memory`], [`pagemap_entry`], [`probe_userfaultfd`].
 //!
 //! Every syscall is wrapped once (module `sys`) behind a safe function with a
 //! test. This crate knows nothing about QEMU or snapshots: it creates, sizes, maps,
@@ -25,6 +27,7 @@ mod map;
 mod memfd;
 mod persist;
 mod prefault;
+mod probe;
 mod region;
 mod seal;
 mod sys;
@@ -40,5 +43,9 @@ pub use map::Mapping;
 pub use memfd::{DataRange, MemFd, PageKind};
 pub use persist::PersistStats;
 pub use prefault::Prefault;
+pub use probe::{
+    pagemap_entry, probe_hugetlb_memfd, probe_userfaultfd, read_process_memory, PAGEMAP_PFN_MASK,
+    PAGEMAP_PRESENT,
+};
 pub use region::Region;
 pub use seal::SNAPSHOT_SEALS;

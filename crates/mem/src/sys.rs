@@ -244,6 +244,33 @@ pub(crate) fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// `process_vm_readv(pid, [buf], [addr])`: reads `buf.len()` bytes at `addr` in
+/// another process; returns how many were read.
+pub(crate) fn process_vm_read(pid: libc::pid_t, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, which is writable for its whole length and
+    // outlives the call; `remote` is only an address in the other process, which
+    // the kernel checks (EFAULT) and never dereferences in ours.
+    let n = retry(|| unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) })?;
+    Ok(n as usize)
+}
+
+/// `userfaultfd(flags)` (the raw syscall; libc has no wrapper).
+pub(crate) fn userfaultfd(flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: userfaultfd takes only an integer flag set and touches no memory of ours.
+    let raw = retry(|| unsafe { libc::syscall(libc::SYS_userfaultfd, flags) })?;
+    let raw = i32::try_from(raw).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,17 @@ pub fn qemu_img_path() -> Result<PathBuf, QemuError> {
     locate(QEMU_IMG, ENV_QEMU_IMG)
 }
 
+/// Finds `qemu-img` and returns its path and version ("qemu-img version 10.0.2 ...").
+pub fn detect_qemu_img() -> Result<(PathBuf, (u32, u32, u32)), QemuError> {
+    let path = qemu_img_path()?;
+    let output = run_version(&path)?;
+    let version = parse_version(&output).ok_or_else(|| QemuError::VersionUnparsable {
+        path: path.clone(),
+        output: output.lines().next().unwrap_or("").to_string(),
+    })?;
+    Ok((path, version))
+}
+
 /// Parses "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2...)" into (10, 0, 2).
 /// A missing micro is 0.
 pub fn parse_version(output: &str) -> Option<(u32, u32, u32)> {
