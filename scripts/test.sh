@@ -34,3 +34,9 @@ step "tests (unit, host, end-to-end)"
 export ZYGOTE_E2E=1
 export ZYGOTE_IMAGE_TESTS=${ZYGOTE_IMAGE_TESTS:-1}
 cargo test --locked --release --workspace -- --test-threads=2
+
+step "Python SDK and MCP server (against a real daemon)"
+./scripts/test-python.sh
+
+step "TypeScript SDK (node:test against a real daemon)"
+./scripts/test-typescript.sh
