@@ -163,6 +163,22 @@ async fn prestarted_children_are_faithful_fresh_and_cleaned_up() {
         qemu_processes(&home).len() >= 2,
         "pool QEMUs outlive a SIGKILLed daemon"
     );
+    // A snapshot whose CPU model differs from what this daemon starts: a copy
+    // of hot2 claiming another model (a mismatch would hang the guest).
+    let snaps = d.home.join("snapshots");
+    std::fs::create_dir_all(snaps.join("cpu-x")).unwrap();
+    for f in ["vmstate", "memory.bin"] {
+        std::fs::copy(snaps.join("hot2").join(f), snaps.join("cpu-x").join(f)).unwrap();
+    }
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(snaps.join("hot2/meta.json")).unwrap()).unwrap();
+    meta["tag"] = "cpu-x".into();
+    meta["cpu"] = "Haswell-v4".into();
+    std::fs::write(
+        snaps.join("cpu-x/meta.json"),
+        serde_json::to_vec_pretty(&meta).unwrap(),
+    )
+    .unwrap();
     let log = std::fs::File::create(d.dir.path().join("daemon2.log")).unwrap();
     d.child = Some(
         std::process::Command::new(zygote_bin())
@@ -185,6 +201,16 @@ async fn prestarted_children_are_faithful_fresh_and_cleaned_up() {
     );
     let dirs = std::fs::read_dir(d.home.join("sandboxes")).unwrap().count();
     assert_eq!(dirs, 0, "runtime directories left after recovery");
+    let e = c
+        .spawn(&SpawnBody {
+            snapshot_tag: "cpu-x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(e.to_string().contains("Haswell-v4"), "{e}");
+    assert!(e.to_string().contains("CPU"), "{e}");
     // With --prestart 0 nothing is pre-started and spawns start fresh.
     let k = c
         .spawn(&SpawnBody {
