@@ -109,8 +109,9 @@ enum BenchCmd {
 }
 
 #[derive(Args, Debug)]
+#[command(after_long_help = DAEMON_HELP)]
 struct DaemonArgs {
-    /// Unix socket to serve on.
+    /// Unix socket to serve on (no token: access is the socket's mode, 0600).
     #[arg(long, env = env::SOCKET, default_value = env::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Also serve on TCP at ADDR:PORT (bearer token required off loopback).
@@ -119,9 +120,19 @@ struct DaemonArgs {
     /// Home directory (state, images, sandboxes).
     #[arg(long, env = env::HOME, default_value = env::DEFAULT_HOME)]
     home: PathBuf,
-    /// File holding the bearer token for TCP.
+    /// File holding the bearer token for TCP (first line; at least 16 characters,
+    /// not a placeholder such as `changeme`).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Serve TCP over TLS with this PEM certificate chain (needs --listen and --tls-key).
+    #[arg(long, requires_all = ["tls_key", "listen"])]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Audit log: one JSON line per API call, reopened on SIGHUP [default: <home>/audit.log].
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
     /// Accelerator: auto, kvm or tcg.
     #[arg(long, default_value = "auto")]
     accel: String,
@@ -136,6 +147,20 @@ struct DaemonArgs {
     #[arg(long, default_value_t = zygote_engine::DEFAULT_PRESTART_MAX)]
     prestart_max: usize,
 }
+
+const DAEMON_HELP: &str = "\
+Observability:
+  GET /metrics      Prometheus text format (sandboxes by state, boot/spawn/branch/pause
+                    histograms, memory bytes by kind, requests and errors by route);
+                    behind the bearer token on TCP like every route.
+  --audit-log PATH  One JSON line per call: time, caller (unix uid/pid or ip:port, and
+                    whether a token was presented; never the token), method, path,
+                    status, latency_ms, sandbox id. `kill -HUP <pid>` reopens the file
+                    after a rotation renamed it.
+TLS:
+  --listen 0.0.0.0:8443 --token-file /etc/zygote/token --tls-cert cert.pem --tls-key key.pem
+  serves https:// on TCP (rustls; TLS 1.2 and 1.3); plain http:// to that port gets a 400.
+Signals: SIGTERM/SIGINT stop every sandbox and exit; SIGHUP reopens the audit log.";
 
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
@@ -200,6 +225,12 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
         Some(p) => Some(zygote_daemon::load_token(p)?),
         None => None,
     };
+    let tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => Some(zygote_daemon::TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together: pass both PEM files"),
+    };
+    let audit_log = a.audit_log.unwrap_or_else(|| a.home.join("audit.log"));
     let mut engine = zygote_engine::EngineConfig::new(a.home.clone());
     engine.accel = accel;
     engine.boot_timeout = std::time::Duration::from_secs(a.boot_timeout);
@@ -209,6 +240,8 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
         socket: a.socket,
         listen: a.listen,
         token,
+        tls,
+        audit_log,
         engine,
     })
     .await

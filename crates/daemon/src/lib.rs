@@ -3,20 +3,30 @@
 //! the engine. Handlers only translate between HTTP and engine calls.
 //!
 //! On SIGTERM or SIGINT it stops accepting, stops every sandbox (no QEMU, memfd,
-//! overlay or socket is left behind) and removes its socket.
+//! overlay or socket is left behind) and removes its socket. On SIGHUP it
+//! reopens its audit log.
+//!
+//! Every call is counted for `GET /metrics` ([`metrics`]) and written to the
+//! audit log ([`audit`]) by one middleware ([`observe`]); TCP may be TLS ([`tls`]).
 
+mod audit;
 mod auth;
 mod error;
 mod forkd;
+mod metrics;
+mod observe;
 mod openapi;
 mod routes;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use audit::AuditError;
 pub use auth::{load_token, TokenError};
 pub use error::ApiError;
+pub use tls::TlsError;
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
 use zygote_engine::{Engine, EngineConfig};
@@ -30,8 +40,21 @@ pub struct DaemonConfig {
     pub listen: Option<SocketAddr>,
     /// Bearer token required on TCP.
     pub token: Option<String>,
+    /// Serve TCP over TLS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+    /// The audit log (one JSON line per call).
+    pub audit_log: PathBuf,
     /// Engine settings.
     pub engine: EngineConfig,
+}
+
+/// The PEM files of the TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, server certificate first.
+    pub cert: PathBuf,
+    /// Private key of the certificate.
+    pub key: PathBuf,
 }
 
 /// Errors that stop the daemon from starting.
@@ -57,12 +80,22 @@ pub enum DaemonError {
         "another zygote daemon is already serving {0}: stop it first, or pass another --socket"
     )]
     AlreadyRunning(String),
+    /// TLS files without a TCP listener.
+    #[error("--tls-cert/--tls-key apply to the TCP listener: pass --listen ADDR:PORT too")]
+    TlsWithoutListen,
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) engine: Arc<Engine>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 /// Run the daemon until SIGTERM/SIGINT.
@@ -72,6 +105,14 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             return Err(DaemonError::TokenRequired(addr));
         }
     }
+    let tls = match (&cfg.tls, cfg.listen) {
+        (None, _) => None,
+        (Some(_), None) => return Err(DaemonError::TlsWithoutListen),
+        (Some(f), Some(_)) => Some(tls::server_config(&f.cert, &f.key)?),
+    };
+    let audit = Arc::new(audit::AuditLog::open(&cfg.audit_log)?);
+    reopen_on_sighup(audit.clone());
+    info!(path = %audit.path().display(), "audit log");
     if let Some(parent) = cfg.socket.parent() {
         std::fs::create_dir_all(parent).map_err(|source| DaemonError::Bind {
             what: cfg.socket.display().to_string(),
@@ -87,8 +128,17 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         let _ = std::fs::remove_file(&cfg.socket);
     }
     let engine = Engine::open(cfg.engine.clone())?;
+    let metrics = Arc::new(metrics::Metrics::new());
     let state = AppState {
         engine: engine.clone(),
+        metrics: metrics.clone(),
+    };
+    let observer = Arc::new(observe::Observer { metrics, audit });
+    let app = |token: Option<Arc<String>>| {
+        routes::router(state.clone(), token).layer(axum::middleware::from_fn_with_state(
+            observer.clone(),
+            observe::observe,
+        ))
     };
     let unix = UnixListener::bind(&cfg.socket).map_err(|source| DaemonError::Bind {
         what: cfg.socket.display().to_string(),
@@ -99,10 +149,10 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
-    let app = routes::router(state.clone(), None);
+    let unix_app = app(None).into_make_service_with_connect_info::<observe::Peer>();
     let mut rx = stop_rx.clone();
     servers.push(tokio::spawn(async move {
-        let _ = axum::serve(unix, app)
+        let _ = axum::serve(unix, unix_app)
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
@@ -115,16 +165,31 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
                 what: addr.to_string(),
                 source,
             })?;
-        info!(%addr, auth = cfg.token.is_some(), "serving on TCP");
-        let app = routes::router(state.clone(), cfg.token.clone().map(Arc::new));
+        info!(%addr, auth = cfg.token.is_some(), tls = tls.is_some(), "serving on TCP");
+        let tcp_app = app(cfg.token.clone().map(Arc::new))
+            .into_make_service_with_connect_info::<observe::Peer>();
         let mut rx = stop_rx.clone();
-        servers.push(tokio::spawn(async move {
-            let _ = axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
+        let stopped = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        servers.push(match tls {
+            Some(tls) => {
+                let tls = tls::TlsListener::new(tcp, tls).map_err(|source| DaemonError::Bind {
+                    what: addr.to_string(),
+                    source,
+                })?;
+                tokio::spawn(async move {
+                    let _ = axum::serve(tls, tcp_app)
+                        .with_graceful_shutdown(stopped)
+                        .await;
                 })
-                .await;
-        }));
+            }
+            None => tokio::spawn(async move {
+                let _ = axum::serve(tcp, tcp_app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+            }),
+        });
     }
 
     wait_for_signal().await;
@@ -143,6 +208,22 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(&cfg.socket);
     info!("stopped");
     Ok(())
+}
+
+/// Reopen the audit log on every SIGHUP (log rotation).
+fn reopen_on_sighup(audit: Arc<audit::AuditLog>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    info!("SIGHUP: reopening the audit log");
+                    audit.reopen();
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "cannot listen for SIGHUP: the audit log will not be reopened"),
+    }
 }
 
 async fn wait_for_signal() {

@@ -86,6 +86,7 @@ pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
         .route("/healthz", get(healthz))
         .route("/version", get(version))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(crate::metrics::handler))
         .route("/v1/images", get(list_images))
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route(
