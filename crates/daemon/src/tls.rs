@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -162,16 +162,37 @@ async fn handshake(
     let mut first = [0u8; 1];
     let n = tcp.peek(&mut first).await?;
     if n == 1 && first[0] != TLS_HANDSHAKE && first[0].is_ascii_alphabetic() {
-        let body = "{\"error\":\"this port serves HTTPS (TLS): use an https:// URL\"}";
-        let answer = format!(
-            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        tcp.write_all(answer.as_bytes()).await?;
-        let _ = tcp.shutdown().await;
+        answer_plain_http(&mut tcp).await?;
         return Ok(None);
     }
     acceptor.accept(tcp).await.map(Some)
+}
+
+/// Answer a plain HTTP request with a 400 naming https. The request head is
+/// read first and the rest drained after, so closing never resets the
+/// connection under the answer (unread data makes the kernel send RST).
+async fn answer_plain_http(tcp: &mut TcpStream) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_head = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), read_head).await;
+    let body = "{\"error\":\"this port serves HTTPS (TLS): use an https:// URL\"}";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(answer.as_bytes()).await?;
+    tcp.shutdown().await?;
+    let drain = async { while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    Ok(())
 }
 
 impl axum::serve::Listener for TlsListener {
