@@ -175,10 +175,31 @@ async fn metrics_and_audit_lines_follow_real_calls() {
         snap.memory_bytes as f64
     );
 
+    // The spawn made `ops1` hot: its pool of pre-started children refills in the
+    // background, and the gauge follows.
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = c.raw("GET", "/metrics", None, vec![]).await.unwrap();
+        let m = String::from_utf8(body).unwrap();
+        if sample(&m, "zygote_prestarted{snapshot=\"ops1\"}").unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no pre-started child of ops1 in /metrics:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let scrapes = audit_lines(&audit)
+        .iter()
+        .filter(|l| l["path"] == "/metrics")
+        .count();
+
     // The audit log: one line per call, in order (the start-up health polls first).
     let lines: Vec<serde_json::Value> = audit_lines(&audit)
         .into_iter()
         .filter(|l| l["path"] != "/healthz")
+        .take(7)
         .collect();
     let me = std::process::id();
     // 202 while the snapshot's memory.bin is still being written
@@ -212,6 +233,7 @@ async fn metrics_and_audit_lines_follow_real_calls() {
         ("GET", "/metrics", 200, None),
     ];
     assert_eq!(lines.len(), expect.len(), "{lines:#?}");
+    assert!(scrapes >= 2, "every scrape is audited");
     for (l, (method, path, status, sandbox)) in lines.iter().zip(expect) {
         assert_eq!(l["method"], *method, "{l}");
         assert_eq!(l["path"], *path, "{l}");

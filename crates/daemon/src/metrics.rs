@@ -6,6 +6,8 @@
 //! - `zygote_sandboxes{state}`: sandboxes held, by lifecycle state (every state
 //!   always present, 0 when empty).
 //! - `zygote_snapshots{status}`: snapshots, by persistence status.
+//! - `zygote_prestarted{snapshot}`: paused children kept ready per hot snapshot
+//!   (not sandboxes; their QEMUs are not in the `qemu_*` memory figures).
 //! - `zygote_memory_bytes{kind}`: `guest_configured` (sum of the RAM sizes of live
 //!   sandboxes), `qemu_rss` / `qemu_pss` / `qemu_private` (from
 //!   `/proc/<pid>/smaps_rollup` of every sandbox's QEMU; `qemu_private` is what
@@ -263,6 +265,15 @@ impl Metrics {
         }
         header(
             &mut out,
+            "zygote_prestarted",
+            "Pre-started (paused, loaded) children kept ready, by snapshot tag.",
+            "gauge",
+        );
+        for (tag, n) in &g.prestarted {
+            let _ = writeln!(out, "zygote_prestarted{{snapshot=\"{}\"}} {n}", escape(tag));
+        }
+        header(
+            &mut out,
             "zygote_memory_bytes",
             "Memory by kind: guest_configured, qemu_rss, qemu_pss, qemu_private, snapshot_ram, snapshot_persisted (on disk).",
             "gauge",
@@ -330,6 +341,7 @@ impl Metrics {
 pub(crate) struct Gauges {
     sandboxes: Vec<(&'static str, u64)>,
     snapshots: Vec<(&'static str, u64)>,
+    prestarted: Vec<(String, usize)>,
     memory: Vec<(&'static str, u64)>,
 }
 
@@ -378,12 +390,15 @@ impl Gauges {
         }
         let snapshot_ram = snaps.iter().map(|s| s.memory_bytes).sum();
         let persisted = allocated_bytes(&state.engine.home().join("snapshots"));
+        let mut prestarted: Vec<(String, usize)> = state.engine.pool_sizes().into_iter().collect();
+        prestarted.sort();
         Gauges {
             sandboxes: by_state.iter().map(|(st, n)| (st.as_str(), *n)).collect(),
             snapshots: by_status
                 .iter()
                 .map(|(st, n)| (snapshot_status(*st), *n))
                 .collect(),
+            prestarted,
             memory: vec![
                 ("guest_configured", configured),
                 ("qemu_rss", rss),
