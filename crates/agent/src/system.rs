@@ -69,13 +69,16 @@ pub(crate) fn resumed(
     }
     let mut failures = Vec::new();
     if ctx.pid1 {
-        match fs::OpenOptions::new().write(true).open("/dev/urandom") {
-            Ok(f) => {
-                if let Err(e) = sys::add_entropy_and_reseed(f.as_raw_fd(), entropy) {
-                    failures.push(format!("adding entropy: {e}"));
+        // A clock-only `Resumed` (the host's correction) carries no entropy.
+        if !entropy.is_empty() {
+            match fs::OpenOptions::new().write(true).open("/dev/urandom") {
+                Ok(f) => {
+                    if let Err(e) = sys::add_entropy_and_reseed(f.as_raw_fd(), entropy) {
+                        failures.push(format!("adding entropy: {e}"));
+                    }
                 }
+                Err(e) => failures.push(format!("opening /dev/urandom: {e}")),
             }
-            Err(e) => failures.push(format!("opening /dev/urandom: {e}")),
         }
         if unix_nanos > 0 {
             if let Err(e) = sys::set_realtime(unix_nanos) {
@@ -87,7 +90,6 @@ pub(crate) fn resumed(
                 failures.push(format!("setting the hostname: {e}"));
             }
         }
-
         if !sandbox_id.is_empty() {
             let _ = fs::create_dir_all("/run/zygote");
             if let Err(e) = fs::write("/run/zygote/sandbox_id", format!("{sandbox_id}\n")) {

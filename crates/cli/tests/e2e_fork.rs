@@ -63,8 +63,8 @@ async fn children_inherit_the_branch_point_and_are_fresh_and_isolated() {
         .exit_code,
         Some(0)
     );
-    // a background counter, ticking every 50 ms
-    d.sh(&p.id, "nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done' >/dev/null 2>&1 &").await;
+    // a background counter, ticking every 50 ms (rename: a reader never sees it half written)
+    d.sh(&p.id, "nohup sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done' >/dev/null 2>&1 &").await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let before_branch: u64 = d
         .sh(&p.id, "cat /tmp/counter")

@@ -341,13 +341,25 @@ impl Engine {
         let running_ms = t0.elapsed().as_secs_f64() * 1e3;
         let link = agent_or_death(sb, pending.finish(), timeout).await?;
         let linked_ms = t0.elapsed().as_secs_f64() * 1e3;
-        match tokio::time::timeout(Duration::from_secs(10), req.next()).await {
-            Ok(Ok(f)) if f.msg == Msg::Ok => {}
-            Ok(Ok(f)) => warn!(reply = ?f.msg, "unexpected answer to Resumed"),
-            Ok(Err(e)) => warn!(error = %e, "the agent could not apply Resumed"),
-            Err(_) => warn!("the agent did not answer Resumed within 10 s"),
-        }
+        await_resumed(&mut req).await;
         drop(req);
+        // The clock above was read before `cont` and reached the guest a cold
+        // pass later (tens to hundreds of ms under TCG): set it again now that
+        // the path is warm, before anyone is told the child is ready.
+        let unix_nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let clock = Msg::Resumed {
+            sandbox_id: String::new(),
+            hostname: String::new(),
+            unix_nanos,
+            entropy_bytes: 0,
+        };
+        match link.start(&clock, &[]).await {
+            Ok(mut r) => await_resumed(&mut r).await,
+            Err(e) => warn!(error = %e, "could not correct the child's clock"),
+        }
         let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
         let _ = sb.boot_ms.set(ready_ms as u64);
         let _ = sb.link.set(Arc::new(link));
@@ -367,4 +379,15 @@ pub(crate) struct Loaded {
     pub(crate) memory: SandboxMemory,
     pub(crate) disk: DiskState,
     pub(crate) machine: MachineFacts,
+}
+
+/// Wait for the agent's answer to a `Resumed`; a problem is logged, not fatal
+/// (the child runs; what it could not apply is in the log).
+async fn await_resumed(req: &mut crate::agent_link::Request) {
+    match tokio::time::timeout(Duration::from_secs(10), req.next()).await {
+        Ok(Ok(f)) if f.msg == Msg::Ok => {}
+        Ok(Ok(f)) => warn!(reply = ?f.msg, "unexpected answer to Resumed"),
+        Ok(Err(e)) => warn!(error = %e, "the agent could not apply Resumed"),
+        Err(_) => warn!("the agent did not answer Resumed within 10 s"),
+    }
 }
