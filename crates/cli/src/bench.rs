@@ -1,287 +1,356 @@
-//! `zygote bench sandbox`: the sandbox figures (a benchmark, not a test): cold
-//! boot to agent ready, boot reliability, exec round trip, file throughput,
-//! daemon and per-sandbox host memory. Prints p50/p99/max; `--json` for scripts.
+//! `zygote bench boot|spawn|branch`: benchmarks, not tests. Every subcommand
+//! visits all its cells once per iteration (round-robin, the starting cell
+//! rotating), so drift on a shared host spreads over every cell; measures a
+//! cold boot in the same run for a ratio; prints a table of p50/p99/max with n;
+//! and writes into `--out DIR` (default `bench-out`):
+//!
+//! - `<bench>-samples.csv`: one row per sample (bench, cell, the bench's
+//!   parameter columns, iteration, metric, value, unit);
+//! - `<bench>-summary.csv`: one row per cell and metric (n, p50, p99, max, min,
+//!   mean, cold-boot ratio, reference p50);
+//! - `<bench>-table.txt` (the printed table), `<bench>-run.txt` (command line,
+//!   host facts, warnings);
+//! - `<bench>-*.png`: charts (see [`chart`]).
+//!
+//! Sandboxes and snapshots the bench makes are tagged `bench-<pid>-...` and
+//! removed at the end, on error and on Ctrl-C.
 
+mod boot;
+mod branch;
+mod chart;
+mod host;
+mod report;
+mod spawn;
+mod stats;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use rand::RngCore;
-use serde::Serialize;
-use zygote_proto::api::{CreateSandbox, ExecBody};
+use zygote_client::Client;
+use zygote_proto::api::{
+    BranchBody, CreateSandbox, ExecBody, SnapshotStatus, SpawnBody, SpawnResult,
+};
+
+pub(crate) use boot::BootArgs;
+pub(crate) use branch::BranchArgs;
+pub(crate) use spawn::SpawnArgs;
 
 use crate::connect::client;
 use crate::Conn;
+use report::Run;
 
-#[derive(Args, Debug)]
-pub(crate) struct BenchArgs {
+pub(crate) async fn boot(a: BootArgs) -> Result<u8> {
+    boot::run(a).await
+}
+
+pub(crate) async fn spawn(a: SpawnArgs) -> Result<u8> {
+    spawn::run(a).await
+}
+
+pub(crate) async fn branch(a: BranchArgs) -> Result<u8> {
+    branch::run(a).await
+}
+
+/// Options every bench takes.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Common {
     #[command(flatten)]
     conn: Conn,
-    /// Cold boots to time (each: create, wait for the agent, remove).
-    #[arg(long, default_value_t = 5)]
-    boots: usize,
-    /// Exec round trips of `true` to time.
-    #[arg(long, default_value_t = 50)]
-    execs: usize,
-    /// Size of the file moved each way, in MiB.
-    #[arg(long, default_value_t = 64)]
-    file_mib: usize,
-    /// Transfers each way.
-    #[arg(long, default_value_t = 3)]
-    transfers: usize,
-    /// Idle sandboxes held at once for the memory figures.
-    #[arg(long, default_value_t = 4)]
-    idle: usize,
-    /// Image to boot.
+    /// Directory for the CSV files, the table and the PNG charts (created).
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// TrueType font for the chart text.
+    #[arg(long, default_value = chart::DEFAULT_FONT)]
+    font: PathBuf,
+    /// Write no PNG charts (no font needed).
     #[arg(long)]
-    image: Option<String>,
-    /// Print JSON.
+    no_charts: bool,
+    /// Print the summary rows as JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Image to boot (default: the daemon's, `python`).
+    #[arg(long)]
+    image: Option<String>,
 }
 
-/// p50/p99/max of a sample, in milliseconds.
-#[derive(Debug, Serialize)]
-pub(crate) struct Stats {
-    pub(crate) n: usize,
-    pub(crate) p50: f64,
-    pub(crate) p99: f64,
-    pub(crate) max: f64,
-}
-
-pub(crate) fn stats(mut v: Vec<f64>) -> Stats {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let pick = |q: f64| -> f64 {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-        v[i]
-    };
-    Stats {
-        n: v.len(),
-        p50: pick(0.5),
-        p99: pick(0.99),
-        max: v.last().copied().unwrap_or(f64::NAN),
+/// Checks what can be checked before any guest boots (output directory,
+/// font) and connects.
+async fn prepare(c: &Common) -> Result<Client> {
+    std::fs::create_dir_all(&c.out)
+        .with_context(|| format!("cannot create the output directory {}", c.out.display()))?;
+    let probe = c.out.join(".zygote-bench-probe");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("the output directory {} is not writable", c.out.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    if !c.no_charts {
+        chart::load_font(&c.font)?;
     }
+    let cl = client(&c.conn).await?;
+    cl.health()
+        .await
+        .context("the daemon does not answer /healthz")?;
+    Ok(cl)
 }
 
-#[derive(Debug, Serialize)]
-struct Report {
-    boots_attempted: usize,
-    boots_reached_agent: usize,
-    boot_failures: Vec<String>,
-    /// QEMU start to agent handshake, as the daemon measured it.
-    boot_ms: Stats,
-    /// The whole `POST /v1/sandboxes` call.
-    create_ms: Stats,
-    exec_true_ms: Stats,
-    upload_mb_s: Stats,
-    download_mb_s: Stats,
-    daemon_rss_idle_mib: f64,
-    daemon_rss_with_sandboxes_mib: f64,
-    idle_sandboxes: usize,
-    qemu_pss_per_sandbox_mib: f64,
-    qemu_rss_per_sandbox_mib: f64,
-    mem_available_drop_per_sandbox_mib: f64,
+/// Prints the table (or JSON), writes the CSV files and, unless `--no-charts`,
+/// the charts `draw` makes.
+fn finish(
+    run: &Run,
+    c: &Common,
+    draw: impl FnOnce(&Run, &Path) -> Result<Vec<PathBuf>>,
+) -> Result<()> {
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&run.rows())?);
+    } else {
+        print!("{}", run.table());
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut files = run.write(&c.out, &command)?;
+    if !c.no_charts {
+        files.extend(draw(run, &c.out)?);
+    }
+    for f in files {
+        eprintln!("wrote {}", f.display());
+    }
+    Ok(())
 }
 
-fn meminfo_kib(key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+/// Rejects 0 iterations and similar, naming the flag.
+fn at_least_one(flag: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        bail!("{flag} must be at least 1 (got 0)");
+    }
+    Ok(())
 }
 
-fn proc_kib(pid: u32, file: &str, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
-/// The pid of the daemon serving `socket` (scanning /proc; the bench runs on
-/// the daemon's host).
-fn daemon_pid(socket: Option<&str>) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.len() < 2 || !args[0].ends_with("zygote") || args[1] != "daemon" {
-            continue;
+/// Parses a comma-separated list of counts, e.g. `1,4,16` (empty: none).
+fn counts(flag: &str, s: &str) -> Result<Vec<u32>> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let n: u32 = part
+            .parse()
+            .map_err(|_| anyhow!("{flag}: {part:?} is not a count; give a list like 1,4,16"))?;
+        if n == 0 || n > 64 {
+            bail!("{flag}: {n} children is out of range; use 1 to 64");
         }
-        match socket {
-            None => return Some(pid),
-            Some(s) if args.iter().any(|a| a == s) => return Some(pid),
-            Some(_) => {}
+        if !v.contains(&n) {
+            v.push(n);
         }
     }
-    None
+    Ok(v)
 }
 
-pub(crate) async fn run(a: BenchArgs) -> Result<u8> {
-    let c = client(&a.conn).await?;
-    let socket = a.conn.socket.as_ref().map(|p| p.display().to_string());
-    let dpid = daemon_pid(socket.as_deref());
-    let create = CreateSandbox {
-        image: a.image.clone(),
-        ..Default::default()
-    };
-    let daemon_rss_idle = dpid
-        .and_then(|p| proc_kib(p, "status", "VmRSS:"))
-        .unwrap_or(0) as f64
-        / 1024.0;
+/// A prefix unique to this bench process, for sandbox names and tags.
+fn tag(what: &str) -> String {
+    format!("bench-{}-{what}", std::process::id())
+}
 
-    // 1. cold boots
-    let (mut boot, mut wall, mut failures) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..a.boots {
-        let t0 = Instant::now();
-        match c.create(&create).await {
-            Ok(info) => {
-                wall.push(t0.elapsed().as_secs_f64() * 1000.0);
-                boot.push(info.boot_ms.unwrap_or(0) as f64);
-                c.remove(&info.id).await?;
+/// Sandboxes and snapshots the bench holds, removed whatever happens.
+#[derive(Default)]
+struct Held {
+    sandboxes: Mutex<Vec<String>>,
+    snapshots: Mutex<Vec<String>>,
+}
+
+impl Held {
+    fn sandbox(&self, id: &str) {
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id.to_string());
+    }
+
+    fn snapshot(&self, tag: &str) {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tag.to_string());
+    }
+
+    async fn create(
+        &self,
+        c: &Client,
+        body: &CreateSandbox,
+    ) -> Result<zygote_proto::api::SandboxInfo> {
+        let info = c.create(body).await?;
+        self.sandbox(&info.id);
+        Ok(info)
+    }
+
+    async fn remove(&self, c: &Client, id: &str) -> Result<()> {
+        c.remove(id)
+            .await
+            .with_context(|| format!("cannot remove sandbox {id}"))?;
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|x| x != id);
+        Ok(())
+    }
+
+    async fn spawn(&self, c: &Client, body: &SpawnBody) -> Result<Vec<SpawnResult>> {
+        let kids = c.spawn(body).await?;
+        for k in kids.iter().filter_map(|k| k.sandbox.as_ref()) {
+            self.sandbox(&k.id);
+        }
+        Ok(kids)
+    }
+
+    async fn remove_children(&self, c: &Client, kids: &[SpawnResult]) -> Result<()> {
+        for k in kids.iter().filter_map(|k| k.sandbox.as_ref()) {
+            self.remove(c, &k.id).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_snapshot(&self, c: &Client, tag: &str) -> Result<()> {
+        c.delete_snapshot(tag)
+            .await
+            .with_context(|| format!("cannot delete snapshot {tag}"))?;
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|x| x != tag);
+        Ok(())
+    }
+
+    /// Removes what is left (after an error or Ctrl-C).
+    async fn clear(&self, c: &Client) {
+        let ids = std::mem::take(&mut *self.sandboxes.lock().unwrap_or_else(|p| p.into_inner()));
+        let tags = std::mem::take(&mut *self.snapshots.lock().unwrap_or_else(|p| p.into_inner()));
+        if !ids.is_empty() || !tags.is_empty() {
+            eprintln!(
+                "removing {} sandbox(es) and {} snapshot(s) the bench still held",
+                ids.len(),
+                tags.len()
+            );
+        }
+        for id in ids {
+            if let Err(e) = c.remove(&id).await {
+                eprintln!("warning: cannot remove sandbox {id}: {e}");
             }
-            Err(e) => failures.push(format!("boot {i}: {e}")),
         }
-        eprint!("\rboots: {}/{} ({} failed)", i + 1, a.boots, failures.len());
-    }
-    eprintln!();
-
-    // 2. exec round trips and file throughput in one sandbox
-    let sb = c.create(&create).await.context("create the exec sandbox")?;
-    let body = ExecBody {
-        argv: vec!["true".into()],
-        ..Default::default()
-    };
-    for _ in 0..3 {
-        c.exec(&sb.id, &body).await?; // warm up
-    }
-    let mut execs = Vec::new();
-    for _ in 0..a.execs {
-        let t0 = Instant::now();
-        c.exec(&sb.id, &body).await?;
-        execs.push(t0.elapsed().as_secs_f64() * 1000.0);
-    }
-    let mut data = vec![0u8; a.file_mib << 20];
-    rand::thread_rng().fill_bytes(&mut data);
-    let mb = data.len() as f64 / 1e6;
-    let (mut up, mut down) = (Vec::new(), Vec::new());
-    for _ in 0..a.transfers {
-        let t0 = Instant::now();
-        c.upload(&sb.id, "/tmp/bench.bin", data.clone()).await?;
-        up.push(mb / t0.elapsed().as_secs_f64());
-        let t0 = Instant::now();
-        let back = c.download(&sb.id, "/tmp/bench.bin").await?;
-        down.push(mb / t0.elapsed().as_secs_f64());
-        anyhow::ensure!(
-            back.len() == data.len(),
-            "download returned {} bytes",
-            back.len()
-        );
-        c.remove_path(&sb.id, "/tmp/bench.bin", false).await?;
-    }
-    c.remove(&sb.id).await?;
-
-    // 3. memory of idle sandboxes
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let avail0 = meminfo_kib("MemAvailable:").unwrap_or(0);
-    let mut held = Vec::new();
-    for _ in 0..a.idle {
-        held.push(c.create(&create).await?);
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await; // let them settle into idle
-    let avail1 = meminfo_kib("MemAvailable:").unwrap_or(0);
-    let (mut pss, mut rss) = (0u64, 0u64);
-    for s in &held {
-        if let Some(pid) = s.pid {
-            pss += proc_kib(pid, "smaps_rollup", "Pss:").unwrap_or(0);
-            rss += proc_kib(pid, "status", "VmRSS:").unwrap_or(0);
+        for t in tags {
+            if let Err(e) = c.delete_snapshot(&t).await {
+                eprintln!("warning: cannot delete snapshot {t}: {e}");
+            }
         }
     }
-    let daemon_rss_busy = dpid
-        .and_then(|p| proc_kib(p, "status", "VmRSS:"))
-        .unwrap_or(0) as f64
-        / 1024.0;
-    for s in &held {
-        c.remove(&s.id).await?;
-    }
-    let n = a.idle.max(1) as f64;
-    let report = Report {
-        boots_attempted: a.boots,
-        boots_reached_agent: a.boots - failures.len(),
-        boot_failures: failures,
-        boot_ms: stats(boot),
-        create_ms: stats(wall),
-        exec_true_ms: stats(execs),
-        upload_mb_s: stats(up),
-        download_mb_s: stats(down),
-        daemon_rss_idle_mib: daemon_rss_idle,
-        daemon_rss_with_sandboxes_mib: daemon_rss_busy,
-        idle_sandboxes: a.idle,
-        qemu_pss_per_sandbox_mib: pss as f64 / 1024.0 / n,
-        qemu_rss_per_sandbox_mib: rss as f64 / 1024.0 / n,
-        mem_available_drop_per_sandbox_mib: avail0.saturating_sub(avail1) as f64 / 1024.0 / n,
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_table(&report, &a);
-    }
-    Ok(if report.boot_failures.is_empty() {
-        0
-    } else {
-        1
-    })
 }
 
-fn print_table(r: &Report, a: &BenchArgs) {
-    let row = |name: &str, s: &Stats, unit: &str| {
-        println!(
-            "{name:<34} {:>9.1} {:>9.1} {:>9.1} {unit:<6} (n={})",
-            s.p50, s.p99, s.max, s.n
-        )
+/// Runs `body`, stopping at Ctrl-C, and then removes whatever `held` still holds.
+async fn guarded<T>(c: &Client, held: &Held, body: impl Future<Output = Result<T>>) -> Result<T> {
+    let r = tokio::select! {
+        r = body => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
-    println!("{:<34} {:>9} {:>9} {:>9}", "", "p50", "p99", "max");
-    row("cold boot to agent (daemon)", &r.boot_ms, "ms");
-    row("create call (API)", &r.create_ms, "ms");
-    row("exec `true` round trip", &r.exec_true_ms, "ms");
-    row(
-        &format!("upload {} MiB", a.file_mib),
-        &r.upload_mb_s,
-        "MB/s",
-    );
-    row(
-        &format!("download {} MiB", a.file_mib),
-        &r.download_mb_s,
-        "MB/s",
-    );
-    println!(
-        "boots reaching the agent: {} of {}",
-        r.boots_reached_agent, r.boots_attempted
-    );
-    for f in &r.boot_failures {
-        println!("  {f}");
+    held.clear(c).await;
+    r
+}
+
+/// Runs a shell command in a sandbox; fails on a non-zero exit.
+async fn sh(c: &Client, id: &str, cmd: &str) -> Result<()> {
+    let r = c
+        .exec(
+            id,
+            &ExecBody {
+                cmd: Some(cmd.into()),
+                timeout_secs: Some(600.0),
+                ..Default::default()
+            },
+        )
+        .await?;
+    if r.exit_code != Some(0) {
+        bail!(
+            "`{cmd}` exited with {:?} in {id}: {}",
+            r.exit_code,
+            r.stderr.trim()
+        );
     }
-    println!(
-        "daemon RSS: {:.1} MiB idle, {:.1} MiB with {} sandboxes",
-        r.daemon_rss_idle_mib, r.daemon_rss_with_sandboxes_mib, r.idle_sandboxes
-    );
-    println!(
-        "per idle sandbox: QEMU PSS {:.1} MiB, RSS {:.1} MiB; host MemAvailable drop {:.1} MiB",
-        r.qemu_pss_per_sandbox_mib,
-        r.qemu_rss_per_sandbox_mib,
-        r.mem_available_drop_per_sandbox_mib
-    );
+    Ok(())
+}
+
+/// One cold boot (create, agent ready, remove) into `cell`: `ready_ms` is the
+/// whole create call (request to agent ready, as a spawn's `ready_ms`),
+/// `boot_ms` the daemon's QEMU start to agent. A failed boot is a note and
+/// returns false.
+async fn cold_boot(
+    c: &Client,
+    held: &Held,
+    run: &mut Run,
+    cell: usize,
+    iteration: usize,
+    body: &CreateSandbox,
+) -> Result<bool> {
+    let t0 = Instant::now();
+    match held.create(c, body).await {
+        Ok(info) => {
+            run.add(cell, iteration, "ready_ms", ms(t0), "ms");
+            if let Some(b) = info.boot_ms {
+                run.add(cell, iteration, "boot_ms", b as f64, "ms");
+            }
+            held.remove(c, &info.id).await?;
+            Ok(true)
+        }
+        Err(e) => {
+            run.note(format!("cold boot in iteration {iteration} failed: {e}"));
+            Ok(false)
+        }
+    }
+}
+
+/// Boots a parent, warms its interpreter and branches it into `tag` (copy,
+/// persisted), then removes the parent: the snapshot spawns start from.
+async fn make_snapshot(c: &Client, held: &Held, tag: &str, create: &CreateSandbox) -> Result<()> {
+    let p = held
+        .create(c, create)
+        .await
+        .context("boot the snapshot's parent")?;
+    c.eval(&p.id, "import json, math, random").await?;
+    c.branch(
+        &p.id,
+        &BranchBody {
+            tag: Some(tag.into()),
+            wait: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .context("branch the snapshot's parent")?;
+    held.snapshot(tag);
+    held.remove(c, &p.id).await
+}
+
+/// Waits until a snapshot's `memory.bin` is written (so its disk writes stay
+/// out of the next cell); returns its persistence warning if it failed.
+async fn wait_persisted(c: &Client, tag: &str) -> Result<Option<String>> {
+    let t0 = Instant::now();
+    loop {
+        let s = c.snapshot(tag).await?;
+        match s.status {
+            SnapshotStatus::Ready => return Ok(None),
+            SnapshotStatus::Failed => return Ok(Some(s.warning.unwrap_or_default())),
+            SnapshotStatus::Writing => {}
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            bail!("snapshot {tag} was still writing memory.bin after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ms(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e3
+}
+
+/// The order of `n` cells in iteration `i`: round-robin, starting one later
+/// each iteration.
+fn rotation(n: usize, i: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (k + i) % n.max(1))
 }
 
 #[cfg(test)]
@@ -289,10 +358,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles() {
-        let s = stats((1..=100).map(|x| x as f64).collect());
-        assert_eq!((s.p50, s.p99, s.max, s.n), (50.0, 99.0, 100.0, 100));
-        let s = stats(vec![3.0]);
-        assert_eq!((s.p50, s.p99), (3.0, 3.0));
+    fn rotation_visits_every_cell_once() {
+        let v: Vec<usize> = rotation(3, 1).collect();
+        assert_eq!(v, [1, 2, 0]);
+        let v: Vec<usize> = rotation(3, 3).collect();
+        assert_eq!(v, [0, 1, 2]);
+    }
+
+    #[test]
+    fn count_lists() {
+        assert_eq!(counts("--cow", "1,4,16").unwrap(), [1, 4, 16]);
+        assert_eq!(counts("--cow", "").unwrap(), Vec::<u32>::new());
+        let e = counts("--cow", "1,x").unwrap_err().to_string();
+        assert!(e.contains("--cow") && e.contains("\"x\""), "{e}");
+        assert!(counts("--private", "0")
+            .unwrap_err()
+            .to_string()
+            .contains("1 to 64"));
+        assert!(at_least_one("--iterations", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("--iterations"));
     }
 }

@@ -5,7 +5,6 @@
 //! document for scripts.
 
 mod bench;
-mod bench_fork;
 mod connect;
 mod doctor;
 mod env;
@@ -102,10 +101,16 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchCmd {
-    /// Cold boot, boot reliability, exec round trip, file throughput, memory.
-    Sandbox(bench::BenchArgs),
-    /// Branch pauses (copy, copy + hugepages, live × load) and spawn times.
-    Fork(bench_fork::ForkBenchArgs),
+    /// Cold boot, exec round trip, file throughput, host memory; beside a
+    /// copy-on-write child (writes CSV and PNG into --out).
+    #[command(alias = "sandbox")]
+    Boot(bench::BootArgs),
+    /// Children of a snapshot: copy-on-write or private memory, 4 KiB or
+    /// hugepages, n per spawn; time to running and ready, memory per child.
+    Spawn(bench::SpawnArgs),
+    /// Parent pause of a branch: modes (copy, copy+hugepages, live) x load
+    /// in the parent (idle, rewrite:MIB, touch:MIB).
+    Branch(bench::BranchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -201,8 +206,9 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Cp(a) => sandbox_cmd::cp(a).await,
         Cmd::Ls(a) => sandbox_cmd::ls(a).await,
         Cmd::Rm(a) => sandbox_cmd::rm(a).await,
-        Cmd::Bench(BenchCmd::Sandbox(a)) => bench::run(a).await,
-        Cmd::Bench(BenchCmd::Fork(a)) => bench_fork::run(a).await,
+        Cmd::Bench(BenchCmd::Boot(a)) => bench::boot(a).await,
+        Cmd::Bench(BenchCmd::Spawn(a)) => bench::spawn(a).await,
+        Cmd::Bench(BenchCmd::Branch(a)) => bench::branch(a).await,
         Cmd::Snapshot(c) => snapshot_cmd::snapshot(c).await,
         Cmd::Branch(a) => snapshot_cmd::branch(a).await,
         Cmd::Fork(a) => snapshot_cmd::fork(a).await,

@@ -1,0 +1,455 @@
+//! `zygote bench branch`: the parent's pause (QMP STOP to RESUME) when a
+//! running sandbox is branched, per capture mode (`copy`, `copy` +
+//! hugepages, `live`, ...) and per load in the parent (idle, a region
+//! rewritten continuously, a region touched once and held), beside a cold
+//! boot of the same size in the same iterations.
+//!
+//! One parent per load, all alive at once so the loads interleave too; a
+//! rewriting parent's writer runs only while its own cells are measured
+//! (SIGSTOP/SIGCONT in the guest), so it does not load the host during the
+//! other cells. Each branch's `memory.bin` is waited for before the next cell
+//! and the snapshot deleted.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use zygote_client::Client;
+use zygote_proto::api::{BranchBody, BranchMode, CreateSandbox};
+
+use super::chart::{self, Bars};
+use super::report::Run;
+use super::{
+    at_least_one, cold_boot, finish, guarded, host, ms, prepare, rotation, sh, tag, wait_persisted,
+    Common, Held,
+};
+
+#[derive(Args, Debug)]
+pub(crate) struct BranchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Iterations; each visits every cell once (round-robin).
+    #[arg(long, default_value_t = 10)]
+    iterations: usize,
+    /// Guest RAM of each parent and of the cold boot, MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory_mib: u64,
+    /// Capture modes, one cell each: copy, copy+hugepages, live, live+hugepages.
+    #[arg(long, default_value = "copy,copy+hugepages,live")]
+    modes: String,
+    /// One parent per entry: `idle`, `rewrite:MIB` (MIB rewritten
+    /// continuously), `touch:MIB` (MIB touched once and held).
+    #[arg(long, default_value = "idle,rewrite:64,touch:600")]
+    loads: String,
+    /// `live` mode's downtime limit, ms (default: the daemon's).
+    #[arg(long)]
+    downtime_limit_ms: Option<u64>,
+    /// Seconds a rewriting parent's writer runs before its cells.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
+    /// Run hugepage cells even when the pool is too small (they report the fallback).
+    #[arg(long)]
+    allow_hugepage_fallback: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mode {
+    mode: BranchMode,
+    hugepages: bool,
+}
+
+impl Mode {
+    fn label(self) -> String {
+        format!(
+            "{}{}",
+            self.mode.as_str(),
+            if self.hugepages { "+hugepages" } else { "" }
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Load {
+    Idle,
+    Rewrite(u64),
+    Touch(u64),
+}
+
+impl Load {
+    fn label(self) -> String {
+        match self {
+            Load::Idle => "idle".into(),
+            Load::Rewrite(m) => format!("rewrite {m} MiB"),
+            Load::Touch(m) => format!("touched {m} MiB"),
+        }
+    }
+
+    fn mib(self) -> u64 {
+        match self {
+            Load::Idle => 0,
+            Load::Rewrite(m) | Load::Touch(m) => m,
+        }
+    }
+
+    /// Starts the load in the guest (a rewriter starts stopped).
+    fn start_cmd(self) -> Option<String> {
+        match self {
+            Load::Idle => None,
+            Load::Rewrite(m) => Some(format!(
+                "nohup python3 -c 'b=bytearray({m}<<20)\nwhile True:\n for i in range(0,len(b),4096): b[i]=(b[i]+1)&255' \
+                 >/dev/null 2>&1 & echo $! > {PIDFILE}; kill -STOP $(cat {PIDFILE})"
+            )),
+            Load::Touch(m) => Some(format!(
+                "rm -f /tmp/bench-touched; nohup python3 -c 'import time\nb=bytearray({m}<<20)\nfor i in range(0,len(b),4096): b[i]=1\n\
+                 open(\"/tmp/bench-touched\",\"w\").write(\"1\")\ntime.sleep(1e9)' >/dev/null 2>&1 & \
+                 while [ ! -e /tmp/bench-touched ]; do sleep 0.2; done"
+            )),
+        }
+    }
+}
+
+const PIDFILE: &str = "/tmp/bench-writer.pid";
+
+fn parse_modes(s: &str) -> Result<Vec<Mode>> {
+    let mut v = Vec::new();
+    for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (m, hp) = match p.split_once('+') {
+            Some((m, "hugepages" | "hp" | "huge")) => (m, true),
+            Some(_) => bail!("--modes: {p:?}: the only suffix is +hugepages (e.g. copy+hugepages)"),
+            None => (p, false),
+        };
+        let mode = match m {
+            "copy" => BranchMode::Copy,
+            "live" => BranchMode::Live,
+            other => bail!("--modes: {other:?} is not a branch mode; use copy, copy+hugepages, live or live+hugepages"),
+        };
+        let x = Mode {
+            mode,
+            hugepages: hp,
+        };
+        if !v.contains(&x) {
+            v.push(x);
+        }
+    }
+    if v.is_empty() {
+        bail!("--modes is empty; give e.g. copy,copy+hugepages,live");
+    }
+    Ok(v)
+}
+
+fn parse_loads(s: &str, memory_mib: u64) -> Result<Vec<Load>> {
+    let mut v = Vec::new();
+    // the guest kernel, the agent and Python need about this much besides the load
+    let room = memory_mib.saturating_sub(200);
+    for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let load = match p.split_once(':') {
+            None if p == "idle" => Load::Idle,
+            Some((kind, n)) => {
+                let m: u64 = n.trim_end_matches("MiB").parse().map_err(|_| {
+                    anyhow::anyhow!("--loads: {p:?}: {n:?} is not a size in MiB (e.g. rewrite:64)")
+                })?;
+                if m == 0 || m > room {
+                    bail!(
+                        "--loads: {p:?} does not fit a {memory_mib} MiB guest: use 1 to {room} MiB or raise --memory-mib"
+                    );
+                }
+                match kind {
+                    "rewrite" => Load::Rewrite(m),
+                    "touch" => Load::Touch(m),
+                    other => bail!(
+                        "--loads: {other:?} is not a load; use idle, rewrite:MIB or touch:MIB"
+                    ),
+                }
+            }
+            None => bail!("--loads: {p:?} is not a load; use idle, rewrite:MIB or touch:MIB"),
+        };
+        if !v.contains(&load) {
+            v.push(load);
+        }
+    }
+    if v.is_empty() {
+        bail!("--loads is empty; give e.g. idle,rewrite:64,touch:600");
+    }
+    Ok(v)
+}
+
+pub(super) async fn run(a: BranchArgs) -> Result<u8> {
+    at_least_one("--iterations", a.iterations)?;
+    let modes = parse_modes(&a.modes)?;
+    let loads = parse_loads(&a.loads, a.memory_mib)?;
+    if !(0.0..=60.0).contains(&a.warmup_secs) {
+        bail!(
+            "--warmup-secs {} is out of range; use 0 to 60",
+            a.warmup_secs
+        );
+    }
+    let need = if modes.iter().any(|m| m.hugepages) {
+        host::huge_pages_for(a.memory_mib)
+    } else {
+        0
+    };
+    let pool_warning = host::check_hugepages(
+        need,
+        &format!(
+            "the hugepage branch cells (one {} MiB snapshot at a time)",
+            a.memory_mib
+        ),
+        a.allow_hugepage_fallback,
+    )?;
+    let c = prepare(&a.common).await?;
+    let held = Held::default();
+    let mut run = Run::new(
+        "branch",
+        vec!["mode", "hugepages", "load", "dirtied_mib", "memory_mib"],
+        format!(
+            "zygote bench branch: {} MiB parents, {} iterations (cells interleaved), p99 is nearest-rank; \
+             pause_ms = parent STOP to RESUME; cold/this = a cold boot's p50 / this p50",
+            a.memory_mib, a.iterations
+        ),
+    );
+    if let Some(w) = pool_warning {
+        run.note(w);
+    }
+    let failures = guarded(&c, &held, body(&c, &held, &a, &modes, &loads, &mut run)).await?;
+    finish(&run, &a.common, |run, dir| charts(run, dir, &modes, &loads))?;
+    Ok(if failures == 0 { 0 } else { 1 })
+}
+
+fn cell_label(m: Mode, l: Load) -> String {
+    format!("{} [{}]", m.label(), l.label())
+}
+
+async fn body(
+    c: &Client,
+    held: &Held,
+    a: &BranchArgs,
+    modes: &[Mode],
+    loads: &[Load],
+    run: &mut Run,
+) -> Result<usize> {
+    let mem = a.memory_mib.to_string();
+    let cold = run.cell(
+        "cold boot",
+        &[("mode", "cold-boot".into()), ("memory_mib", mem.clone())],
+    );
+    let mut cells = Vec::new();
+    for &l in loads {
+        let row: Vec<usize> = modes
+            .iter()
+            .map(|&m| {
+                run.cell(
+                    &cell_label(m, l),
+                    &[
+                        ("mode", m.mode.as_str().into()),
+                        ("hugepages", m.hugepages.to_string()),
+                        ("load", l.label()),
+                        ("dirtied_mib", l.mib().to_string()),
+                        ("memory_mib", mem.clone()),
+                    ],
+                )
+            })
+            .collect();
+        cells.push(row);
+    }
+    run.cold = Some((cold, "ready_ms"));
+    run.ratio_metrics = vec!["pause_ms", "call_ms"];
+    let create = CreateSandbox {
+        image: a.common.image.clone(),
+        memory_mib: Some(a.memory_mib),
+        ..Default::default()
+    };
+    let mut parents = Vec::new();
+    for &l in loads {
+        let p = held
+            .create(c, &create)
+            .await
+            .with_context(|| format!("boot the parent for load {}", l.label()))?;
+        if let Some(cmd) = l.start_cmd() {
+            sh(c, &p.id, &cmd)
+                .await
+                .with_context(|| format!("start load {} in the parent", l.label()))?;
+        }
+        parents.push(p.id);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut failures = 0;
+    let mut seq = 0usize;
+    for i in 0..a.iterations {
+        // slot 0 is the cold boot, slot 1 + k load k
+        for slot in rotation(loads.len() + 1, i) {
+            if slot == 0 {
+                cold_boot(c, held, run, cold, i, &create).await?;
+                continue;
+            }
+            let li = slot - 1;
+            let (load, parent) = (loads[li], &parents[li]);
+            if matches!(load, Load::Rewrite(_)) {
+                sh(c, parent, &format!("kill -CONT $(cat {PIDFILE})")).await?;
+                tokio::time::sleep(Duration::from_secs_f64(a.warmup_secs)).await;
+            }
+            for mi in rotation(modes.len(), i) {
+                let m = modes[mi];
+                let cell = cells[li][mi];
+                seq += 1;
+                let t = tag(&format!("branch-{seq}"));
+                let t0 = Instant::now();
+                let r = c
+                    .branch(
+                        parent,
+                        &BranchBody {
+                            tag: Some(t.clone()),
+                            mode: Some(m.mode),
+                            hugepages: m.hugepages,
+                            wait: false,
+                            downtime_limit_ms: a.downtime_limit_ms,
+                        },
+                    )
+                    .await;
+                let call = ms(t0);
+                let s = match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failures += 1;
+                        run.note(format!(
+                            "{} failed in iteration {i}: {e}",
+                            cell_label(m, load)
+                        ));
+                        continue;
+                    }
+                };
+                held.snapshot(&t);
+                run.add(cell, i, "call_ms", call, "ms");
+                if let Some(p) = s.pause_ms {
+                    run.add(cell, i, "pause_ms", p, "ms");
+                }
+                if let Some(x) = s.copy_ms {
+                    run.add(cell, i, "copy_ms", x, "ms");
+                }
+                run.add(
+                    cell,
+                    i,
+                    "captured",
+                    s.memory_bytes as f64 / (1u64 << 20) as f64,
+                    "MiB",
+                );
+                if let Some(w) = &s.warning {
+                    run.note(format!("{}: {w}", cell_label(m, load)));
+                }
+                if m.hugepages && !s.hugepages {
+                    run.note(format!(
+                        "{}: the snapshot is not hugepage-backed (fallback to 4 KiB pages)",
+                        cell_label(m, load)
+                    ));
+                }
+                if let Some(w) = wait_persisted(c, &t).await? {
+                    run.note(format!("{}: memory.bin: {w}", cell_label(m, load)));
+                }
+                held.delete_snapshot(c, &t).await?;
+            }
+            if matches!(load, Load::Rewrite(_)) {
+                sh(c, parent, &format!("kill -STOP $(cat {PIDFILE})")).await?;
+            }
+        }
+        eprint!(
+            "\rbranch: iteration {}/{} ({failures} failed)",
+            i + 1,
+            a.iterations
+        );
+    }
+    eprintln!();
+    for p in &parents {
+        held.remove(c, p).await?;
+    }
+    Ok(failures)
+}
+
+fn charts(run: &Run, dir: &Path, modes: &[Mode], loads: &[Load]) -> Result<Vec<PathBuf>> {
+    let st = |label: &str, metric: &str| {
+        run.cells
+            .iter()
+            .position(|c| c.label == label)
+            .and_then(|i| run.stats_of(i, metric))
+    };
+    let cold = st("cold boot", "ready_ms").map(|s| ("cold boot (p50)".to_string(), s.p50));
+    let n = st(&cell_label(modes[0], loads[0]), "pause_ms")
+        .map(|s| s.n)
+        .unwrap_or(0);
+    let mem = run
+        .cells
+        .first()
+        .and_then(|c| c.params.last().cloned())
+        .unwrap_or_default();
+    let p = chart::bars(
+        &dir.join("branch-pause.png"),
+        &Bars {
+            title: format!(
+                "zygote bench branch: parent pause, {mem} MiB guest, n={n}: p50 (bar), p99 (whisker), max (dot)"
+            ),
+            y_desc: "pause, ms (log scale)",
+            groups: loads.iter().map(|l| l.label()).collect(),
+            series: modes.iter().map(|m| m.label()).collect(),
+            values: loads
+                .iter()
+                .map(|&l| modes.iter().map(|&m| st(&cell_label(m, l), "pause_ms")).collect())
+                .collect(),
+            log_y: true,
+            hline: cold,
+        },
+    )?;
+    Ok(vec![p])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_list() {
+        let v = parse_modes("copy,copy+hugepages,live").unwrap();
+        assert_eq!(
+            v.iter().map(|m| m.label()).collect::<Vec<_>>(),
+            ["copy", "copy+hugepages", "live"]
+        );
+        let e = parse_modes("copy+fast").unwrap_err().to_string();
+        assert!(e.contains("copy+fast") && e.contains("+hugepages"), "{e}");
+        assert!(parse_modes("snap")
+            .unwrap_err()
+            .to_string()
+            .contains("\"snap\""));
+        assert!(parse_modes("").is_err());
+    }
+
+    #[test]
+    fn loads_list() {
+        let v = parse_loads("idle,rewrite:64,touch:600", 1024).unwrap();
+        assert_eq!(v, [Load::Idle, Load::Rewrite(64), Load::Touch(600)]);
+        let e = parse_loads("touch:600", 512).unwrap_err().to_string();
+        assert!(
+            e.contains("512 MiB guest") && e.contains("--memory-mib"),
+            "{e}"
+        );
+        assert!(parse_loads("rewrite:x", 1024)
+            .unwrap_err()
+            .to_string()
+            .contains("\"x\""));
+        assert!(parse_loads("burn:5", 1024)
+            .unwrap_err()
+            .to_string()
+            .contains("\"burn\""));
+    }
+
+    #[test]
+    fn load_commands_start_and_stop() {
+        let c = Load::Rewrite(64).start_cmd().unwrap();
+        assert!(
+            c.contains("bytearray(64<<20)") && c.contains("kill -STOP"),
+            "{c}"
+        );
+        assert!(Load::Touch(600)
+            .start_cmd()
+            .unwrap()
+            .contains("bytearray(600<<20)"));
+        assert!(Load::Idle.start_cmd().is_none());
+    }
+}
