@@ -97,7 +97,7 @@ async fn body(c: &zygote_client::Client, held: &Held, a: &BootArgs, run: &mut Ru
         &[("op", "download".into()), ("memory_mib", mem.clone())],
     );
     run.cold = Some((cold, "ready_ms"));
-    run.ratio_metrics = vec!["ready_ms"];
+    run.ratio_metrics = vec!["ready_ms", "running_ms"];
 
     // the fork path's snapshot and the sandbox execs and files go to
     let snap = tag("boot");
@@ -187,7 +187,7 @@ async fn body(c: &zygote_client::Client, held: &Held, a: &BootArgs, run: &mut Ru
     eprintln!();
     held.remove(c, &sb.id).await?;
     held.delete_snapshot(c, &snap).await?;
-    run.note(format!(
+    run.fact(format!(
         "boots reaching the agent: {} of {}",
         a.iterations - failures,
         a.iterations
@@ -210,21 +210,11 @@ async fn body(c: &zygote_client::Client, held: &Held, a: &BootArgs, run: &mut Ru
         for (i, s) in ids.iter().enumerate() {
             let Some(pid) = s.pid else { continue };
             if let Some(m) = host::qemu_memory(pid) {
-                run.add(idle, i, "qemu_pss", m.pss_kib as f64 / 1024.0, "MiB");
-                run.add(
-                    idle,
-                    i,
-                    "qemu_private",
-                    m.private_kib as f64 / 1024.0,
-                    "MiB",
-                );
-                run.add(
-                    idle,
-                    i,
-                    "guest_ram_pss",
-                    m.ram_pss_kib as f64 / 1024.0,
-                    "MiB",
-                );
+                let mib = |kib: u64| kib as f64 / 1024.0;
+                run.add(idle, i, "qemu_pss", mib(m.pss_kib), "MiB");
+                run.add(idle, i, "qemu_unique", mib(m.unique_kib), "MiB");
+                run.add(idle, i, "guest_ram_pss", mib(m.ram_pss_kib), "MiB");
+                run.add(idle, i, "guest_ram_unique", mib(m.ram_unique_kib), "MiB");
             }
             if let Some(r) = host::rss_kib(pid) {
                 run.add(idle, i, "qemu_rss", r as f64 / 1024.0, "MiB");

@@ -195,6 +195,7 @@ pub(super) async fn run(a: BranchArgs) -> Result<u8> {
             "the hugepage branch cells (one {} MiB snapshot at a time)",
             a.memory_mib
         ),
+        "--modes copy,live",
         a.allow_hugepage_fallback,
     )?;
     let c = prepare(&a.common).await?;

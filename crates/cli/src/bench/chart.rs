@@ -85,9 +85,18 @@ fn y_bounds(vals: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     }
     if log {
         let lo = 10f64.powf(lo.log10().floor()).min(hi / 10.0);
-        (lo, 10f64.powf(hi.log10().ceil()).max(hi * 1.5))
+        (lo, hi * 2.5)
     } else {
         (0.0, hi * 1.15)
+    }
+}
+
+/// An axis or value label: no decimals from 10 up.
+fn tick(v: f64) -> String {
+    if v.abs() >= 10.0 || v == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
     }
 }
 
@@ -134,6 +143,7 @@ pub(crate) fn bars(path: &Path, b: &Bars<'_>) -> Result<PathBuf> {
                 .disable_x_mesh()
                 .x_labels(ng + 1)
                 .x_label_formatter(&fmt)
+                .y_label_formatter(&|y| tick(*y))
                 .y_desc(b.y_desc)
                 .label_style(("sans-serif", 16))
                 .draw()
@@ -164,6 +174,18 @@ pub(crate) fn bars(path: &Path, b: &Bars<'_>) -> Result<PathBuf> {
                         });
                         first = false;
                     }
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            tick(s.p50),
+                            (x0, s.p50.max(lo)),
+                            ("sans-serif", 14).into_font().color(&BLACK).pos(
+                                plotters::style::text_anchor::Pos::new(
+                                    plotters::style::text_anchor::HPos::Left,
+                                    plotters::style::text_anchor::VPos::Bottom,
+                                ),
+                            ),
+                        )))
+                        .map_err(ctx)?;
                     let q = (x1 - x0) / 4.0;
                     chart
                         .draw_series([
@@ -271,7 +293,14 @@ pub(crate) fn lines(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|y| tick(*y))
         .label_style(("sans-serif", 16))
         .draw()
         .map_err(ctx)?;

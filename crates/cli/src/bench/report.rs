@@ -55,6 +55,8 @@ pub(crate) struct Run {
     samples: Vec<Sample>,
     /// Warnings met during the run (hugepage fallbacks, failed children), each once.
     pub(crate) notes: Vec<String>,
+    /// Plain results that are no table row (e.g. boots reaching the agent).
+    pub(crate) facts: Vec<String>,
     /// One-line description printed above the table.
     pub(crate) title: String,
     /// The cold-boot cell and metric the ratios divide by.
@@ -74,6 +76,7 @@ impl Run {
             cells: Vec::new(),
             samples: Vec::new(),
             notes: Vec::new(),
+            facts: Vec::new(),
             title,
             cold: None,
             ratio_metrics: Vec::new(),
@@ -129,6 +132,11 @@ impl Run {
             eprintln!("warning: {msg}");
             self.notes.push(msg);
         }
+    }
+
+    /// Records a plain result line printed under the table.
+    pub(crate) fn fact(&mut self, msg: impl Into<String>) {
+        self.facts.push(msg.into());
     }
 
     /// Stats of one cell's metric.
@@ -237,6 +245,9 @@ impl Run {
                 let _ = write!(t, " {x:>10}");
             }
             let _ = writeln!(t);
+        }
+        for f in &self.facts {
+            let _ = writeln!(t, "{f}");
         }
         for n in &self.notes {
             let _ = writeln!(t, "note: {n}");

@@ -111,6 +111,7 @@ pub(super) async fn run(a: SpawnArgs) -> Result<u8> {
             private.iter().max().unwrap_or(&0),
             a.memory_mib
         ),
+        "--pages 4k",
         a.allow_hugepage_fallback,
     )?;
     let c = prepare(&a.common).await?;
@@ -224,17 +225,20 @@ async fn body(c: &Client, held: &Held, a: &SpawnArgs, kinds: &[Kind], run: &mut 
                 };
                 let mib = |kib: u64| kib as f64 / 1024.0;
                 run.add(cell, i, "guest_ram_pss", mib(m.ram_pss_kib), "MiB");
-                run.add(cell, i, "guest_ram_private", mib(m.ram_private_kib), "MiB");
+                run.add(cell, i, "guest_ram_unique", mib(m.ram_unique_kib), "MiB");
                 run.add(cell, i, "qemu_pss", mib(m.pss_kib), "MiB");
-                run.add(cell, i, "qemu_private", mib(m.private_kib), "MiB");
+                run.add(cell, i, "qemu_unique", mib(m.unique_kib), "MiB");
                 if hp && m.ram_page_kib != 2048 {
                     fell_back += 1;
                 }
             }
+            if hp {
+                run.add(cell, i, "children_on_4k_pages", fell_back as f64, "count");
+            }
             if fell_back > 0 {
                 run.note(format!(
-                    "{}: {fell_back} child(ren) in iteration {i} got 4 KiB pages, not hugepages \
-                     (the daemon falls back when the pool is short; see its log)",
+                    "{}: children got 4 KiB pages, not hugepages (the daemon falls back when \
+                     the pool is short; see children_on_4k_pages and the daemon's log)",
                     kinds[k].label()
                 ));
             }
@@ -322,8 +326,9 @@ fn charts(run: &Run, dir: &Path, kinds: &[Kind]) -> Result<Vec<PathBuf>> {
     let spawn_kinds: Vec<Kind> = kinds.iter().copied().filter(|k| *k != Kind::Cold).collect();
     let metrics = [
         ("guest_ram_pss", "guest-RAM PSS"),
-        ("guest_ram_private", "guest-RAM private"),
+        ("guest_ram_unique", "guest-RAM unique"),
         ("qemu_pss", "QEMU PSS"),
+        ("qemu_unique", "QEMU unique"),
     ];
     out.push(chart::bars(
         &dir.join("spawn-memory.png"),
