@@ -5,7 +5,8 @@
 # name, never a hard-coded host.
 set -euo pipefail
 
-need_pkgs=(qemu-system-x86 qemu-utils cpio busybox-static debootstrap e2fsprogs zstd)
+# fonts-dejavu-core: the TrueType font `zygote bench` draws its PNG charts' text with.
+need_pkgs=(qemu-system-x86 qemu-utils cpio busybox-static debootstrap e2fsprogs zstd fonts-dejavu-core)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -31,5 +31,5 @@ $Z eval "$ID" 'import math; state = [math.factorial(n) for n in range(10)]'
 $Z eval "$ID" 'sum(state)'
 $Z rm "$ID" >/dev/null
 
-echo "==> timings (zygote bench sandbox)"
-$Z bench sandbox --boots 5 --execs 50 --file-mib 64 --transfers 3 --idle 4
+echo "==> timings (zygote bench boot; CSV and charts in bench-out/)"
+$Z bench boot --iterations 5 --execs 10 --file-mib 64 --idle 4 --out bench-out

@@ -4,11 +4,14 @@
 //! rewritten continuously, a region touched once and held), beside a cold
 //! boot of the same size in the same iterations.
 //!
-//! One parent per load, all alive at once so the loads interleave too; a
-//! rewriting parent's writer runs only while its own cells are measured
-//! (SIGSTOP/SIGCONT in the guest), so it does not load the host during the
-//! other cells. Each branch's `memory.bin` is waited for before the next cell
-//! and the snapshot deleted.
+//! One parent per load and capture family (`copy` modes share one, `live`
+//! modes another: a live branch fills the holes of the parent's memfd, after
+//! which a copy branch copies the whole guest), all alive at once so the
+//! loads interleave too. A rewriting parent's writer runs only while its own
+//! cells are measured (SIGSTOP/SIGCONT in the guest), so it does not load the
+//! host during the other cells. Every parent is branched once per mode,
+//! unmeasured, before iteration 0. Each branch's `memory.bin` is waited for
+//! before the next cell and the snapshot deleted.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -260,109 +263,181 @@ async fn body(
         memory_mib: Some(a.memory_mib),
         ..Default::default()
     };
-    let mut parents = Vec::new();
-    for &l in loads {
-        let p = held
-            .create(c, &create)
-            .await
-            .with_context(|| format!("boot the parent for load {}", l.label()))?;
-        if let Some(cmd) = l.start_cmd() {
-            sh(c, &p.id, &cmd)
-                .await
-                .with_context(|| format!("start load {} in the parent", l.label()))?;
-        }
-        parents.push(p.id);
+    // One parent per load and capture family: a live branch reads every
+    // page of the parent's memfd (filling its holes), which would make later
+    // copy branches of the same parent copy the whole guest.
+    struct Group {
+        load: usize,
+        parent: String,
+        modes: Vec<usize>,
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut failures = 0;
-    let mut seq = 0usize;
+    let mut groups: Vec<Group> = Vec::new();
+    for (li, &l) in loads.iter().enumerate() {
+        for family in [BranchMode::Copy, BranchMode::Live] {
+            let ms: Vec<usize> = (0..modes.len())
+                .filter(|&i| modes[i].mode == family)
+                .collect();
+            if ms.is_empty() {
+                continue;
+            }
+            let p = held.create(c, &create).await.with_context(|| {
+                format!("boot the {} parent for load {}", family.as_str(), l.label())
+            })?;
+            if let Some(cmd) = l.start_cmd() {
+                sh(c, &p.id, &cmd)
+                    .await
+                    .with_context(|| format!("start load {} in the parent", l.label()))?;
+            }
+            groups.push(Group {
+                load: li,
+                parent: p.id,
+                modes: ms,
+            });
+        }
+    }
+    let mut b = Brancher {
+        c,
+        held,
+        a,
+        seq: 0,
+        failures: 0,
+    };
+    // one unmeasured branch per parent and mode, so iteration 0 starts from
+    // the same state as the others
+    for g in &groups {
+        b.resume(g.parent.as_str(), loads[g.load]).await?;
+        for &mi in &g.modes {
+            b.once(run, &g.parent, modes[mi], loads[g.load], None)
+                .await?;
+        }
+        b.suspend(g.parent.as_str(), loads[g.load]).await?;
+    }
+    b.failures = 0;
     for i in 0..a.iterations {
-        // slot 0 is the cold boot, slot 1 + k load k
-        for slot in rotation(loads.len() + 1, i) {
+        // slot 0 is the cold boot, slot 1 + k group k
+        for slot in rotation(groups.len() + 1, i) {
             if slot == 0 {
                 cold_boot(c, held, run, cold, i, &create).await?;
                 continue;
             }
-            let li = slot - 1;
-            let (load, parent) = (loads[li], &parents[li]);
-            if matches!(load, Load::Rewrite(_)) {
-                sh(c, parent, &format!("kill -CONT $(cat {PIDFILE})")).await?;
-                tokio::time::sleep(Duration::from_secs_f64(a.warmup_secs)).await;
+            let g = &groups[slot - 1];
+            let load = loads[g.load];
+            b.resume(&g.parent, load).await?;
+            for k in rotation(g.modes.len(), i) {
+                let mi = g.modes[k];
+                b.once(
+                    run,
+                    &g.parent,
+                    modes[mi],
+                    load,
+                    Some((cells[g.load][mi], i)),
+                )
+                .await?;
             }
-            for mi in rotation(modes.len(), i) {
-                let m = modes[mi];
-                let cell = cells[li][mi];
-                seq += 1;
-                let t = tag(&format!("branch-{seq}"));
-                let t0 = Instant::now();
-                let r = c
-                    .branch(
-                        parent,
-                        &BranchBody {
-                            tag: Some(t.clone()),
-                            mode: Some(m.mode),
-                            hugepages: m.hugepages,
-                            wait: false,
-                            downtime_limit_ms: a.downtime_limit_ms,
-                        },
-                    )
-                    .await;
-                let call = ms(t0);
-                let s = match r {
-                    Ok(s) => s,
-                    Err(e) => {
-                        failures += 1;
-                        run.note(format!(
-                            "{} failed in iteration {i}: {e}",
-                            cell_label(m, load)
-                        ));
-                        continue;
-                    }
-                };
-                held.snapshot(&t);
-                run.add(cell, i, "call_ms", call, "ms");
-                if let Some(p) = s.pause_ms {
-                    run.add(cell, i, "pause_ms", p, "ms");
-                }
-                if let Some(x) = s.copy_ms {
-                    run.add(cell, i, "copy_ms", x, "ms");
-                }
-                run.add(
-                    cell,
-                    i,
-                    "captured",
-                    s.memory_bytes as f64 / (1u64 << 20) as f64,
-                    "MiB",
-                );
-                if let Some(w) = &s.warning {
-                    run.note(format!("{}: {w}", cell_label(m, load)));
-                }
-                if m.hugepages && !s.hugepages {
-                    run.note(format!(
-                        "{}: the snapshot is not hugepage-backed (fallback to 4 KiB pages)",
-                        cell_label(m, load)
-                    ));
-                }
-                if let Some(w) = wait_persisted(c, &t).await? {
-                    run.note(format!("{}: memory.bin: {w}", cell_label(m, load)));
-                }
-                held.delete_snapshot(c, &t).await?;
-            }
-            if matches!(load, Load::Rewrite(_)) {
-                sh(c, parent, &format!("kill -STOP $(cat {PIDFILE})")).await?;
-            }
+            b.suspend(&g.parent, load).await?;
         }
         eprint!(
-            "\rbranch: iteration {}/{} ({failures} failed)",
+            "\rbranch: iteration {}/{} ({} failed)",
             i + 1,
-            a.iterations
+            a.iterations,
+            b.failures
         );
     }
     eprintln!();
-    for p in &parents {
-        held.remove(c, p).await?;
+    for g in &groups {
+        held.remove(c, &g.parent).await?;
     }
-    Ok(failures)
+    Ok(b.failures)
+}
+
+/// Branches a parent once and records the result.
+struct Brancher<'a> {
+    c: &'a Client,
+    held: &'a Held,
+    a: &'a BranchArgs,
+    seq: usize,
+    failures: usize,
+}
+
+impl Brancher<'_> {
+    /// Lets a rewriting parent's writer run (and reach a steady dirty rate).
+    async fn resume(&self, parent: &str, load: Load) -> Result<()> {
+        if matches!(load, Load::Rewrite(_)) {
+            sh(self.c, parent, &format!("kill -CONT $(cat {PIDFILE})")).await?;
+            tokio::time::sleep(Duration::from_secs_f64(self.a.warmup_secs)).await;
+        }
+        Ok(())
+    }
+
+    async fn suspend(&self, parent: &str, load: Load) -> Result<()> {
+        if matches!(load, Load::Rewrite(_)) {
+            sh(self.c, parent, &format!("kill -STOP $(cat {PIDFILE})")).await?;
+        }
+        Ok(())
+    }
+
+    /// One branch; recorded into `(cell, iteration)` when given. Waits for
+    /// `memory.bin`, then deletes the snapshot.
+    async fn once(
+        &mut self,
+        run: &mut Run,
+        parent: &str,
+        m: Mode,
+        load: Load,
+        at: Option<(usize, usize)>,
+    ) -> Result<()> {
+        let (c, held) = (self.c, self.held);
+        self.seq += 1;
+        let t = tag(&format!("branch-{}", self.seq));
+        let label = cell_label(m, load);
+        let t0 = Instant::now();
+        let r = c
+            .branch(
+                parent,
+                &BranchBody {
+                    tag: Some(t.clone()),
+                    mode: Some(m.mode),
+                    hugepages: m.hugepages,
+                    wait: false,
+                    downtime_limit_ms: self.a.downtime_limit_ms,
+                },
+            )
+            .await;
+        let call = ms(t0);
+        let s = match r {
+            Ok(s) => s,
+            Err(e) => {
+                self.failures += 1;
+                let when = at.map_or("warm-up".to_string(), |(_, i)| format!("iteration {i}"));
+                run.note(format!("{label} failed in {when}: {e}"));
+                return Ok(());
+            }
+        };
+        held.snapshot(&t);
+        if let Some((cell, i)) = at {
+            run.add(cell, i, "call_ms", call, "ms");
+            if let Some(p) = s.pause_ms {
+                run.add(cell, i, "pause_ms", p, "ms");
+            }
+            if let Some(x) = s.copy_ms {
+                run.add(cell, i, "copy_ms", x, "ms");
+            }
+            let mib = s.memory_bytes as f64 / (1u64 << 20) as f64;
+            run.add(cell, i, "captured", mib, "MiB");
+        }
+        if let Some(w) = &s.warning {
+            run.note(format!("{label}: {w}"));
+        }
+        if m.hugepages && !s.hugepages {
+            run.note(format!(
+                "{label}: the snapshot is not hugepage-backed (fallback to 4 KiB pages)"
+            ));
+        }
+        if let Some(w) = wait_persisted(c, &t).await? {
+            run.note(format!("{label}: memory.bin: {w}"));
+        }
+        held.delete_snapshot(c, &t).await
+    }
 }
 
 fn charts(run: &Run, dir: &Path, modes: &[Mode], loads: &[Load]) -> Result<Vec<PathBuf>> {
