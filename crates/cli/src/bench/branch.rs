@@ -95,13 +95,16 @@ impl Load {
         }
     }
 
-    /// Starts the load in the guest (a rewriter starts stopped).
+    /// Starts the load in the guest. A rewriter is stopped by a second exec
+    /// ([`STOP_WRITER`]): stopping it inside this one would race `nohup`
+    /// (a stopped member when the shell exits orphans the group, and the
+    /// kernel's SIGHUP then kills a writer not yet ignoring it).
     fn start_cmd(self) -> Option<String> {
         match self {
             Load::Idle => None,
             Load::Rewrite(m) => Some(format!(
                 "nohup python3 -c 'b=bytearray({m}<<20)\nwhile True:\n for i in range(0,len(b),4096): b[i]=(b[i]+1)&255' \
-                 >/dev/null 2>&1 & echo $! > {PIDFILE}; kill -STOP $(cat {PIDFILE})"
+                 >/dev/null 2>&1 & echo $! > {PIDFILE}"
             )),
             Load::Touch(m) => Some(format!(
                 "rm -f /tmp/bench-touched; nohup python3 -c 'import time\nb=bytearray({m}<<20)\nfor i in range(0,len(b),4096): b[i]=1\n\
@@ -113,6 +116,10 @@ impl Load {
 }
 
 const PIDFILE: &str = "/tmp/bench-writer.pid";
+/// Stops a rewriter, failing clearly when it is gone.
+const STOP_WRITER: &str = "p=$(cat /tmp/bench-writer.pid) && kill -0 $p && kill -STOP $p";
+/// Lets it run again.
+const CONT_WRITER: &str = "p=$(cat /tmp/bench-writer.pid) && kill -0 $p && kill -CONT $p";
 
 fn parse_modes(s: &str) -> Result<Vec<Mode>> {
     let mut v = Vec::new();
@@ -288,6 +295,11 @@ async fn body(
                     .await
                     .with_context(|| format!("start load {} in the parent", l.label()))?;
             }
+            if matches!(l, Load::Rewrite(_)) {
+                sh(c, &p.id, STOP_WRITER)
+                    .await
+                    .context("stop the parent's writer until its cells")?;
+            }
             groups.push(Group {
                 load: li,
                 parent: p.id,
@@ -363,7 +375,9 @@ impl Brancher<'_> {
     /// Lets a rewriting parent's writer run (and reach a steady dirty rate).
     async fn resume(&self, parent: &str, load: Load) -> Result<()> {
         if matches!(load, Load::Rewrite(_)) {
-            sh(self.c, parent, &format!("kill -CONT $(cat {PIDFILE})")).await?;
+            sh(self.c, parent, CONT_WRITER)
+                .await
+                .context("resume the parent's writer (did it die?)")?;
             tokio::time::sleep(Duration::from_secs_f64(self.a.warmup_secs)).await;
         }
         Ok(())
@@ -371,7 +385,9 @@ impl Brancher<'_> {
 
     async fn suspend(&self, parent: &str, load: Load) -> Result<()> {
         if matches!(load, Load::Rewrite(_)) {
-            sh(self.c, parent, &format!("kill -STOP $(cat {PIDFILE})")).await?;
+            sh(self.c, parent, STOP_WRITER)
+                .await
+                .context("stop the parent's writer (did it die?)")?;
         }
         Ok(())
     }
@@ -519,9 +535,11 @@ mod tests {
     fn load_commands_start_and_stop() {
         let c = Load::Rewrite(64).start_cmd().unwrap();
         assert!(
-            c.contains("bytearray(64<<20)") && c.contains("kill -STOP"),
+            c.contains("bytearray(64<<20)") && c.contains(PIDFILE),
             "{c}"
         );
+        assert!(!c.contains("kill"), "stopped by a second exec: {c}");
+        assert!(STOP_WRITER.contains(PIDFILE) && CONT_WRITER.contains(PIDFILE));
         assert!(Load::Touch(600)
             .start_cmd()
             .unwrap()
