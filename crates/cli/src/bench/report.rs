@@ -246,6 +246,8 @@ impl Run {
             }
             let _ = writeln!(t);
         }
+        // padding of empty trailing columns
+        let mut t: String = t.lines().map(|l| format!("{}\n", l.trim_end())).collect();
         for f in &self.facts {
             let _ = writeln!(t, "{f}");
         }
