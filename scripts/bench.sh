@@ -6,7 +6,7 @@
 # about 35-45 minutes on a quiet 2-core TCG host; run it on an otherwise idle
 # machine. The hugepage cells need the pool grown first (the bench says how
 # many pages when it is short), e.g.:
-#   echo 1300 > /proc/sys/vm/nr_hugepages
+#   echo 1280 > /proc/sys/vm/nr_hugepages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Z=${Z:-./target/release/zygote}

@@ -41,8 +41,9 @@ pub(crate) struct BranchArgs {
     /// Capture modes, one cell each: copy, copy+hugepages, live, live+hugepages.
     #[arg(long, default_value = "copy,copy+hugepages,live")]
     modes: String,
-    /// One parent per entry: `idle`, `rewrite:MIB` (MIB rewritten
-    /// continuously), `touch:MIB` (MIB touched once and held).
+    /// What the parent dirties, one row of cells per entry: `idle`,
+    /// `rewrite:MIB` (MIB rewritten continuously), `touch:MIB` (MIB touched
+    /// once and held).
     #[arg(long, default_value = "idle,rewrite:64,touch:600")]
     loads: String,
     /// `live` mode's downtime limit, ms (default: the daemon's).
