@@ -343,6 +343,37 @@ async fn wait_persisted(c: &Client, tag: &str) -> Result<Option<String>> {
     }
 }
 
+/// The daemon keeps a pool of pre-started copy-on-write children per hot
+/// snapshot and refills it in the background after each spawn. The benches
+/// wait for the refill before every cell, so those QEMU starts never overlap
+/// a measurement. `learn_pool` finds the pool's size after a first spawn (the
+/// count once it stopped growing for 3 s); `settle_pool` waits for it again.
+async fn learn_pool(c: &Client, tag: &str) -> Result<u32> {
+    let t0 = Instant::now();
+    let (mut last, mut since) = (c.snapshot(tag).await?.prestarted, Instant::now());
+    while since.elapsed() < Duration::from_secs(3) && t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = c.snapshot(tag).await?.prestarted;
+        if n != last {
+            (last, since) = (n, Instant::now());
+        }
+    }
+    Ok(last)
+}
+
+/// Waits (at most 60 s) until `tag` has `target` pre-started children again;
+/// false when it did not get there.
+async fn settle_pool(c: &Client, tag: &str, target: u32) -> Result<bool> {
+    let t0 = Instant::now();
+    while c.snapshot(tag).await?.prestarted < target {
+        if t0.elapsed() > Duration::from_secs(60) {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(true)
+}
+
 fn ms(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64() * 1e3
 }

@@ -117,9 +117,32 @@ async fn body(c: &zygote_client::Client, held: &Held, a: &BootArgs, run: &mut Ru
     rand::thread_rng().fill_bytes(&mut data);
     let mb = data.len() as f64 / 1e6;
 
+    // make the snapshot hot (the daemon then keeps pre-started children for
+    // it) and wait for that pool before every cell, so its background QEMU
+    // starts stay out of the measurements
+    let kids = held
+        .spawn(
+            c,
+            &SpawnBody {
+                snapshot_tag: snap.clone(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    held.remove_children(c, &kids).await?;
+    let pool = super::learn_pool(c, &snap).await?;
+    run.fact(format!(
+        "the daemon keeps {pool} pre-started copy-on-write children for the snapshot \
+         (the cow child comes from that pool when it is not empty)"
+    ));
     let mut failures = 0usize;
     for i in 0..a.iterations {
         for k in rotation(CELLS.len(), i) {
+            if !super::settle_pool(c, &snap, pool).await? {
+                run.note(format!(
+                    "the pool of pre-started children was not back to {pool} within 60 s"
+                ));
+            }
             match CELLS[k] {
                 "cold boot" => {
                     if !cold_boot(c, held, run, cold, i, &create).await? {
@@ -136,6 +159,8 @@ async fn body(c: &zygote_client::Client, held: &Held, a: &BootArgs, run: &mut Ru
                             },
                         )
                         .await?;
+                    let pooled = kids.iter().filter(|k| k.prestarted).count();
+                    run.add(cow, i, "from_pool", pooled as f64, "children");
                     for k in &kids {
                         if let Some(e) = &k.error {
                             run.note(format!("a copy-on-write child failed: {e}"));

@@ -174,9 +174,31 @@ async fn body(c: &Client, held: &Held, a: &SpawnArgs, kinds: &[Kind], run: &mut 
     };
     let snap = tag("spawn");
     super::make_snapshot(c, held, &snap, &create).await?;
+    // one unmeasured copy-on-write spawn makes the snapshot hot, so the
+    // daemon's pool of pre-started children is what it is in steady state
+    let kids = held
+        .spawn(
+            c,
+            &SpawnBody {
+                snapshot_tag: snap.clone(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    held.remove_children(c, &kids).await?;
+    let pool = super::learn_pool(c, &snap).await?;
+    run.fact(format!(
+        "the daemon keeps {pool} pre-started copy-on-write children for the snapshot; \
+         every cell starts with that pool refilled (from_pool: children that came from it)"
+    ));
     for i in 0..a.iterations {
         for k in rotation(kinds.len(), i) {
             let cell = cells[k];
+            if !super::settle_pool(c, &snap, pool).await? {
+                run.note(format!(
+                    "the pool of pre-started children was not back to {pool} within 60 s"
+                ));
+            }
             let (n, private, hp) = match kinds[k] {
                 Kind::Cold => {
                     cold_boot(c, held, run, cell, i, &create).await?;
@@ -199,6 +221,8 @@ async fn body(c: &Client, held: &Held, a: &SpawnArgs, kinds: &[Kind], run: &mut 
                 )
                 .await?;
             run.add(cell, i, "call_ms", ms(t0), "ms");
+            let pooled = kids.iter().filter(|k| k.prestarted).count();
+            run.add(cell, i, "from_pool", pooled as f64, "children");
             let failed: Vec<&str> = kids.iter().filter_map(|k| k.error.as_deref()).collect();
             for e in &failed {
                 run.note(format!("{}: a child failed: {e}", kinds[k].label()));
