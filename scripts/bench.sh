@@ -3,7 +3,8 @@
 # branch at full size) against the daemon on $ZYGOTE_SOCKET (or the default
 # socket), writes CSV, tables and charts into bench-out/, and copies the
 # tables and charts into docs/bench/ for the README. A benchmark, not a test:
-# about 35-45 minutes on a quiet 2-core TCG host; run it on an otherwise idle
+# about 30 minutes on a quiet 2-core TCG host (boot ~4, branch ~10, spawn
+# ~15); run it on an otherwise idle
 # machine. The hugepage cells need the pool grown first (the bench says how
 # many pages when it is short), e.g.:
 #   echo 1280 > /proc/sys/vm/nr_hugepages
