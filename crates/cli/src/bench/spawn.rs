@@ -67,6 +67,16 @@ impl Kind {
             Kind::Private(n, true) => format!("private n={n} hugepages"),
         }
     }
+
+    /// A chart axis label.
+    fn short(self) -> String {
+        match self {
+            Kind::Cold => "cold".into(),
+            Kind::Cow(n) => format!("cow {n}"),
+            Kind::Private(n, false) => format!("private {n}, 4K"),
+            Kind::Private(n, true) => format!("private {n}, 2M"),
+        }
+    }
 }
 
 fn parse_pages(s: &str) -> Result<Vec<bool>> {
@@ -357,10 +367,10 @@ fn charts(run: &Run, dir: &Path, kinds: &[Kind]) -> Result<Vec<PathBuf>> {
     out.push(chart::bars(
         &dir.join("spawn-memory.png"),
         &Bars {
-            title: "zygote bench spawn: host memory per child, p50 (bar), p99 (whisker), max (dot)"
+            title: "zygote bench spawn: host memory per child (4K / 2M pages), p50 (bar), p99 (whisker), max (dot)"
                 .into(),
             y_desc: "MiB (log scale)",
-            groups: spawn_kinds.iter().map(|k| k.label()).collect(),
+            groups: spawn_kinds.iter().map(|k| k.short()).collect(),
             series: metrics.iter().map(|m| m.1.to_string()).collect(),
             values: spawn_kinds
                 .iter()
@@ -389,5 +399,6 @@ mod tests {
     fn labels() {
         assert_eq!(Kind::Private(3, true).label(), "private n=3 hugepages");
         assert_eq!(Kind::Cow(16).label(), "cow n=16");
+        assert_eq!(Kind::Private(5, true).short(), "private 5, 2M");
     }
 }
