@@ -43,6 +43,55 @@ use crate::connect::client;
 use crate::Conn;
 use report::Run;
 
+/// Long help of `zygote bench`.
+pub(crate) const HELP: &str = "\
+Benchmarks, not tests. Every subcommand visits all its cells once per
+iteration (round-robin), measures a cold boot of the same size in the same run
+(column cold/this), prints p50/p99/max with n, and writes into --out DIR
+(default bench-out): <bench>-samples.csv (one row per sample),
+<bench>-summary.csv, <bench>-table.txt, <bench>-run.txt and PNG charts.
+
+Examples:
+    zygote bench boot --iterations 20
+    zygote bench spawn --memory-mib 512 --iterations 20 --cow 1,4,16
+    zygote bench branch --memory-mib 1024 --iterations 10 --out /tmp/b";
+
+/// Long help of `zygote bench boot`.
+pub(crate) const HELP_BOOT: &str = "\
+Cold boot to agent ready (and the daemon's QEMU-start-to-agent time), one
+copy-on-write child of a warm snapshot beside it, exec round trips of `true`,
+upload and download throughput, then host memory of idle sandboxes and of the
+daemon. Exits 1 when a boot did not reach the agent.
+
+Examples:
+    zygote bench boot --iterations 20 --execs 10 --file-mib 64 --idle 4
+    zygote bench boot --iterations 3 --no-charts --json";
+
+/// Long help of `zygote bench spawn`.
+pub(crate) const HELP_SPAWN: &str = "\
+Children of one warm snapshot: copy-on-write (--cow N,...) and private memory
+(--private N,... x --pages 4k,2m). Time to running and to agent ready (first
+and all), host memory per child (guest-RAM PSS and unique, whole-QEMU PSS and
+unique), children from the daemon's pre-started pool, and the anchor's
+published p50 beside the private cells of a 512 MiB snapshot. Hugepage cells
+need the 2 MiB pool; the bench says how many pages when it is short.
+
+Examples:
+    zygote bench spawn --memory-mib 512 --iterations 20 --private 1,3,5 --pages 4k,2m --cow \"\"
+    zygote bench spawn --memory-mib 512 --iterations 10 --private \"\" --cow 1,4,16";
+
+/// Long help of `zygote bench branch`.
+pub(crate) const HELP_BRANCH: &str = "\
+The parent's pause (QMP STOP to RESUME) when a running sandbox is branched,
+per mode (copy, copy+hugepages, live, live+hugepages) and per load in the
+parent (idle, rewrite:MIB rewritten continuously, touch:MIB touched once).
+Also the branch call's time and the captured guest RAM. Exits 1 when a
+branch failed.
+
+Examples:
+    zygote bench branch --memory-mib 1024 --iterations 10
+    zygote bench branch --modes live --loads rewrite:64 --downtime-limit-ms 10";
+
 pub(crate) async fn boot(a: BootArgs) -> Result<u8> {
     boot::run(a).await
 }

@@ -94,8 +94,8 @@ enum Cmd {
     /// Print the manual page (roff) for `man -l -`.
     #[command(long_about = help::MAN)]
     Man,
-    /// Benchmarks (not tests): tables of p50/p99/max.
-    #[command(subcommand)]
+    /// Benchmarks (not tests): tables of p50/p99/max, CSV and PNG charts.
+    #[command(subcommand, long_about = bench::HELP)]
     Bench(BenchCmd),
 }
 
@@ -103,13 +103,15 @@ enum Cmd {
 enum BenchCmd {
     /// Cold boot, exec round trip, file throughput, host memory; beside a
     /// copy-on-write child (writes CSV and PNG into --out).
-    #[command(alias = "sandbox")]
+    #[command(alias = "sandbox", long_about = bench::HELP_BOOT)]
     Boot(bench::BootArgs),
     /// Children of a snapshot: copy-on-write or private memory, 4 KiB or
     /// hugepages, n per spawn; time to running and ready, memory per child.
+    #[command(long_about = bench::HELP_SPAWN)]
     Spawn(bench::SpawnArgs),
     /// Parent pause of a branch: modes (copy, copy+hugepages, live) x load
     /// in the parent (idle, rewrite:MIB, touch:MIB).
+    #[command(long_about = bench::HELP_BRANCH)]
     Branch(bench::BranchArgs),
 }
 
