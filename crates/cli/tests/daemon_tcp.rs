@@ -9,14 +9,6 @@ use std::time::Duration;
 use common::*;
 use zygote_client::{Client, Endpoint};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn tcp_needs_the_bearer_token() {
     let tmp = tempfile::tempdir().unwrap();

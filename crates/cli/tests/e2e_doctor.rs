@@ -189,14 +189,6 @@ fn doctor_fails_without_image_or_daemon() {
     assert!(text.lines().last().unwrap().contains(" fail, "), "{text}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_reaches_a_real_daemon_and_checks_its_token() {
     if !require_e2e() {

@@ -86,14 +86,6 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn warning(v: &Value) -> String {
     v["warning"].as_str().unwrap_or_default().to_string()
 }

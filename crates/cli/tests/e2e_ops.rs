@@ -18,14 +18,6 @@ use zygote_proto::api::{BranchBody, SnapshotStatus, SpawnBody};
 
 const TOKEN: &str = "Ops-e2e-Token-5f1c9a7e3b2d4068";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The value of the one sample line `series` (exact name and labels).
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
