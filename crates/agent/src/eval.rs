@@ -81,7 +81,13 @@ impl Interp {
     /// Start the interpreter now if it is not running (at agent start).
     pub(crate) fn warm(&self) {
         let mut st = lock(&self.state);
-        if st.as_ref().is_some_and(|p| p.alive.load(Ordering::Acquire)) {
+        // Only the first interpreter is warmed here: if an eval got the lock
+        // first and its interpreter has since died, the next eval restarts it
+        // and tells the caller the state was lost (a warm start here would
+        // silently hide that).
+        if self.ever_started.load(Ordering::Acquire)
+            || st.as_ref().is_some_and(|p| p.alive.load(Ordering::Acquire))
+        {
             return;
         }
         // Only root can undo the niceness afterwards (dev mode runs as a user).
