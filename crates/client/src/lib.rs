@@ -289,9 +289,14 @@ impl Client {
         Ok(())
     }
 
-    /// `POST /v1/sandboxes` with a snapshot: children.
+    /// `POST /v1/snapshots/{tag}/spawn`: children of the snapshot `body.snapshot_tag`.
     pub async fn spawn(&self, body: &SpawnBody) -> Result<Vec<SpawnResult>, ClientError> {
-        self.json(Method::POST, "/v1/sandboxes", Some(body)).await
+        self.json(
+            Method::POST,
+            &format!("/v1/snapshots/{}/spawn", encode_query(&body.snapshot_tag)),
+            Some(body),
+        )
+        .await
     }
 
     /// `POST /v1/sandboxes/{id}/branch`
@@ -409,7 +414,7 @@ impl Client {
 
     /// `POST /v1/sandboxes/{id}/eval`
     pub async fn eval(&self, id: &str, code: &str) -> Result<EvalResult, ClientError> {
-        let a: zygote_proto::api::EvalAnswer = self
+        let a: zygote_proto::compat::EvalAnswer = self
             .json(
                 Method::POST,
                 &format!("/v1/sandboxes/{}/eval", encode_query(id)),

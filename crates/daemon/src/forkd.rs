@@ -1,18 +1,17 @@
 //! forkd compatibility: the request bodies our routes share with forkd's v1
-//! API are supersets ([`ExecRequest`], [`SpawnRequest`], [`BranchRequest`]);
-//! this module validates them and maps forkd's fields onto ours, collecting a
-//! warning for each flag that is accepted but means nothing here. It also
-//! implements `DELETE /v1/snapshots/{tag}?cascade=&force=` over engine calls.
+//! API are supersets ([`ExecRequest`], [`SpawnRequest`], [`BranchRequest`], in
+//! `zygote_proto::compat`); this module validates them and maps forkd's fields
+//! onto ours, collecting a warning for each flag that is accepted but means
+//! nothing here, and reads `DELETE /v1/snapshots/{tag}?cascade=&force=`.
 //! docs/forkd-compat.md documents the mapping. Nothing here knows about QEMU.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::HashMap;
 
-use zygote_engine::{Engine, EngineError};
+use zygote_engine::{DeleteScope, SnapshotDeletion};
 use zygote_proto::api::{
-    BranchBody, BranchMode, BranchRequest, ExecBody, ExecRequest, ExecResult, RequestedBranchMode,
-    SandboxInfo, SnapshotDeleted, SpawnBody, SpawnRequest,
+    BranchBody, BranchMode, ExecBody, ExecResult, SandboxInfo, SnapshotDeleted, SpawnBody,
 };
+use zygote_proto::compat::{BranchRequest, ExecRequest, RequestedBranchMode, SpawnRequest};
 
 use crate::error::ApiError;
 
@@ -197,7 +196,7 @@ fn flag(q: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
     }
 }
 
-/// `DELETE /v1/snapshots/{tag}` with `?cascade=` and `?force=`.
+/// What `DELETE /v1/snapshots/{tag}` deletes, from `?cascade=` and `?force=`:
 ///
 /// - plain, or `force=true`: the snapshot goes; its running children keep
 ///   running (QEMU holds their memory and disk files until they are removed),
@@ -207,86 +206,34 @@ fn flag(q: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
 ///   whose `parent_snapshot` chain leads to it, and every sandbox spawned from
 ///   any of them.
 /// - both: 400 (forkd refuses the pair too).
-pub(crate) async fn delete_snapshot(
-    engine: &Arc<Engine>,
-    tag: &str,
-    q: &HashMap<String, String>,
-) -> Result<SnapshotDeleted, ApiError> {
-    let cascade = flag(q, "cascade")?;
-    let force = flag(q, "force")?;
-    if cascade && force {
-        return Err(ApiError::bad_request(
+pub(crate) fn delete_scope(q: &HashMap<String, String>) -> Result<DeleteScope, ApiError> {
+    match (flag(q, "cascade")?, flag(q, "force")?) {
+        (true, true) => Err(ApiError::bad_request(
             "cascade and force given together: cascade removes the snapshot's children and descendants, force leaves them; pick one",
-        ));
+        )),
+        (true, false) => Ok(DeleteScope::Cascade),
+        (false, true) => Ok(DeleteScope::Force),
+        (false, false) => Ok(DeleteScope::Snapshot),
     }
-    engine.snapshot(tag)?;
-    let mut subtree = BTreeSet::from([tag.to_string()]);
-    let mut order = vec![tag.to_string()];
-    if cascade {
-        let all = engine.snapshots();
-        loop {
-            let more: Vec<String> = all
-                .iter()
-                .filter(|s| {
-                    !subtree.contains(&s.tag)
-                        && s.parent_snapshot
-                            .as_ref()
-                            .is_some_and(|p| subtree.contains(p))
-                })
-                .map(|s| s.tag.clone())
-                .collect();
-            if more.is_empty() {
-                break;
-            }
-            for t in more {
-                subtree.insert(t.clone());
-                order.push(t);
-            }
-        }
-    }
-    let children: Vec<String> = engine
-        .list()
-        .into_iter()
-        .filter(|s| s.snapshot_tag.as_ref().is_some_and(|t| subtree.contains(t)))
-        .map(|s| s.id)
-        .collect();
-    let mut removed = Vec::new();
-    let mut running = Vec::new();
-    if cascade {
-        for id in &children {
-            match engine.remove(id).await {
-                Ok(()) => removed.push(id.clone()),
-                Err(EngineError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    } else {
-        running = children;
-    }
-    let mut deleted = Vec::new();
-    for t in order.iter().rev() {
-        match engine.delete_snapshot(t) {
-            Ok(()) => deleted.push(t.clone()),
-            Err(EngineError::SnapshotNotFound { .. }) if t != tag => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    deleted.reverse();
-    let warning = (!running.is_empty() && !force).then(|| {
+}
+
+/// The answer of a deletion of `tag`.
+pub(crate) fn deleted(tag: &str, scope: DeleteScope, d: SnapshotDeletion) -> SnapshotDeleted {
+    let warning = (scope == DeleteScope::Snapshot && !d.running_children.is_empty()).then(|| {
         format!(
             "{} child sandbox(es) of `{tag}` keep running: {}; pass ?cascade=true to remove them with it",
-            running.len(),
-            running.join(", ")
+            d.running_children.len(),
+            d.running_children.join(", ")
         )
     });
-    Ok(SnapshotDeleted {
+    SnapshotDeleted {
         tag: tag.to_string(),
         deleted: true,
-        deleted_snapshots: deleted,
-        removed_sandboxes: removed,
-        running_children: running,
+        deleted_snapshots: d.deleted_snapshots,
+        removed_sandboxes: d.removed_sandboxes,
+        running_children: d.running_children,
         warning,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -431,6 +378,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("fast"), "{e}");
+    }
+
+    #[test]
+    fn delete_scopes() {
+        let q = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
+        assert_eq!(
+            delete_scope(&q("cascade", "1")).unwrap(),
+            DeleteScope::Cascade
+        );
+        assert_eq!(
+            delete_scope(&q("force", "true")).unwrap(),
+            DeleteScope::Force
+        );
+        assert_eq!(
+            delete_scope(&HashMap::new()).unwrap(),
+            DeleteScope::Snapshot
+        );
+        let both = HashMap::from([
+            ("cascade".to_string(), "true".to_string()),
+            ("force".to_string(), "true".to_string()),
+        ]);
+        assert_eq!(delete_scope(&both).unwrap_err().status, 400);
+        let d = SnapshotDeletion {
+            deleted_snapshots: vec!["t".into()],
+            removed_sandboxes: vec![],
+            running_children: vec!["c1".into()],
+        };
+        let w = deleted("t", DeleteScope::Snapshot, d.clone())
+            .warning
+            .unwrap();
+        assert!(w.contains("c1") && w.contains("cascade"), "{w}");
+        assert!(deleted("t", DeleteScope::Force, d).warning.is_none());
     }
 
     #[test]

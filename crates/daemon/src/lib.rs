@@ -18,6 +18,7 @@ mod observe;
 mod openapi;
 mod routes;
 mod tls;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ pub use error::ApiError;
 pub use tls::TlsError;
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
-use zygote_engine::{Engine, EngineConfig};
+use zygote_engine::{Engine, EngineApi, EngineConfig};
 
 /// How the daemon is started.
 #[derive(Debug, Clone)]
@@ -94,7 +95,7 @@ pub enum DaemonError {
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) engine: Arc<Engine>,
+    pub(crate) engine: Arc<dyn EngineApi>,
     pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
@@ -127,10 +128,12 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         }
         let _ = std::fs::remove_file(&cfg.socket);
     }
-    let engine = Engine::open(cfg.engine.clone())?;
     let metrics = Arc::new(metrics::Metrics::new());
+    let mut engine_cfg = cfg.engine.clone();
+    engine_cfg.observer = Some(metrics.clone());
+    let engine = Engine::open(engine_cfg)?;
     let state = AppState {
-        engine: engine.clone(),
+        engine: Arc::new(engine.clone()),
         metrics: metrics.clone(),
     };
     let observer = Arc::new(observe::Observer { metrics, audit });

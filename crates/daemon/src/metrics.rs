@@ -1,10 +1,12 @@
 //! Prometheus metrics in the text exposition format (version 0.0.4), written by
-//! hand: counters and histograms fed by [`crate::observe`], gauges computed from
-//! the engine when `GET /metrics` is scraped. No HTTP here beyond the handler.
+//! hand: request counters fed by [`crate::observe`], latency histograms fed by
+//! the engine's own timings (this type is the engine's [`Observer`]), gauges
+//! computed from the engine when `GET /metrics` is scraped. No HTTP here
+//! beyond the handler.
 //!
 //! Families:
 //! - `zygote_sandboxes{state}`: sandboxes held, by lifecycle state (every state
-//!   always present, 0 when empty).
+//!   always present, 0 when empty; `booting` counts starts in flight).
 //! - `zygote_snapshots{status}`: snapshots, by persistence status.
 //! - `zygote_prestarted{snapshot}`: paused children kept ready per hot snapshot
 //!   (not sandboxes; their QEMUs are not in the `qemu_*` memory figures).
@@ -20,20 +22,19 @@
 //! - Histograms (seconds): `zygote_boot_seconds`, `zygote_spawn_seconds{phase}`
 //!   (`running`: child resumed, `ready`: its agent answered),
 //!   `zygote_branch_seconds{mode}` (the whole branch request),
-//!   `zygote_branch_pause_seconds{mode}` (the parent's STOP→RESUME, from branch,
-//!   fork and snapshot answers).
+//!   `zygote_branch_pause_seconds{mode}` (the parent's STOP→RESUME of every
+//!   branch, fork and warm snapshot).
 //! - `zygote_spawn_failures_total`, `zygote_uptime_seconds`, `zygote_build_info`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use zygote_proto::api::{SandboxState, SnapshotStatus};
+use zygote_engine::{Observer, SandboxState, SnapshotStatus, Timing};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -348,13 +349,9 @@ pub(crate) struct Gauges {
 impl Gauges {
     /// Read the gauges (blocking: `/proc` and the snapshot directory).
     fn collect(state: &AppState) -> Gauges {
-        let sandboxes = state.engine.list();
-        let mut by_state = [
-            (SandboxState::Booting, 0u64),
-            (SandboxState::Running, 0),
-            (SandboxState::Stopping, 0),
-            (SandboxState::Dead, 0),
-        ];
+        let sandboxes = state.engine.sandboxes();
+        let mut by_state: Vec<(SandboxState, u64)> =
+            SandboxState::ALL.iter().map(|s| (*s, 0)).collect();
         let (mut configured, mut rss, mut pss, mut private) = (0u64, 0u64, 0u64, 0u64);
         for s in &sandboxes {
             for (st, n) in by_state.iter_mut() {
@@ -375,12 +372,15 @@ impl Gauges {
                 private += m.private;
             }
         }
+        // Sandboxes are listed once started: the ones booting are in flight.
+        for (st, n) in by_state.iter_mut() {
+            if *st == SandboxState::Booting {
+                *n += state.engine.starting() as u64;
+            }
+        }
         let snaps = state.engine.snapshots();
-        let mut by_status = [
-            (SnapshotStatus::Writing, 0u64),
-            (SnapshotStatus::Ready, 0),
-            (SnapshotStatus::Failed, 0),
-        ];
+        let mut by_status: Vec<(SnapshotStatus, u64)> =
+            SnapshotStatus::ALL.iter().map(|s| (*s, 0)).collect();
         for s in &snaps {
             for (st, n) in by_status.iter_mut() {
                 if *st == s.status {
@@ -389,15 +389,16 @@ impl Gauges {
             }
         }
         let snapshot_ram = snaps.iter().map(|s| s.memory_bytes).sum();
-        let persisted = allocated_bytes(&state.engine.home().join("snapshots"));
-        let mut prestarted: Vec<(String, usize)> = state.engine.pool_sizes().into_iter().collect();
+        let persisted = state.engine.persisted_snapshot_bytes();
+        let mut prestarted: Vec<(String, usize)> = snaps
+            .iter()
+            .filter(|s| s.prestarted > 0)
+            .map(|s| (s.tag.clone(), s.prestarted as usize))
+            .collect();
         prestarted.sort();
         Gauges {
             sandboxes: by_state.iter().map(|(st, n)| (st.as_str(), *n)).collect(),
-            snapshots: by_status
-                .iter()
-                .map(|(st, n)| (snapshot_status(*st), *n))
-                .collect(),
+            snapshots: by_status.iter().map(|(st, n)| (st.as_str(), *n)).collect(),
             prestarted,
             memory: vec![
                 ("guest_configured", configured),
@@ -411,11 +412,30 @@ impl Gauges {
     }
 }
 
-fn snapshot_status(s: SnapshotStatus) -> &'static str {
-    match s {
-        SnapshotStatus::Writing => "writing",
-        SnapshotStatus::Ready => "ready",
-        SnapshotStatus::Failed => "failed",
+impl Observer for Metrics {
+    fn timing(&self, t: Timing) {
+        match t {
+            Timing::Booted { ms } => self.boot_ms(ms),
+            Timing::Spawned {
+                running_ms,
+                ready_ms,
+                prestarted: _,
+            } => {
+                self.spawn_ms("running", running_ms);
+                self.spawn_ms("ready", ready_ms);
+            }
+            Timing::SpawnFailed => self.spawn_failed(),
+            Timing::Branched {
+                mode,
+                pause_ms,
+                call_ms,
+            } => {
+                self.branch_seconds(mode.as_str(), call_ms / 1e3);
+                if let Some(p) = pause_ms {
+                    self.pause_ms(mode.as_str(), p);
+                }
+            }
+        }
     }
 }
 
@@ -493,26 +513,6 @@ fn parse_smaps_rollup(text: &str) -> ProcMemory {
 }
 
 /// Bytes allocated on disk below `dir` (sparse files count what they hold).
-fn allocated_bytes(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(md) = e.metadata() else { continue };
-            if md.is_dir() {
-                stack.push(e.path());
-            } else if md.is_file() {
-                total += md.blocks() * 512;
-            }
-        }
-    }
-    total
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,29 +1,25 @@
 //! The middleware around every route: counts each answer by route pattern and
-//! status, feeds the latency histograms from the answers of the routes that
-//! boot, branch and spawn, and writes one audit line per call. Also the peer
-//! identity each listener attaches to a connection.
+//! status and writes one audit line per call, naming the sandboxes and
+//! snapshots the handler reported ([`Found`], a response extension). Latency
+//! histograms are fed by the engine's own timings (see `metrics`). Also the
+//! peer identity each listener attaches to a connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
-use serde_json::Value;
 use tokio::net::{TcpListener, UnixListener};
-use tracing::warn;
+use zygote_proto::api::SpawnResult;
 
 use crate::audit::{self, AuditLog, Caller};
 use crate::metrics::Metrics;
 use crate::tls::TlsListener;
-
-/// Largest answer read back for the histograms (they are small JSON documents).
-const MAX_OBSERVED_BODY: usize = 16 << 20;
 
 /// The peer of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -93,38 +89,48 @@ pub(crate) struct Observer {
 /// Route label for requests no route matched.
 const UNMATCHED: &str = "unmatched";
 
-/// Which answers feed which histograms (matched by method and route pattern).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Observed {
-    /// `POST /v1/sandboxes`: a SandboxInfo (boot) or a list of SpawnResult.
-    Create,
-    /// `POST /v1/sandboxes/{id}/branch`: a SnapshotInfo.
-    Branch,
-    /// `POST /v1/sandboxes/{id}/fork`: a ForkResult.
-    Fork,
-    /// `POST /v1/snapshots`: a SnapshotInfo.
-    Snapshot,
+/// Ids a handler made or touched, for the audit line (a response extension).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Found {
+    pub(crate) sandbox: Option<String>,
+    pub(crate) children: Vec<String>,
+    pub(crate) snapshot: Option<String>,
 }
 
-fn observed(method: &Method, route: &str) -> Option<Observed> {
-    if method != Method::POST {
-        return None;
+impl Found {
+    /// A sandbox made.
+    pub(crate) fn sandbox(id: &str) -> Found {
+        Found {
+            sandbox: Some(id.to_string()),
+            ..Found::default()
+        }
     }
-    match route {
-        "/v1/sandboxes" => Some(Observed::Create),
-        "/v1/sandboxes/{id}/branch" => Some(Observed::Branch),
-        "/v1/sandboxes/{id}/fork" => Some(Observed::Fork),
-        "/v1/snapshots" => Some(Observed::Snapshot),
-        _ => None,
-    }
-}
 
-/// Ids found in an answer, for the audit line.
-#[derive(Debug, Default, PartialEq)]
-struct Found {
-    sandbox: Option<String>,
-    children: Vec<String>,
-    snapshot: Option<String>,
+    /// A snapshot made.
+    pub(crate) fn snapshot(tag: &str) -> Found {
+        Found {
+            snapshot: Some(tag.to_string()),
+            ..Found::default()
+        }
+    }
+
+    /// Children started.
+    pub(crate) fn children(list: &[SpawnResult]) -> Found {
+        Found {
+            children: list
+                .iter()
+                .filter_map(|c| c.sandbox.as_ref().map(|s| s.id.clone()))
+                .collect(),
+            ..Found::default()
+        }
+    }
+
+    /// The answer `r`, carrying these ids.
+    pub(crate) fn on(self, r: impl IntoResponse) -> Response {
+        let mut r = r.into_response();
+        r.extensions_mut().insert(self);
+        r
+    }
 }
 
 /// The sandbox id in a path, by the route pattern's `{id}` segment.
@@ -176,32 +182,16 @@ pub(crate) async fn observe(
             token,
         });
 
-    let mut resp = next.run(req).await;
+    let resp = next.run(req).await;
     let status = resp.status();
     let route_label = route.as_deref().unwrap_or(UNMATCHED);
-    let mut found = Found {
-        sandbox: route.as_deref().and_then(|r| sandbox_in_path(r, &path)),
-        ..Found::default()
-    };
-    if let Some(kind) = observed(&method, route_label).filter(|_| status.is_success()) {
-        let (parts, body) = resp.into_parts();
-        let bytes = match axum::body::to_bytes(body, MAX_OBSERVED_BODY).await {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(error = %e, route = route_label, "cannot read an answer back for the metrics");
-                Default::default()
-            }
-        };
-        if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-            record(
-                &obs.metrics,
-                kind,
-                &v,
-                t0.elapsed().as_secs_f64(),
-                &mut found,
-            );
-        }
-        resp = Response::from_parts(parts, Body::from(bytes));
+    let mut found = resp
+        .extensions()
+        .get::<Found>()
+        .cloned()
+        .unwrap_or_default();
+    if found.sandbox.is_none() {
+        found.sandbox = route.as_deref().and_then(|r| sandbox_in_path(r, &path));
     }
     let latency = t0.elapsed();
     obs.metrics
@@ -221,52 +211,6 @@ pub(crate) async fn observe(
     resp
 }
 
-/// Feed the histograms from one successful answer and note the ids it names.
-fn record(m: &Metrics, kind: Observed, v: &Value, total_s: f64, found: &mut Found) {
-    let snapshot = |v: &Value, found: &mut Found| {
-        let mode = v["mode"].as_str().unwrap_or("copy");
-        if let Some(p) = v["pause_ms"].as_f64() {
-            m.pause_ms(mode, p);
-        }
-        found.snapshot = v["tag"].as_str().map(str::to_string);
-        mode.to_string()
-    };
-    let children = |list: &Value, found: &mut Found| {
-        for c in list.as_array().into_iter().flatten() {
-            match c["sandbox"]["id"].as_str() {
-                Some(id) => found.children.push(id.to_string()),
-                None => m.spawn_failed(),
-            }
-            if let Some(ms) = c["running_ms"].as_f64() {
-                m.spawn_ms("running", ms);
-            }
-            if let Some(ms) = c["ready_ms"].as_f64() {
-                m.spawn_ms("ready", ms);
-            }
-        }
-    };
-    match kind {
-        Observed::Create if v.is_array() => children(v, found),
-        Observed::Create => {
-            found.sandbox = v["id"].as_str().map(str::to_string);
-            if let Some(ms) = v["boot_ms"].as_f64() {
-                m.boot_ms(ms);
-            }
-        }
-        Observed::Branch => {
-            let mode = snapshot(v, found);
-            m.branch_seconds(&mode, total_s);
-        }
-        Observed::Fork => {
-            snapshot(&v["snapshot"], found);
-            children(&v["children"], found);
-        }
-        Observed::Snapshot => {
-            snapshot(v, found);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,41 +224,6 @@ mod tests {
         assert_eq!(
             sandbox_in_path("/v1/snapshots/{tag}", "/v1/snapshots/t"),
             None
-        );
-    }
-
-    #[test]
-    fn answers_feed_histograms() {
-        let m = Metrics::new();
-        let mut f = Found::default();
-        let fork = serde_json::json!({
-            "snapshot": {"tag": "t1", "mode": "live", "pause_ms": 12.5},
-            "children": [
-                {"sandbox": {"id": "c1"}, "running_ms": 100.0, "ready_ms": 220.0},
-                {"error": "boom"}
-            ]
-        });
-        record(&m, Observed::Fork, &fork, 1.0, &mut f);
-        assert_eq!(f.children, vec!["c1".to_string()]);
-        assert_eq!(f.snapshot.as_deref(), Some("t1"));
-        let t = m.render(&Default::default());
-        assert!(
-            t.contains("zygote_branch_pause_seconds_count{mode=\"live\"} 1\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("zygote_spawn_seconds_count{phase=\"ready\"} 1\n"),
-            "{t}"
-        );
-        assert!(t.contains("zygote_spawn_failures_total 1\n"), "{t}");
-
-        let mut f = Found::default();
-        let branch = serde_json::json!({"tag": "t2", "mode": "copy", "pause_ms": 30.0});
-        record(&m, Observed::Branch, &branch, 0.2, &mut f);
-        let t = m.render(&Default::default());
-        assert!(
-            t.contains("zygote_branch_seconds_count{mode=\"copy\"} 1\n"),
-            "{t}"
         );
     }
 }

@@ -8,19 +8,21 @@
 //! sealed. The stop sits behind [`PauseGuard`], whose drop resumes the parent,
 //! so no error path leaves it stopped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tracing::{info, warn, Instrument};
 use zygote_mem::{CopyOptions, Prefault, Region};
-use zygote_proto::api::{BranchBody, BranchMode, SnapshotInfo, SnapshotStatus};
 use zygote_qemu::{wait_event, Qmp, QmpEvent};
 
 use crate::disk_switch::{snapshot_meta, BranchFacts, DiskSwitch};
 use crate::error::{EngineError, Result};
-use crate::lifecycle::now_unix;
+use crate::lifecycle::new_id;
+use crate::machine::PageSize;
+use crate::model::{BranchMode, BranchSpec, SnapshotView};
+use crate::observe::Timing;
 use crate::sandbox::{Sandbox, SandboxMemory};
 use crate::snapshot::Snapshot;
 use crate::Engine;
@@ -122,61 +124,74 @@ fn event_ts(ev: &Option<QmpEvent>) -> Option<u64> {
 
 impl Engine {
     /// Branch a running sandbox into a new snapshot; the parent keeps running.
-    pub async fn branch(self: &Arc<Self>, id: &str, body: BranchBody) -> Result<SnapshotInfo> {
+    pub async fn branch(self: &Arc<Self>, id: &str, spec: BranchSpec) -> Result<SnapshotView> {
         self.check_open()?;
         let sb = self.get(id)?;
         let span = sb.span.clone();
-        async move {
-            let _one = sb.branch_lock.lock().await;
-            let memory = sb.memory.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let mode = match (body.mode, &memory) {
-                (Some(BranchMode::Copy), Some(SandboxMemory::Cow(_))) => {
-                    return Err(EngineError::Conflict(format!(
-                        "sandbox `{}` runs copy-on-write over snapshot `{}`, so `copy` mode cannot see its memory: use mode `live`, or spawn children with private_memory",
-                        sb.id,
-                        sb.snapshot_tag.clone().unwrap_or_default()
-                    )))
-                }
-                (Some(m), _) => m,
-                (None, Some(SandboxMemory::Cow(_))) => BranchMode::Live,
-                (None, _) => BranchMode::Copy,
-            };
-            let tag = match &body.tag {
-                Some(t) => t.clone(),
-                None => format!("{}-{}", &sb.id[..8.min(sb.id.len())], now_unix()),
-            };
-            let reservation = self.snapshots.reserve(&tag)?;
-            let qmp = sb.qmp()?.clone();
-            let snap = match mode {
-                BranchMode::Copy => {
-                    let Some(SandboxMemory::Own(src)) = memory else {
-                        return Err(EngineError::NotRunning {
-                            id: sb.id.clone(),
-                            state: sb.state().as_str(),
-                            reason: Some("its memory is gone".into()),
-                        });
-                    };
-                    self.branch_copy(&sb, &qmp, &src, &tag, body.hugepages).await?
-                }
-                BranchMode::Live => {
-                    let downtime = body.downtime_limit_ms.unwrap_or(crate::live::DEFAULT_DOWNTIME_MS);
-                    if !(1..=10_000).contains(&downtime) {
-                        return Err(EngineError::BadRequest(format!(
-                            "downtime_limit_ms {downtime} is out of range: pass 1..=10000"
-                        )));
-                    }
-                    self.branch_live(&sb, &qmp, &tag, body.hugepages, downtime).await?
-                }
-            };
-            drop(reservation);
-            self.persist_in_background(&snap);
-            if body.wait {
-                snap.wait_persisted().await;
-            }
-            Ok(snap.info())
+        let t0 = Instant::now();
+        let snap = self.branch_inner(&sb, &spec).instrument(span).await?;
+        self.observe(Timing::Branched {
+            mode: snap.meta.mode,
+            pause_ms: snap.meta.pause_ms,
+            call_ms: t0.elapsed().as_secs_f64() * 1e3,
+        });
+        self.persist_in_background(&snap);
+        if spec.wait {
+            snap.wait_persisted().await;
         }
-        .instrument(span)
-        .await
+        Ok(self.view_of(&snap))
+    }
+
+    async fn branch_inner(
+        self: &Arc<Self>,
+        sb: &Arc<Sandbox>,
+        spec: &BranchSpec,
+    ) -> Result<Arc<Snapshot>> {
+        let _one = sb.branch_lock.lock().await;
+        let memory = sb.memory.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mode = match (spec.mode, &memory) {
+            (Some(BranchMode::Copy), Some(SandboxMemory::Cow(_))) => {
+                return Err(EngineError::Conflict(format!(
+                    "sandbox `{}` runs copy-on-write over snapshot `{}`, so `copy` mode cannot see its memory: use mode `live`, or spawn children with private_memory",
+                    sb.id,
+                    sb.snapshot_tag.clone().unwrap_or_default()
+                )))
+            }
+            (Some(m), _) => m,
+            (None, Some(SandboxMemory::Cow(_))) => BranchMode::Live,
+            (None, _) => BranchMode::Copy,
+        };
+        let tag = match &spec.tag {
+            Some(t) => t.clone(),
+            // Unique by construction: two branches in one second never collide.
+            None => format!("{}-{}", &sb.id[..8.min(sb.id.len())], &new_id()[..8]),
+        };
+        let _reservation = self.snapshots.reserve(&tag)?;
+        let qmp = sb.guest()?.qmp.clone();
+        match mode {
+            BranchMode::Copy => {
+                let Some(SandboxMemory::Own(src)) = memory else {
+                    return Err(EngineError::NotRunning {
+                        id: sb.id.clone(),
+                        state: sb.state().as_str(),
+                        reason: Some("its memory is gone".into()),
+                    });
+                };
+                self.branch_copy(sb, &qmp, &src, &tag, spec.hugepages).await
+            }
+            BranchMode::Live => {
+                let downtime = spec
+                    .downtime_limit_ms
+                    .unwrap_or(crate::live::DEFAULT_DOWNTIME_MS);
+                if !(1..=10_000).contains(&downtime) {
+                    return Err(EngineError::BadRequest(format!(
+                        "downtime_limit_ms {downtime} is out of range: pass 1..=10000"
+                    )));
+                }
+                self.branch_live(sb, &qmp, &tag, spec.hugepages, downtime)
+                    .await
+            }
+        }
     }
 
     async fn branch_copy(
@@ -263,164 +278,15 @@ impl Engine {
             sw,
             BranchFacts {
                 mode: BranchMode::Copy,
-                hugepages: sealed.kind() == zygote_mem::PageKind::Huge2M,
+                pages: PageSize::of(sealed.kind()),
                 pause_ms: Some(pause_ms),
                 copy_ms: Some(copy_ms),
                 memory_bytes: stats.bytes,
                 vmstate_bytes,
                 warning,
             },
-        )?;
+        );
         self.snapshots.commit(&staging, meta, Arc::new(sealed))
-    }
-
-    /// Write `memory.bin` off the pause path; `status` goes writing → ready.
-    pub(crate) fn persist_in_background(self: &Arc<Self>, snap: &Arc<Snapshot>) {
-        let snap = snap.clone();
-        tokio::spawn(async move {
-            let s2 = snap.clone();
-            let res = tokio::task::spawn_blocking(move || -> Result<u64> {
-                let region = s2.memory()?;
-                Ok(region.persist(&s2.memory_bin())?.bytes_written)
-            })
-            .await;
-            match res {
-                Ok(Ok(bytes)) => {
-                    info!(tag = %snap.meta.tag, bytes, "snapshot memory persisted");
-                    snap.set_status(SnapshotStatus::Ready, None);
-                }
-                Ok(Err(e)) => {
-                    warn!(tag = %snap.meta.tag, error = %e, "persisting snapshot memory failed");
-                    snap.set_status(
-                        SnapshotStatus::Failed,
-                        Some(format!("memory.bin could not be written: {e}")),
-                    );
-                }
-                Err(e) => snap.set_status(
-                    SnapshotStatus::Failed,
-                    Some(format!("persist task failed: {e}")),
-                ),
-            }
-        });
-    }
-
-    /// Boot an image, run the warm-up in its interpreter, snapshot it, and remove
-    /// the booted sandbox.
-    pub async fn create_snapshot(
-        self: &Arc<Self>,
-        req: zygote_proto::api::CreateSnapshot,
-    ) -> Result<SnapshotInfo> {
-        self.check_open()?;
-        crate::snapshot::validate_tag(&req.tag)?;
-        if self.snapshots.get(&req.tag).is_ok() {
-            return Err(EngineError::Conflict(format!(
-                "snapshot tag `{}` is taken: pick another tag or delete the snapshot first",
-                req.tag
-            )));
-        }
-        let info = self
-            .create(zygote_proto::api::CreateSandbox {
-                image: req.image.clone(),
-                memory_mib: req.memory_mib,
-                vcpus: req.vcpus,
-                ..Default::default()
-            })
-            .await?;
-        let res = async {
-            let sb = self.get(&info.id)?;
-            if let Some(code) = &req.warmup {
-                let r = sb.eval(code).await?;
-                if let Some(err) = r.error {
-                    return Err(EngineError::BadRequest(format!(
-                        "the warm-up raised {err}: fix the warm-up code\n{}",
-                        r.traceback.unwrap_or_default()
-                    )));
-                }
-            }
-            self.branch(
-                &info.id,
-                BranchBody {
-                    tag: Some(req.tag.clone()),
-                    mode: Some(BranchMode::Copy),
-                    hugepages: req.hugepages,
-                    wait: true,
-                    downtime_limit_ms: None,
-                },
-            )
-            .await
-        }
-        .await;
-        let _ = self.remove(&info.id).await;
-        if res.is_ok() {
-            // A warm-up snapshot exists to be forked: have children ready.
-            self.refill_pool(&req.tag);
-        }
-        res
-    }
-
-    /// Branch a sandbox and start `n` children from the snapshot in one call.
-    pub async fn fork(
-        self: &Arc<Self>,
-        id: &str,
-        body: zygote_proto::api::ForkBody,
-    ) -> Result<zygote_proto::api::ForkResult> {
-        let snapshot = self
-            .branch(
-                id,
-                BranchBody {
-                    tag: body.tag.clone(),
-                    mode: body.mode,
-                    hugepages: body.hugepages,
-                    wait: false,
-                    downtime_limit_ms: None,
-                },
-            )
-            .await?;
-        let children = self
-            .spawn(zygote_proto::api::SpawnBody {
-                snapshot_tag: snapshot.tag.clone(),
-                n: body.n,
-                private_memory: body.private_memory,
-                hugepages: body.hugepages && body.private_memory,
-                ..Default::default()
-            })
-            .await?;
-        Ok(zygote_proto::api::ForkResult { snapshot, children })
-    }
-
-    /// Snapshots, oldest first.
-    pub fn snapshots(&self) -> Vec<SnapshotInfo> {
-        let sizes = self.pool_sizes();
-        let mut v = self.snapshots.list();
-        for s in &mut v {
-            s.prestarted = sizes.get(&s.tag).copied().unwrap_or(0) as u32;
-        }
-        v
-    }
-
-    /// One snapshot.
-    pub fn snapshot(&self, tag: &str) -> Result<SnapshotInfo> {
-        let mut s = self.snapshots.get(tag)?.info();
-        s.prestarted = self.pool_sizes().get(tag).copied().unwrap_or(0) as u32;
-        Ok(s)
-    }
-
-    /// Delete a snapshot; running children are not disturbed.
-    pub fn delete_snapshot(&self, tag: &str) -> Result<()> {
-        self.snapshots.get(tag)?;
-        self.drain_pool(tag);
-        self.snapshots.delete(tag, &self.disks_in_use())
-    }
-
-    /// Disk files live sandboxes still reference.
-    pub(crate) fn disks_in_use(&self) -> std::collections::HashSet<PathBuf> {
-        let mut s = std::collections::HashSet::new();
-        for sb in self.map().values() {
-            if let Some(d) = sb.disk.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                s.extend(d.chain.iter().cloned());
-            }
-        }
-        s
     }
 }
 

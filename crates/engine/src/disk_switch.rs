@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::json;
-use zygote_proto::api::BranchMode;
 use zygote_qemu::Qmp;
 
 use crate::error::{EngineError, Result};
 use crate::lifecycle::now_unix;
+use crate::machine::PageSize;
+use crate::model::BranchMode;
 use crate::sandbox::{DiskState, Sandbox};
 use crate::snapshot::{SnapshotMeta, Snapshots, FORMAT_VERSION};
 
@@ -29,14 +30,9 @@ pub(crate) struct DiskSwitch {
 impl DiskSwitch {
     /// Outside the pause: the next overlay and the frozen generation's name.
     pub(crate) async fn prepare(snaps: &Snapshots, sb: &Sandbox, tag: &str) -> Result<DiskSwitch> {
-        let disk = sb
-            .disk
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| EngineError::Conflict("the sandbox has no disk".into()))?;
+        let disk = sb.disk.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let frozen = snaps.new_disk_path(tag);
-        let next_top = sb.dir.join(format!("disk-g{}.qcow2", disk.generation + 1));
+        let next_top = sb.dir.overlay(disk.generation + 1);
         zygote_qemu::create_overlay_unchecked(&frozen, "qcow2", disk.virtual_size, &next_top)
             .await?;
         // A second name for the current top (renaming an image QEMU has open
@@ -68,12 +64,12 @@ impl DiskSwitch {
             self.abandon();
             return Err(e.into());
         }
-        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(DiskState {
+        *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = DiskState {
             top: self.next_top.clone(),
             chain: self.chain_below_top(),
             virtual_size: self.disk.virtual_size,
             generation: self.disk.generation + 1,
-        });
+        };
         Ok(())
     }
 
@@ -93,7 +89,8 @@ impl DiskSwitch {
 /// What a branch measured, for the metadata.
 pub(crate) struct BranchFacts {
     pub(crate) mode: BranchMode,
-    pub(crate) hugepages: bool,
+    /// Page size of the snapshot's memory.
+    pub(crate) pages: PageSize,
     pub(crate) pause_ms: Option<f64>,
     pub(crate) copy_ms: Option<f64>,
     pub(crate) memory_bytes: u64,
@@ -107,36 +104,23 @@ pub(crate) fn snapshot_meta(
     tag: &str,
     switch: DiskSwitch,
     f: BranchFacts,
-) -> Result<SnapshotMeta> {
-    let machine = sb
-        .machine
-        .get()
-        .cloned()
-        .ok_or_else(|| EngineError::Conflict("the sandbox has no machine facts".into()))?;
-    Ok(SnapshotMeta {
+) -> SnapshotMeta {
+    SnapshotMeta {
         format_version: FORMAT_VERSION,
         tag: tag.to_string(),
         image: sb.spec.image.clone(),
         branched_from: Some(sb.id.clone()),
         parent_snapshot: sb.snapshot_tag.clone(),
         mode: f.mode,
-        memory_mib: sb.spec.memory_mib,
-        vcpus: sb.spec.vcpus,
-        cpu: machine.cpu,
-        machine: "microvm".into(),
-        accel: sb.spec.accel.clone(),
-        kernel: machine.kernel,
-        initrd: machine.initrd,
-        append: machine.append,
+        machine: sb.machine.with_pages(f.pages),
         disk: switch.frozen,
         disk_bytes: switch.disk.virtual_size,
         disk_chain: switch.disk.chain,
-        hugepages: f.hugepages,
         pause_ms: f.pause_ms,
         copy_ms: f.copy_ms,
         memory_bytes: f.memory_bytes,
         vmstate_bytes: f.vmstate_bytes,
         created_at_unix: now_unix(),
         warning: f.warning,
-    })
+    }
 }

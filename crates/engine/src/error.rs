@@ -54,6 +54,9 @@ pub enum EngineError {
     /// The request is invalid; the message names the value and the fix.
     #[error("{0}")]
     BadRequest(String),
+    /// The caller's upload stream broke off.
+    #[error("the upload broke off")]
+    UploadBroken(#[source] std::io::Error),
     /// The sandbox is not in a state that allows the operation.
     #[error("sandbox `{id}` is {state}{}: create a new one", .reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
     NotRunning {
@@ -116,7 +119,7 @@ impl EngineError {
                     ErrorClass::BadRequest
                 }
             }
-            EngineError::BadRequest(_) => ErrorClass::BadRequest,
+            EngineError::BadRequest(_) | EngineError::UploadBroken(_) => ErrorClass::BadRequest,
             EngineError::NotRunning { .. } => ErrorClass::Conflict,
             EngineError::Boot { timed_out, .. } => {
                 if *timed_out {

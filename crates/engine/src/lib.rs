@@ -5,31 +5,43 @@
 //! It knows nothing of HTTP: the daemon translates requests into calls here.
 
 pub mod agent_link;
+mod api;
 mod branch;
+mod catalog;
 mod disk_switch;
 mod error;
 mod lifecycle;
 mod live;
+mod machine;
+mod model;
+mod observe;
 pub mod ops;
 mod paths;
 mod pool;
+mod rundir;
 mod sandbox;
 pub mod snapshot;
 mod spawn;
 mod stale;
 pub mod state;
 pub mod store;
+mod vm;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use api::EngineApi;
 pub use error::{EngineError, ErrorClass, Result};
-pub use sandbox::{Sandbox, Spec};
+pub use machine::{Cpu, Machine, PageSize, MACHINE_TYPE};
+pub use model::*;
+pub use observe::{Observer, Timing};
+pub use sandbox::Sandbox;
+use tokio::sync::watch;
 use tracing::{info, warn};
-use zygote_proto::api::{ImageSummary, SandboxInfo};
 use zygote_qemu::{Accel, AccelChoice, QemuBinary};
 
 use crate::store::Store;
@@ -62,6 +74,14 @@ pub struct EngineConfig {
     pub prestart: usize,
     /// Most pre-started children kept over all snapshots.
     pub prestart_max: usize,
+    /// Receives the engine's timings (the daemon's metrics).
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for dyn Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl EngineConfig {
@@ -73,6 +93,7 @@ impl EngineConfig {
             boot_timeout: Duration::from_secs(60),
             prestart: DEFAULT_PRESTART,
             prestart_max: DEFAULT_PRESTART_MAX,
+            observer: None,
         }
     }
 }
@@ -84,11 +105,15 @@ pub struct Engine {
     accel: AccelChoice,
     /// Kernel command line for boots (carries `tsc_early_khz=` under TCG).
     append: String,
-    store: Store,
+    store: Arc<Store>,
     snapshots: snapshot::Snapshots,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
     pool: pool::Pool,
     shutting_down: AtomicBool,
+    /// Tells starts in flight to give up (their VMs are dropped, QEMU killed).
+    shutdown: watch::Sender<bool>,
+    /// Sandboxes being started (booted or spawned) right now.
+    launches: AtomicUsize,
 }
 
 impl Engine {
@@ -109,7 +134,7 @@ impl Engine {
         let accel = zygote_qemu::choose_accel(cfg.accel)?;
         info!(qemu = %qemu.path.display(), version = ?qemu.version, accel = %accel.accel, reason = %accel.reason, "engine ready");
         let append = zygote_qemu::default_append(accel.accel)?;
-        let store = Store::open(&cfg.home.join("zygote.db"))?;
+        let store = Arc::new(Store::open(&cfg.home.join("zygote.db"))?);
         let snapshots = snapshot::Snapshots::open(&cfg.home)?;
         let pool = pool::Pool::new(cfg.prestart, cfg.prestart_max.max(cfg.prestart));
         let engine = Arc::new(Engine {
@@ -122,6 +147,8 @@ impl Engine {
             snapshots,
             sandboxes: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
+            shutdown: watch::channel(false).0,
+            launches: AtomicUsize::new(0),
         });
         engine.recover()?;
         Ok(engine)
@@ -144,8 +171,8 @@ impl Engine {
     }
 
     /// Every sandbox, oldest first.
-    pub fn list(&self) -> Vec<SandboxInfo> {
-        let mut v: Vec<SandboxInfo> = self.map().values().map(|s| s.info()).collect();
+    pub fn list(&self) -> Vec<SandboxView> {
+        let mut v: Vec<SandboxView> = self.map().values().map(|s| s.view()).collect();
         v.sort_by(|a, b| {
             a.created_at_unix
                 .cmp(&b.created_at_unix)
@@ -163,10 +190,10 @@ impl Engine {
     }
 
     /// Built images.
-    pub fn images(&self) -> Result<Vec<ImageSummary>> {
+    pub fn images(&self) -> Result<Vec<ImageView>> {
         Ok(zygote_image::list(&self.cfg.home)?
             .into_iter()
-            .map(|i| ImageSummary {
+            .map(|i| ImageView {
                 name: i.name,
                 id: i.id,
                 kernel_version: i.kernel_version,
@@ -186,6 +213,41 @@ impl Engine {
         self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Where sandboxes' runtime directories live.
+    pub(crate) fn sandboxes_root(&self) -> PathBuf {
+        self.cfg.home.join("sandboxes")
+    }
+
+    /// Report a timing to the observer, if one is installed.
+    pub(crate) fn observe(&self, t: Timing) {
+        if let Some(o) = &self.cfg.observer {
+            o.timing(t);
+        }
+    }
+
+    /// Run a VM start, counted as in flight and abandoned (its VM dropped,
+    /// which kills QEMU and removes its directory) when the engine shuts down.
+    pub(crate) async fn launching<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.launches.fetch_add(1, Ordering::SeqCst);
+        let _count = InFlight(&self.launches);
+        let mut stop = self.shutdown.subscribe();
+        tokio::select! {
+            r = fut => r,
+            _ = stop.wait_for(|s| *s) => Err(EngineError::ShuttingDown),
+        }
+    }
+
+    /// Starts in flight.
+    pub(crate) fn launches_in_flight(&self) -> usize {
+        self.launches.load(Ordering::SeqCst)
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.shutting_down.load(Ordering::SeqCst) {
             Err(EngineError::ShuttingDown)
@@ -198,6 +260,7 @@ impl Engine {
     /// overlay or socket behind.
     pub async fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutdown.send_replace(true);
         self.drain_pools().await;
         let ids: Vec<String> = self.map().keys().cloned().collect();
         info!(count = ids.len(), "stopping every sandbox");
@@ -210,6 +273,11 @@ impl Engine {
             }
         });
         futures::future::join_all(stops).await;
+        // Starts in flight drop their VMs as soon as they see the signal.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.launches_in_flight() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -226,10 +294,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-/// The transfer disk of a sandbox being started in `dir` (boots and children
-/// must carry the same devices, or a child cannot load its parent's state).
-pub(crate) fn xfer_disk_for(dir: &Path) -> Result<Option<PathBuf>> {
-    ops::xfer::prepare(dir).map(Some)
 }

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tracing::info;
 use zygote_mem::{Prefault, Region};
-use zygote_proto::api::BranchMode;
 use zygote_qemu::{wait_event, Qmp};
 use zygote_stream::{split_reader, PageSink, SplitOptions};
 
 use crate::branch::{wait_migration, PauseGuard};
 use crate::disk_switch::{snapshot_meta, BranchFacts, DiskSwitch};
 use crate::error::{EngineError, Result};
+use crate::machine::PageSize;
+use crate::model::BranchMode;
 use crate::sandbox::Sandbox;
 use crate::snapshot::Snapshot;
 use crate::Engine;
@@ -65,7 +66,7 @@ impl Engine {
     ) -> Result<Arc<Snapshot>> {
         let staging = self.snapshots.staging(tag)?;
         let vmstate = staging.join("vmstate");
-        let size = sb.spec.memory_mib << 20;
+        let size = sb.machine.memory_bytes();
         let name = format!("zygote-snap-{tag}");
         let dst = tokio::task::spawn_blocking(move || {
             Region::prepare_destination(&name, size, hugepages, &Prefault::None)
@@ -205,14 +206,14 @@ impl Engine {
             sw,
             BranchFacts {
                 mode: BranchMode::Live,
-                hugepages: dst.kind() == zygote_mem::PageKind::Huge2M,
+                pages: PageSize::of(dst.kind()),
                 pause_ms,
                 copy_ms: None,
                 memory_bytes: stats.pages * 4096,
                 vmstate_bytes,
                 warning,
             },
-        )?;
+        );
         self.snapshots.commit(&staging, meta, Arc::new(dst))
     }
 }

@@ -12,27 +12,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use futures::StreamExt;
-use zygote_proto::agent::{
-    AgentInfo, DirEntry, EvalResult, ExecRequest, ExitStatus, FileStat, Msg, CHUNK,
-};
+use zygote_proto::agent::{AgentInfo, DirEntry, EvalResult, ExecRequest, FileStat, Msg, CHUNK};
 
 use crate::agent_link::{AgentLink, LinkError, Request};
+use crate::model::ExecItem;
 
 /// Time allowed for small requests (ping, stat, list, remove).
 pub const SMALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One item of a running exec.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExecItem {
-    /// The process started with this guest pid.
-    Started(u32),
-    /// Output bytes.
-    Stdout(Bytes),
-    /// Error-output bytes.
-    Stderr(Bytes),
-    /// The process ended; the stream ends after this.
-    Exit(ExitStatus),
-}
 
 /// A running exec: pull items until `Exit`.
 pub struct ExecStream {
@@ -70,9 +56,17 @@ impl ExecStream {
         Ok(Some(item))
     }
 
-    /// Kill the process group (the stream still ends with `Exit`).
-    pub async fn cancel(&self) -> Result<(), LinkError> {
-        self.req.send(&Msg::Cancel, &[]).await
+    /// The items as a stream that ends after `Exit` or the first error.
+    pub(crate) fn into_items(self) -> crate::model::ExecItems {
+        futures::stream::unfold(Some(self), |st| async move {
+            let mut st = st?;
+            match st.next().await {
+                Ok(Some(item)) => Some((Ok(item), Some(st))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e.into()), None)),
+            }
+        })
+        .boxed()
     }
 }
 

@@ -13,49 +13,28 @@
 //! daemon restarting after a crash kills what its runtime directories hold.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn, Instrument};
 
 use crate::lifecycle::new_id;
+use crate::model::ChildMemory;
 use crate::snapshot::Snapshot;
-use crate::spawn::Loaded;
+use crate::vm::Vm;
 use crate::Engine;
 
 /// A paused, loaded child QEMU waiting to be claimed. Dropping it kills QEMU
-/// and removes its runtime directory.
+/// and removes its runtime directory (the [`Vm`] owns both).
 pub(crate) struct Prestarted {
-    id: String,
-    dir: PathBuf,
     snap: Arc<Snapshot>,
-    loaded: Option<Loaded>,
+    vm: Vm,
 }
 
 impl Prestarted {
-    /// The id its directory is named after and the loaded QEMU; the caller
-    /// registers a sandbox under that id and becomes the owner.
-    pub(crate) fn into_parts(mut self) -> (String, Loaded) {
-        let loaded = self
-            .loaded
-            .take()
-            .expect("a pool entry holds its QEMU until claimed");
-        (std::mem::take(&mut self.id), loaded)
-    }
-}
-
-impl Drop for Prestarted {
-    fn drop(&mut self) {
-        if let Some(l) = self.loaded.take() {
-            // Dropping the process handle SIGKILLs QEMU (kill_on_drop).
-            drop(l);
-            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    warn!(dir = %self.dir.display(), error = %e, "cannot remove a pre-started child's directory");
-                }
-            }
-        }
+    /// The loaded VM; the caller resumes and registers it.
+    pub(crate) fn into_vm(self) -> Vm {
+        self.vm
     }
 }
 
@@ -114,13 +93,9 @@ impl Pool {
         g.entries.drain().flat_map(|(_, v)| v).collect()
     }
 
-    /// How many entries are held, per snapshot tag.
-    pub(crate) fn sizes(&self) -> HashMap<String, usize> {
-        self.lock()
-            .entries
-            .iter()
-            .map(|(k, v)| (k.clone(), v.len()))
-            .collect()
+    /// How many entries `tag` holds.
+    pub(crate) fn size(&self, tag: &str) -> usize {
+        self.lock().entries.get(tag).map_or(0, Vec::len)
     }
 
     /// Whether a filler task runs for some snapshot.
@@ -229,21 +204,16 @@ impl Engine {
                 }
             };
             let id = new_id();
-            let dir = self.sandbox_dir(&id);
-            if let Err(e) = std::fs::create_dir_all(&dir) {
-                warn!(dir = %dir.display(), error = %e, "cannot pre-start a child");
-                return;
-            }
             let t = Instant::now();
-            let entry = match self.load_child(&id, &dir, &snap, mem, false, false).await {
-                Ok(l) => Prestarted {
-                    id,
-                    dir,
+            let entry = match self
+                .load_child(&id, &snap, mem, ChildMemory::CopyOnWrite)
+                .await
+            {
+                Ok(vm) => Prestarted {
                     snap: snap.clone(),
-                    loaded: Some(l),
+                    vm,
                 },
                 Err(e) => {
-                    let _ = std::fs::remove_dir_all(&dir);
                     warn!(error = %e, "pre-starting a child failed; the pool stops filling");
                     return;
                 }
@@ -282,10 +252,5 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    /// Pre-started children held, per snapshot tag.
-    pub fn pool_sizes(&self) -> HashMap<String, usize> {
-        self.pool.sizes()
     }
 }

@@ -1,53 +1,52 @@
 //! One sandbox: its identity, lifecycle state and the guest operations that run
-//! through its agent link. Booting and removal live in `lifecycle`.
+//! through its agent link. A sandbox is built whole from a [`Running`] VM (or,
+//! for one a previous daemon left, from its database row, dead); starting and
+//! removal live in `lifecycle`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::Stream;
+use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use zygote_proto::agent::{DirEntry, EvalResult, ExecRequest, FileStat};
-use zygote_proto::api::{ExecBody, SandboxInfo, SandboxState};
+use zygote_qemu::QemuProcess;
 
 use crate::agent_link::AgentLink;
 use crate::error::{EngineError, Result};
-use crate::ops::{self, ExecStream, ReadStream};
+use crate::machine::Machine;
+use crate::model::{
+    ExecItems, ExecSpec, FileRead, MemoryKind, Program, SandboxState, SandboxView, UploadStream,
+};
+use crate::ops;
 use crate::paths;
+use crate::rundir::RuntimeDir;
 use crate::state;
+use crate::store::{SandboxRow, Store};
+use crate::vm::Running;
 
-/// Longest exec timeout accepted (a day).
-const MAX_EXEC_TIMEOUT_SECS: f64 = 86_400.0;
 /// Default time an eval may take.
 pub(crate) const EVAL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Commands for the sandbox's supervisor task (the one owner of its QEMU process).
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Stop QEMU: ask the guest to power off, then quit, then kill.
+    /// Stop QEMU: SIGTERM, then SIGKILL.
     Stop {
         /// Told when QEMU is gone.
         done: tokio::sync::oneshot::Sender<()>,
     },
 }
 
-/// Fixed facts about a sandbox.
+/// What a sandbox was made with and never changes.
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// Image name.
-    pub image: String,
-    /// Guest RAM.
-    pub memory_mib: u64,
-    /// vCPUs.
-    pub vcpus: u32,
+    pub(crate) image: String,
     /// Environment for every exec.
-    pub env: BTreeMap<String, String>,
-    /// Accelerator name.
-    pub accel: String,
+    pub(crate) env: BTreeMap<String, String>,
     /// Lifetime end.
-    pub expires_at_unix: Option<u64>,
+    pub(crate) expires_at_unix: Option<u64>,
 }
 
 /// Where a sandbox's guest RAM lives.
@@ -59,126 +58,175 @@ pub(crate) enum SandboxMemory {
     /// Copy-on-write (`MAP_PRIVATE`, share=off) over a snapshot's sealed memfd;
     /// held so the memfd outlives QEMU's open of its `/proc` path even if the
     /// snapshot is deleted meanwhile.
-    Cow(#[allow(dead_code)] Arc<zygote_mem::Region>),
+    Cow(Arc<zygote_mem::Region>),
+}
+
+impl SandboxMemory {
+    fn kind(&self) -> MemoryKind {
+        match self {
+            SandboxMemory::Own(_) => MemoryKind::Own,
+            SandboxMemory::Cow(_) => MemoryKind::Cow,
+        }
+    }
 }
 
 /// The sandbox's disk: its writable top overlay and the frozen generations below.
 #[derive(Debug, Clone)]
 pub(crate) struct DiskState {
     /// The overlay QEMU writes to now.
-    pub(crate) top: PathBuf,
+    pub(crate) top: std::path::PathBuf,
     /// Frozen generations the top's backing chain needs (in `<home>/disks`).
-    pub(crate) chain: Vec<PathBuf>,
+    pub(crate) chain: Vec<std::path::PathBuf>,
     /// Virtual size in bytes.
     pub(crate) virtual_size: u64,
     /// Generation counter (names the next overlay).
     pub(crate) generation: u32,
 }
 
-/// How the VM was started; children must match it exactly.
-#[derive(Debug, Clone)]
-pub(crate) struct MachineFacts {
-    pub(crate) kernel: PathBuf,
-    pub(crate) initrd: PathBuf,
-    pub(crate) append: String,
-    pub(crate) cpu: String,
+/// The live parts of a running sandbox.
+pub(crate) struct Guest {
+    pub(crate) pid: u32,
+    pub(crate) qmp: Arc<zygote_qemu::Qmp>,
+    pub(crate) link: Arc<AgentLink>,
+    pub(crate) cmd: mpsc::Sender<Command>,
 }
 
 /// A sandbox.
 pub struct Sandbox {
-    /// Random id.
-    pub id: String,
-    /// What it was created with.
-    pub spec: Spec,
-    /// Runtime directory (overlay, sockets, console log).
-    pub dir: PathBuf,
-    /// Creation time.
-    pub created_at_unix: u64,
-    pub(crate) state: watch::Sender<(SandboxState, Option<String>)>,
-    pub(crate) link: OnceLock<Arc<AgentLink>>,
-    pub(crate) pid: OnceLock<u32>,
-    pub(crate) boot_ms: OnceLock<u64>,
-    pub(crate) cmd: Mutex<Option<mpsc::Sender<Command>>>,
-    pub(crate) span: tracing::Span,
-    pub(crate) qmp: OnceLock<Arc<zygote_qemu::Qmp>>,
-    pub(crate) memory: Mutex<Option<SandboxMemory>>,
-    pub(crate) disk: Mutex<Option<DiskState>>,
-    pub(crate) machine: OnceLock<MachineFacts>,
+    pub(crate) id: String,
+    pub(crate) spec: Spec,
+    /// The VM it runs (or ran).
+    pub(crate) machine: Machine,
+    pub(crate) dir: RuntimeDir,
+    pub(crate) created_at_unix: u64,
     /// The snapshot a child was spawned from.
     pub(crate) snapshot_tag: Option<String>,
+    pub(crate) boot_ms: Option<u64>,
+    /// `None` for a sandbox a previous daemon left (dead).
+    pub(crate) guest: Option<Guest>,
+    /// Dropped when QEMU is gone.
+    pub(crate) memory: Mutex<Option<SandboxMemory>>,
+    pub(crate) disk: Mutex<DiskState>,
+    state: watch::Sender<(SandboxState, Option<String>)>,
+    store: Arc<Store>,
+    pub(crate) span: tracing::Span,
     /// One branch at a time.
     pub(crate) branch_lock: tokio::sync::Mutex<()>,
 }
 
 impl Sandbox {
-    /// The API view.
-    pub fn info(&self) -> SandboxInfo {
+    /// A sandbox around a running VM, with the database row that records it.
+    /// Returns the QEMU process and the command channel for its supervisor.
+    pub(crate) fn running(
+        running: Running,
+        spec: Spec,
+        snapshot_tag: Option<String>,
+        created_at_unix: u64,
+        store: Arc<Store>,
+    ) -> Result<(Arc<Sandbox>, QemuProcess, mpsc::Receiver<Command>)> {
+        let Running { vm, link, ready_ms } = running;
+        let pid = vm.process.pid();
+        let row = SandboxRow {
+            id: vm.id.clone(),
+            image: spec.image.clone(),
+            state: SandboxState::Running,
+            reason: None,
+            pid: Some(pid),
+            dir: vm.dir.path().to_path_buf(),
+            machine: vm.machine.clone(),
+            created_at_unix,
+            snapshot_tag: snapshot_tag.clone(),
+        };
+        store.insert(&row)?;
+        let (cmd, cmd_rx) = mpsc::channel(4);
+        let span = tracing::info_span!("sandbox", id = %vm.id);
+        let sb = Sandbox {
+            id: vm.id,
+            spec,
+            machine: vm.machine,
+            dir: vm.dir,
+            created_at_unix,
+            snapshot_tag,
+            boot_ms: Some(ready_ms as u64),
+            guest: Some(Guest {
+                pid,
+                qmp: vm.qmp,
+                link: Arc::new(link),
+                cmd,
+            }),
+            memory: Mutex::new(Some(vm.memory)),
+            disk: Mutex::new(vm.disk),
+            state: watch::channel((SandboxState::Running, None)).0,
+            store,
+            span,
+            branch_lock: tokio::sync::Mutex::new(()),
+        };
+        Ok((Arc::new(sb), vm.process, cmd_rx))
+    }
+
+    /// A sandbox a previous daemon left, shown dead with `reason`.
+    pub(crate) fn dead(row: SandboxRow, reason: Option<String>, store: Arc<Store>) -> Sandbox {
+        let span = tracing::info_span!("sandbox", id = %row.id);
+        Sandbox {
+            spec: Spec {
+                image: row.image,
+                env: BTreeMap::new(),
+                expires_at_unix: None,
+            },
+            machine: row.machine,
+            dir: RuntimeDir::existing(row.dir),
+            created_at_unix: row.created_at_unix,
+            snapshot_tag: row.snapshot_tag,
+            boot_ms: None,
+            guest: None,
+            memory: Mutex::new(None),
+            disk: Mutex::new(DiskState {
+                top: Default::default(),
+                chain: Vec::new(),
+                virtual_size: 0,
+                generation: 0,
+            }),
+            state: watch::channel((SandboxState::Dead, reason)).0,
+            store,
+            span,
+            branch_lock: tokio::sync::Mutex::new(()),
+            id: row.id,
+        }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How the engine reports it.
+    pub fn view(&self) -> SandboxView {
         let (state, reason) = self.state.borrow().clone();
-        SandboxInfo {
+        let m = &self.machine;
+        SandboxView {
             id: self.id.clone(),
             image: self.spec.image.clone(),
             state,
             reason,
-            memory_mib: self.spec.memory_mib,
-            vcpus: self.spec.vcpus,
-            accel: self.spec.accel.clone(),
-            pid: self.pid.get().copied(),
+            memory_mib: m.memory_mib,
+            vcpus: m.vcpus,
+            accel: m.accel,
+            pid: self.guest.as_ref().map(|g| g.pid),
             created_at_unix: self.created_at_unix,
-            boot_ms: self.boot_ms.get().copied(),
+            boot_ms: self.boot_ms,
             expires_at_unix: self.spec.expires_at_unix,
             snapshot_tag: self.snapshot_tag.clone(),
-            memory: self.memory_kind().map(str::to_string),
+            memory: self.memory_kind(),
         }
     }
 
-    /// `own` or `cow`, while the sandbox holds memory.
-    pub fn memory_kind(&self) -> Option<&'static str> {
-        match &*self.memory.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(SandboxMemory::Own(_)) => Some("own"),
-            Some(SandboxMemory::Cow(_)) => Some("cow"),
-            None => None,
-        }
-    }
-
-    /// Build a sandbox in `Booting` with nothing attached yet.
-    pub(crate) fn new(
-        id: String,
-        spec: Spec,
-        dir: PathBuf,
-        created_at_unix: u64,
-        snapshot_tag: Option<String>,
-        state: SandboxState,
-        reason: Option<String>,
-    ) -> Sandbox {
-        let span = tracing::info_span!("sandbox", id = %id);
-        Sandbox {
-            id,
-            spec,
-            dir,
-            created_at_unix,
-            state: watch::channel((state, reason)).0,
-            link: OnceLock::new(),
-            pid: OnceLock::new(),
-            boot_ms: OnceLock::new(),
-            cmd: Mutex::new(None),
-            span,
-            qmp: OnceLock::new(),
-            memory: Mutex::new(None),
-            disk: Mutex::new(None),
-            machine: OnceLock::new(),
-            snapshot_tag,
-            branch_lock: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// The QMP connection, if the sandbox is running.
-    pub(crate) fn qmp(&self) -> Result<&Arc<zygote_qemu::Qmp>> {
-        self.link()?;
-        self.qmp.get().ok_or_else(|| EngineError::NotRunning {
-            id: self.id.clone(),
-            state: "without a QMP connection",
-            reason: None,
-        })
+    /// Where its guest RAM lives, while it holds any.
+    pub(crate) fn memory_kind(&self) -> Option<MemoryKind> {
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(SandboxMemory::kind)
     }
 
     /// Current state.
@@ -186,12 +234,8 @@ impl Sandbox {
         self.state.borrow().0
     }
 
-    /// Console log path.
-    pub fn console_log(&self) -> PathBuf {
-        self.dir.join("console.log")
-    }
-
-    /// Move to a new state; refused transitions are reported and ignored.
+    /// Move to a new state, in memory and in the database in one call; a
+    /// refused transition is logged and ignored. Returns whether it moved.
     pub(crate) fn set_state(&self, to: SandboxState, reason: Option<String>) -> bool {
         let mut changed = false;
         self.state
@@ -207,63 +251,67 @@ impl Sandbox {
                     tracing::debug!(parent: &self.span, error = %e, "state transition ignored")
                 }
             });
+        if changed && to != SandboxState::Stopping {
+            if let Err(e) = self.store.set_state(&self.id, to, reason.as_deref()) {
+                tracing::warn!(parent: &self.span, error = %e, "cannot record the state change");
+            }
+        }
         changed
     }
 
-    /// The agent link, if the sandbox is running.
-    pub(crate) fn link(&self) -> Result<&Arc<AgentLink>> {
+    fn not_running(&self) -> EngineError {
         let (st, reason) = self.state.borrow().clone();
-        match st {
-            SandboxState::Running => {}
-            SandboxState::Booting | SandboxState::Stopping | SandboxState::Dead => {
-                return Err(EngineError::NotRunning {
-                    id: self.id.clone(),
-                    state: st.as_str(),
-                    reason,
-                })
-            }
-        }
-        self.link.get().ok_or_else(|| EngineError::NotRunning {
+        EngineError::NotRunning {
             id: self.id.clone(),
             state: st.as_str(),
-            reason: None,
-        })
+            reason,
+        }
     }
 
-    /// Validate an exec body and turn it into an agent request plus stdin bytes.
-    pub fn exec_request(&self, body: ExecBody) -> Result<(ExecRequest, Option<Vec<u8>>)> {
-        let ExecBody {
-            argv,
-            cmd,
+    /// The live parts, if the sandbox is running.
+    pub(crate) fn guest(&self) -> Result<&Guest> {
+        match self.state() {
+            SandboxState::Running => self.guest.as_ref().ok_or_else(|| self.not_running()),
+            SandboxState::Booting | SandboxState::Stopping | SandboxState::Dead => {
+                Err(self.not_running())
+            }
+        }
+    }
+
+    fn link(&self) -> Result<&Arc<AgentLink>> {
+        Ok(&self.guest()?.link)
+    }
+
+    /// Validate an exec and turn it into an agent request plus stdin bytes.
+    pub(crate) fn exec_request(&self, spec: ExecSpec) -> Result<(ExecRequest, Option<Vec<u8>>)> {
+        let ExecSpec {
+            program,
             env,
             cwd,
             stdin,
-            stdin_b64,
-            timeout_secs,
-        } = body;
-        let shell = match (argv.is_empty(), cmd) {
-            (true, None) => {
-                return Err(EngineError::BadRequest(
-                    "argv is empty: pass a program and its arguments in `argv`, or a shell command line in `cmd`".into(),
-                ))
+            timeout,
+        } = spec;
+        let (argv, shell) = match program {
+            Program::Argv(argv) => {
+                if argv.is_empty() {
+                    return Err(EngineError::BadRequest(
+                        "argv is empty: pass a program and its arguments in `argv`, or a shell command line in `cmd`".into(),
+                    ));
+                }
+                if argv[0].is_empty() {
+                    return Err(EngineError::BadRequest(
+                        "argv[0] is empty: pass the program to run first".into(),
+                    ));
+                }
+                (argv, None)
             }
-            (false, Some(_)) => {
-                return Err(EngineError::BadRequest(
-                    "both `argv` and `cmd` are set: pass exactly one".into(),
-                ))
-            }
-            (true, Some(c)) if c.trim().is_empty() => {
+            Program::Shell(c) if c.trim().is_empty() => {
                 return Err(EngineError::BadRequest(
                     "`cmd` is empty: pass a shell command line".into(),
                 ))
             }
-            (_, c) => c,
+            Program::Shell(c) => (Vec::new(), Some(c)),
         };
-        if argv.first().is_some_and(|a| a.is_empty()) {
-            return Err(EngineError::BadRequest(
-                "argv[0] is empty: pass the program to run first".into(),
-            ));
-        }
         let mut full_env = self.spec.env.clone();
         for (k, v) in env {
             paths::env_name(&k)?;
@@ -272,27 +320,6 @@ impl Sandbox {
         if let Some(c) = &cwd {
             paths::guest_path(c)?;
         }
-        let timeout_ms = match timeout_secs {
-            None => None,
-            Some(t) if t.is_finite() && t > 0.0 && t <= MAX_EXEC_TIMEOUT_SECS => {
-                Some((t * 1000.0).ceil() as u64)
-            }
-            Some(t) => {
-                return Err(EngineError::BadRequest(format!(
-                    "timeout_secs {t} is out of range: pass a number of seconds above 0 and at most {MAX_EXEC_TIMEOUT_SECS}"
-                )))
-            }
-        };
-        let stdin = match (stdin, stdin_b64) {
-            (Some(_), Some(_)) => {
-                return Err(EngineError::BadRequest(
-                    "both `stdin` and `stdin_b64` are set: pass one".into(),
-                ))
-            }
-            (Some(s), None) => Some(s.into_bytes()),
-            (None, Some(b)) => Some(decode_b64(&b)?),
-            (None, None) => None,
-        };
         Ok((
             ExecRequest {
                 argv,
@@ -300,29 +327,26 @@ impl Sandbox {
                 env: full_env,
                 cwd,
                 stdin: stdin.is_some(),
-                timeout_ms,
+                timeout_ms: timeout.map(|t| t.as_millis().max(1) as u64),
             },
             stdin,
         ))
     }
 
     /// Start a process in the guest.
-    pub async fn exec(&self, body: ExecBody) -> Result<ExecStream> {
-        let (req, stdin) = self.exec_request(body)?;
-        let link = self.link()?;
-        Ok(ops::exec(link, req, stdin).await?)
+    pub(crate) async fn exec(&self, spec: ExecSpec) -> Result<ExecItems> {
+        let (req, stdin) = self.exec_request(spec)?;
+        let st = ops::exec(self.link()?, req, stdin).await?;
+        Ok(st.into_items())
     }
 
     /// Write a guest file from a stream of chunks.
-    pub async fn write_file<S, E>(
+    pub(crate) async fn write_file(
         &self,
         path: &str,
         mode: Option<u32>,
-        body: S,
-    ) -> Result<Result<u64, E>>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-    {
+        body: UploadStream,
+    ) -> Result<u64> {
         paths::guest_path(path)?;
         if let Some(m) = mode {
             if m > 0o7777 {
@@ -332,29 +356,39 @@ impl Sandbox {
             }
         }
         let link = self.link()?;
-        ops::xfer::write_file(link, &self.dir, path, mode, body).await
+        ops::xfer::write_file(link, self.dir.path(), path, mode, body)
+            .await?
+            .map_err(EngineError::UploadBroken)
     }
 
     /// Read a guest file as a stream of chunks.
-    pub async fn read_file(&self, path: &str) -> Result<ReadStream> {
+    pub(crate) async fn read_file(&self, path: &str) -> Result<FileRead> {
         paths::guest_path(path)?;
-        ops::xfer::read_file(self.link()?, &self.dir, path).await
+        let rs = ops::xfer::read_file(self.link()?, self.dir.path(), path).await?;
+        Ok(FileRead {
+            size: rs.size,
+            mode: rs.mode,
+            chunks: rs
+                .into_stream()
+                .map(|r| r.map_err(EngineError::from))
+                .boxed(),
+        })
     }
 
     /// Stat a guest path.
-    pub async fn stat(&self, path: &str) -> Result<FileStat> {
+    pub(crate) async fn stat(&self, path: &str) -> Result<FileStat> {
         paths::guest_path(path)?;
         Ok(ops::stat(self.link()?, path).await?)
     }
 
     /// List a guest directory.
-    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+    pub(crate) async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
         paths::guest_path(path)?;
         Ok(ops::list(self.link()?, path).await?)
     }
 
     /// Remove a guest path.
-    pub async fn remove_path(&self, path: &str, recursive: bool) -> Result<()> {
+    pub(crate) async fn remove_path(&self, path: &str, recursive: bool) -> Result<()> {
         paths::guest_path(path)?;
         if path == "/" {
             return Err(EngineError::BadRequest(
@@ -365,28 +399,12 @@ impl Sandbox {
     }
 
     /// Evaluate Python in the warm interpreter.
-    pub async fn eval(&self, code: &str) -> Result<EvalResult> {
+    pub(crate) async fn eval(&self, code: &str) -> Result<EvalResult> {
         Ok(ops::eval(self.link()?, code, EVAL_TIMEOUT).await?)
     }
 
     /// Ping the agent; the round trip.
-    pub async fn ping(&self) -> Result<Duration> {
+    pub(crate) async fn ping(&self) -> Result<Duration> {
         Ok(ops::ping(self.link()?).await?)
     }
-
-    /// Send raw bytes down the agent link (tests of the agent's defences).
-    pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<()> {
-        Ok(self.link()?.send_raw(bytes).await?)
-    }
-}
-
-fn decode_b64(s: &str) -> Result<Vec<u8>> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .map_err(|e| {
-            EngineError::BadRequest(format!(
-                "stdin_b64 is not valid base64 ({e}): encode the bytes with standard base64"
-            ))
-        })
 }

@@ -19,12 +19,14 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use zygote_mem::Region;
-use zygote_proto::api::{BranchMode, SnapshotInfo, SnapshotStatus};
 
 use crate::error::{EngineError, Result};
+use crate::machine::{Cpu, Machine, PageSize, MACHINE_TYPE};
+use crate::model::{BranchMode, SnapshotStatus, SnapshotView};
 
-/// Version of `meta.json`, independent of the program version.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of `meta.json`, independent of the program version. Version 1 kept
+/// the VM's facts as loose fields; version 2 keeps the [`Machine`] whole.
+pub const FORMAT_VERSION: u32 = 2;
 /// Largest `meta.json` accepted.
 const MAX_META_BYTES: u64 = 1 << 20;
 
@@ -44,31 +46,14 @@ pub struct SnapshotMeta {
     pub parent_snapshot: Option<String>,
     /// Capture mode.
     pub mode: BranchMode,
-    /// Guest RAM in MiB.
-    pub memory_mib: u64,
-    /// vCPUs.
-    pub vcpus: u32,
-    /// `-cpu` model.
-    pub cpu: String,
-    /// Machine type.
-    pub machine: String,
-    /// Accelerator.
-    pub accel: String,
-    /// Kernel, initrd and command line the lineage booted with (children need
-    /// the identical machine, ROMs included).
-    pub kernel: PathBuf,
-    /// Initramfs.
-    pub initrd: PathBuf,
-    /// Kernel command line.
-    pub append: String,
+    /// The VM children start as (its `pages` is the snapshot memory's).
+    pub machine: Machine,
     /// The frozen disk generation.
     pub disk: PathBuf,
     /// Virtual size of the disk in bytes.
     pub disk_bytes: u64,
     /// Every disk file the chain below `disk` needs (ancestor generations).
     pub disk_chain: Vec<PathBuf>,
-    /// Memory is hugetlb-backed.
-    pub hugepages: bool,
     /// STOP→RESUME of the parent.
     pub pause_ms: Option<f64>,
     /// RAM copy inside the pause.
@@ -81,6 +66,79 @@ pub struct SnapshotMeta {
     pub created_at_unix: u64,
     /// Fallback warnings.
     pub warning: Option<String>,
+}
+
+/// `meta.json` format 1, read and converted to the current format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotMetaV1 {
+    #[allow(dead_code)]
+    format_version: u32,
+    tag: String,
+    image: String,
+    branched_from: Option<String>,
+    parent_snapshot: Option<String>,
+    mode: BranchMode,
+    memory_mib: u64,
+    vcpus: u32,
+    cpu: String,
+    machine: String,
+    accel: zygote_qemu::Accel,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    append: String,
+    disk: PathBuf,
+    disk_bytes: u64,
+    disk_chain: Vec<PathBuf>,
+    hugepages: bool,
+    pause_ms: Option<f64>,
+    copy_ms: Option<f64>,
+    memory_bytes: u64,
+    vmstate_bytes: u64,
+    created_at_unix: u64,
+    warning: Option<String>,
+}
+
+impl SnapshotMetaV1 {
+    fn upgrade(self) -> Result<SnapshotMeta> {
+        if self.machine != MACHINE_TYPE {
+            return Err(EngineError::BadRequest(format!(
+                "snapshot `{}` is of machine type `{}`; zygote runs `{MACHINE_TYPE}` only",
+                self.tag, self.machine
+            )));
+        }
+        Ok(SnapshotMeta {
+            format_version: FORMAT_VERSION,
+            tag: self.tag,
+            image: self.image,
+            branched_from: self.branched_from,
+            parent_snapshot: self.parent_snapshot,
+            mode: self.mode,
+            machine: Machine {
+                accel: self.accel,
+                cpu: Cpu(self.cpu),
+                memory_mib: self.memory_mib,
+                vcpus: self.vcpus,
+                pages: if self.hugepages {
+                    PageSize::Huge
+                } else {
+                    PageSize::Small
+                },
+                kernel: self.kernel,
+                initrd: self.initrd,
+                append: self.append,
+            },
+            disk: self.disk,
+            disk_bytes: self.disk_bytes,
+            disk_chain: self.disk_chain,
+            pause_ms: self.pause_ms,
+            copy_ms: self.copy_ms,
+            memory_bytes: self.memory_bytes,
+            vmstate_bytes: self.vmstate_bytes,
+            created_at_unix: self.created_at_unix,
+            warning: self.warning,
+        })
+    }
 }
 
 /// A snapshot the daemon holds.
@@ -151,7 +209,7 @@ impl Snapshot {
         let (mut region, stats) = Region::from_file(
             &path,
             &format!("zygote-snap-{}", self.meta.tag),
-            self.meta.hugepages,
+            self.meta.machine.pages.is_huge(),
         )?;
         region.seal()?;
         tracing::info!(tag = %self.meta.tag, ms = stats.ms(), bytes = stats.bytes, "snapshot memory reloaded from disk");
@@ -164,21 +222,22 @@ impl Snapshot {
         *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// The API view.
-    pub fn info(&self) -> SnapshotInfo {
+    /// How the engine reports it (`prestarted` is the pool's count).
+    pub(crate) fn view(&self, prestarted: usize) -> SnapshotView {
         let (status, warn) = self.status.borrow().clone();
         let m = &self.meta;
-        SnapshotInfo {
+        SnapshotView {
             tag: m.tag.clone(),
             image: m.image.clone(),
             branched_from: m.branched_from.clone(),
+            parent_snapshot: m.parent_snapshot.clone(),
             mode: m.mode,
             status,
-            memory_mib: m.memory_mib,
-            vcpus: m.vcpus,
-            cpu: m.cpu.clone(),
-            accel: m.accel.clone(),
-            hugepages: m.hugepages,
+            memory_mib: m.machine.memory_mib,
+            vcpus: m.machine.vcpus,
+            cpu: m.machine.cpu.0.clone(),
+            accel: m.machine.accel,
+            hugepages: m.machine.pages.is_huge(),
             pause_ms: m.pause_ms,
             copy_ms: m.copy_ms,
             memory_bytes: m.memory_bytes,
@@ -188,13 +247,12 @@ impl Snapshot {
                 (Some(a), Some(b)) => Some(format!("{a}; {b}")),
                 (a, b) => a.clone().or(b),
             },
-            prestarted: 0,
-            dir: self.dir.display().to_string(),
+            prestarted: prestarted as u32,
+            dir: self.dir.clone(),
             // try_lock: `memory()` holds the lock while it reloads memory.bin,
             // and a listing must not wait for that (the file exists then).
             bootable: self.memory_bin().exists()
                 || self.memory.try_lock().map(|m| m.is_some()).unwrap_or(true),
-            parent_snapshot: m.parent_snapshot.clone(),
         }
     }
 }
@@ -380,14 +438,37 @@ impl Snapshots {
     }
 
     /// Every snapshot, oldest first.
-    pub fn list(&self) -> Vec<SnapshotInfo> {
-        let mut v: Vec<SnapshotInfo> = self.map().values().map(|s| s.info()).collect();
+    pub(crate) fn all(&self) -> Vec<Arc<Snapshot>> {
+        let mut v: Vec<Arc<Snapshot>> = self.map().values().cloned().collect();
         v.sort_by(|a, b| {
-            a.created_at_unix
-                .cmp(&b.created_at_unix)
-                .then(a.tag.cmp(&b.tag))
+            a.meta
+                .created_at_unix
+                .cmp(&b.meta.created_at_unix)
+                .then(a.meta.tag.cmp(&b.meta.tag))
         });
         v
+    }
+
+    /// Bytes the snapshot directories take on disk (allocated blocks: the
+    /// memory files are sparse).
+    pub(crate) fn persisted_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let mut total = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let Ok(md) = e.metadata() else { continue };
+                if md.is_dir() {
+                    stack.push(e.path());
+                } else if md.is_file() {
+                    total += md.blocks() * 512;
+                }
+            }
+        }
+        total
     }
 
     /// Delete a snapshot: its memory and files. Running children keep running
@@ -436,17 +517,26 @@ fn read_meta(path: &Path) -> Result<SnapshotMeta> {
         )));
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    let meta: SnapshotMeta = serde_json::from_slice(&bytes).map_err(|e| {
+    let not_meta = |e: serde_json::Error| {
         EngineError::BadRequest(format!("{} is not snapshot metadata: {e}", path.display()))
-    })?;
-    if meta.format_version != FORMAT_VERSION {
-        return Err(EngineError::BadRequest(format!(
-            "{} has format version {}, this zygote reads {FORMAT_VERSION}",
-            path.display(),
-            meta.format_version
-        )));
+    };
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
     }
-    Ok(meta)
+    let version = serde_json::from_slice::<Version>(&bytes)
+        .map_err(not_meta)?
+        .format_version;
+    match version {
+        1 => serde_json::from_slice::<SnapshotMetaV1>(&bytes)
+            .map_err(not_meta)?
+            .upgrade(),
+        FORMAT_VERSION => serde_json::from_slice(&bytes).map_err(not_meta),
+        v => Err(EngineError::BadRequest(format!(
+            "{} has format version {v}, this zygote reads 1 and {FORMAT_VERSION}: upgrade zygote",
+            path.display()
+        ))),
+    }
 }
 
 #[cfg(test)]

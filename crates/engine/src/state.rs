@@ -10,7 +10,7 @@
 //!
 //! `Dead` is final: a dead sandbox is only removed.
 
-use zygote_proto::api::SandboxState;
+use crate::model::SandboxState;
 
 /// A refused transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -40,17 +40,6 @@ pub fn transition(from: SandboxState, to: SandboxState) -> Result<SandboxState, 
     }
 }
 
-/// Parse a stored state name.
-pub fn parse(s: &str) -> Option<SandboxState> {
-    Some(match s {
-        "booting" => SandboxState::Booting,
-        "running" => SandboxState::Running,
-        "stopping" => SandboxState::Stopping,
-        "dead" => SandboxState::Dead,
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,8 +61,8 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for s in [Booting, Running, Stopping, Dead] {
-            assert_eq!(parse(s.as_str()), Some(s));
+            assert_eq!(SandboxState::parse(s.as_str()), Some(s));
         }
-        assert_eq!(parse("zombie"), None);
+        assert_eq!(SandboxState::parse("zombie"), None);
     }
 }

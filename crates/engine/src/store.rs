@@ -1,14 +1,23 @@
-//! The state database: every sandbox the daemon has started, in SQLite under the
-//! home directory, written transactionally. On startup the engine reads it to
-//! find sandboxes a previous daemon left behind (see `Engine::open`).
+//! The state database: every sandbox the daemon runs, in SQLite under the home
+//! directory, written transactionally. On startup the engine reads it to find
+//! sandboxes a previous daemon left behind (see `Engine::open`).
+//!
+//! States and accelerators are stored by name and read back as the enums; the
+//! VM's whole [`Machine`] is stored as JSON beside the columns older schemas
+//! had.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
+use zygote_qemu::Accel;
+
+use crate::machine::{Cpu, Machine, PageSize};
+use crate::model::SandboxState;
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// Errors of the state database.
 #[derive(Debug, thiserror::Error)]
@@ -31,22 +40,56 @@ pub struct SandboxRow {
     pub id: String,
     /// Image name.
     pub image: String,
-    /// State name (`booting`, `running`, `stopping`, `dead`).
-    pub state: String,
+    /// Lifecycle state.
+    pub state: SandboxState,
     /// Why it died.
     pub reason: Option<String>,
     /// QEMU pid.
     pub pid: Option<u32>,
     /// Runtime directory.
-    pub dir: String,
-    /// Guest RAM.
-    pub memory_mib: u64,
-    /// vCPUs.
-    pub vcpus: u32,
-    /// Accelerator.
-    pub accel: String,
+    pub dir: PathBuf,
+    /// The VM.
+    pub machine: Machine,
     /// Creation time.
     pub created_at_unix: u64,
+    /// The snapshot it was spawned from.
+    pub snapshot_tag: Option<String>,
+}
+
+/// SQLite text of a state.
+struct StateCol(SandboxState);
+
+impl ToSql for StateCol {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.0.as_str()))
+    }
+}
+
+impl FromSql for StateCol {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = v.as_str()?;
+        SandboxState::parse(s)
+            .map(StateCol)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown sandbox state `{s}`").into()))
+    }
+}
+
+/// SQLite text of an accelerator.
+struct AccelCol(Accel);
+
+impl ToSql for AccelCol {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.0.to_string()))
+    }
+}
+
+impl FromSql for AccelCol {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = v.as_str()?;
+        s.parse()
+            .map(AccelCol)
+            .map_err(|e: zygote_qemu::QemuError| FromSqlError::Other(e.to_string().into()))
+    }
 }
 
 /// The SQLite state database.
@@ -54,8 +97,10 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+const COLUMNS: &str = "id, image, state, reason, pid, dir, memory_mib, vcpus, accel, created_at_unix, machine, snapshot_tag";
+
 impl Store {
-    /// Open (creating if needed) the database at `path`.
+    /// Open (creating or upgrading if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
         Self::init(conn)
@@ -88,6 +133,23 @@ impl Store {
                 created_at_unix INTEGER NOT NULL
             );",
         )?;
+        if v < 2 {
+            // Schema 2: the whole machine (JSON) and the snapshot a child came from.
+            let has = |col: &str| -> rusqlite::Result<bool> {
+                let n: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('sandboxes') WHERE name = ?1",
+                    params![col],
+                    |r| r.get(0),
+                )?;
+                Ok(n > 0)
+            };
+            if !has("machine")? {
+                conn.execute_batch("ALTER TABLE sandboxes ADD COLUMN machine TEXT;")?;
+            }
+            if !has("snapshot_tag")? {
+                conn.execute_batch("ALTER TABLE sandboxes ADD COLUMN snapshot_tag TEXT;")?;
+            }
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -101,39 +163,41 @@ impl Store {
 
     /// Insert a new sandbox row.
     pub fn insert(&self, row: &SandboxRow) -> Result<(), StoreError> {
+        let machine = serde_json::to_string(&row.machine)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         self.with(|c| {
             c.execute(
-                "INSERT INTO sandboxes (id, image, state, reason, pid, dir, memory_mib, vcpus, accel, created_at_unix)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                 params![
                     row.id,
                     row.image,
-                    row.state,
+                    StateCol(row.state),
                     row.reason,
                     row.pid,
-                    row.dir,
-                    row.memory_mib as i64,
-                    row.vcpus,
-                    row.accel,
-                    row.created_at_unix as i64
+                    row.dir.to_string_lossy(),
+                    row.machine.memory_mib as i64,
+                    row.machine.vcpus,
+                    AccelCol(row.machine.accel),
+                    row.created_at_unix as i64,
+                    machine,
+                    row.snapshot_tag,
                 ],
             )
             .map(|_| ())
         })
     }
 
-    /// Record a state change (and the pid once known).
+    /// Record a state change (and why).
     pub fn set_state(
         &self,
         id: &str,
-        state: &str,
+        state: SandboxState,
         reason: Option<&str>,
-        pid: Option<u32>,
     ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE sandboxes SET state = ?2, reason = COALESCE(?3, reason), pid = COALESCE(?4, pid) WHERE id = ?1",
-                params![id, state, reason, pid],
+                "UPDATE sandboxes SET state = ?2, reason = COALESCE(?3, reason) WHERE id = ?1",
+                params![id, StateCol(state), reason],
             )
             .map(|_| ())
         })
@@ -151,7 +215,7 @@ impl Store {
     pub fn get(&self, id: &str) -> Result<Option<SandboxRow>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT id, image, state, reason, pid, dir, memory_mib, vcpus, accel, created_at_unix FROM sandboxes WHERE id = ?1",
+                &format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1"),
                 params![id],
                 row_of,
             )
@@ -159,30 +223,59 @@ impl Store {
         })
     }
 
-    /// Every row, oldest first.
+    /// Every readable row, oldest first; a row that cannot be read (an unknown
+    /// state, a damaged machine) is logged and skipped.
     pub fn all(&self) -> Result<Vec<SandboxRow>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, image, state, reason, pid, dir, memory_mib, vcpus, accel, created_at_unix FROM sandboxes ORDER BY created_at_unix, id",
-            )?;
-            let rows = st.query_map([], row_of)?;
-            rows.collect()
+            let mut st = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM sandboxes ORDER BY created_at_unix, id"
+            ))?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, row_of(r))))?;
+            let mut out = Vec::new();
+            for row in rows {
+                match row? {
+                    (_, Ok(r)) => out.push(r),
+                    (id, Err(e)) => {
+                        tracing::warn!(%id, error = %e, "skipping an unreadable sandbox row")
+                    }
+                }
+            }
+            Ok(out)
         })
     }
 }
 
 fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRow> {
+    let accel = r.get::<_, AccelCol>(8)?.0;
+    let memory_mib = r.get::<_, i64>(6)? as u64;
+    let vcpus: u32 = r.get(7)?;
+    let machine = match r.get::<_, Option<String>>(10)? {
+        Some(json) => serde_json::from_str(&json).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        // A row of schema 1 (its VM was stopped by the upgrade's restart):
+        // only what the columns held is known.
+        None => Machine {
+            accel,
+            cpu: Cpu::for_accel(accel),
+            memory_mib,
+            vcpus,
+            pages: PageSize::Small,
+            kernel: PathBuf::new(),
+            initrd: PathBuf::new(),
+            append: String::new(),
+        },
+    };
     Ok(SandboxRow {
         id: r.get(0)?,
         image: r.get(1)?,
-        state: r.get(2)?,
+        state: r.get::<_, StateCol>(2)?.0,
         reason: r.get(3)?,
         pid: r.get(4)?,
-        dir: r.get(5)?,
-        memory_mib: r.get::<_, i64>(6)? as u64,
-        vcpus: r.get(7)?,
-        accel: r.get(8)?,
+        dir: PathBuf::from(r.get::<_, String>(5)?),
+        machine,
         created_at_unix: r.get::<_, i64>(9)? as u64,
+        snapshot_tag: r.get(11)?,
     })
 }
 
@@ -194,14 +287,22 @@ mod tests {
         SandboxRow {
             id: id.into(),
             image: "python".into(),
-            state: "booting".into(),
+            state: SandboxState::Running,
             reason: None,
-            pid: None,
-            dir: format!("/x/{id}"),
-            memory_mib: 256,
-            vcpus: 1,
-            accel: "tcg".into(),
+            pid: Some(42),
+            dir: format!("/x/{id}").into(),
+            machine: Machine {
+                accel: Accel::Tcg,
+                cpu: Cpu::for_accel(Accel::Tcg),
+                memory_mib: 256,
+                vcpus: 1,
+                pages: PageSize::Small,
+                kernel: "/k".into(),
+                initrd: "/i".into(),
+                append: "quiet".into(),
+            },
             created_at_unix: 1,
+            snapshot_tag: Some("t".into()),
         }
     }
 
@@ -211,12 +312,14 @@ mod tests {
         s.insert(&row("a")).unwrap();
         s.insert(&row("b")).unwrap();
         assert!(s.insert(&row("a")).is_err(), "duplicate id must fail");
-        s.set_state("a", "running", None, Some(42)).unwrap();
-        s.set_state("a", "dead", Some("qemu exited"), None).unwrap();
+        s.set_state("a", SandboxState::Dead, Some("qemu exited"))
+            .unwrap();
         let a = s.get("a").unwrap().unwrap();
-        assert_eq!(a.state, "dead");
+        assert_eq!(a.state, SandboxState::Dead);
         assert_eq!(a.pid, Some(42));
         assert_eq!(a.reason.as_deref(), Some("qemu exited"));
+        assert_eq!(a.machine, row("a").machine);
+        assert_eq!(a.snapshot_tag.as_deref(), Some("t"));
         s.delete("a").unwrap();
         assert_eq!(s.all().unwrap().len(), 1);
         assert!(s.get("a").unwrap().is_none());
@@ -228,5 +331,42 @@ mod tests {
         let p = d.path().join("z.db");
         Store::open(&p).unwrap().insert(&row("x")).unwrap();
         assert_eq!(Store::open(&p).unwrap().all().unwrap()[0].id, "x");
+    }
+
+    #[test]
+    fn schema_1_is_upgraded_and_its_rows_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("z.db");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(
+                "CREATE TABLE sandboxes (id TEXT PRIMARY KEY, image TEXT NOT NULL, state TEXT NOT NULL,
+                 reason TEXT, pid INTEGER, dir TEXT NOT NULL, memory_mib INTEGER NOT NULL,
+                 vcpus INTEGER NOT NULL, accel TEXT NOT NULL, created_at_unix INTEGER NOT NULL);
+                 INSERT INTO sandboxes VALUES ('old', 'python', 'running', NULL, 7, '/x/old', 512, 2, 'tcg', 3);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        let r = s.get("old").unwrap().unwrap();
+        assert_eq!(r.state, SandboxState::Running);
+        assert_eq!((r.machine.memory_mib, r.machine.vcpus), (512, 2));
+        assert_eq!(r.machine.accel, Accel::Tcg);
+        assert_eq!(r.snapshot_tag, None);
+        s.insert(&row("new")).unwrap();
+    }
+
+    #[test]
+    fn unknown_state_is_skipped_not_guessed() {
+        let s = Store::in_memory().unwrap();
+        s.insert(&row("a")).unwrap();
+        s.insert(&row("b")).unwrap();
+        s.with(|c| c.execute("UPDATE sandboxes SET state = 'zombie' WHERE id = 'a'", []))
+            .unwrap();
+        let all = s.all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].id, "b");
+        assert!(s.get("a").is_err());
     }
 }

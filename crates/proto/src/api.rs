@@ -1,5 +1,7 @@
-//! REST models of the daemon's v1 API (JSON). Inputs deny unknown fields so a
-//! misspelt option is a 400 naming it, never silently ignored.
+//! REST models of the daemon's v1 API (JSON), zygote's own shapes. Inputs deny
+//! unknown fields so a misspelt option is a 400 naming it, never silently
+//! ignored; answers do not, because a route shared with forkd answers a
+//! superset (see [`crate::compat`]).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -58,7 +60,6 @@ impl SandboxState {
 
 /// A sandbox as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SandboxInfo {
     /// Random, unguessable id.
@@ -126,7 +127,6 @@ pub struct ExecBody {
 
 /// Result of a buffered exec.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ExecResult {
     /// Exit code; `null` when a signal ended the process.
@@ -145,7 +145,7 @@ pub struct ExecResult {
 
 /// One line of the NDJSON answer of `POST /v1/sandboxes/{id}/exec/stream`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub enum ExecEvent {
     /// The process started.
@@ -192,7 +192,6 @@ pub struct EvalBody {
 
 /// Answer of `PUT /v1/sandboxes/{id}/files`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct WriteFileResult {
     /// Guest path written.
@@ -203,7 +202,6 @@ pub struct WriteFileResult {
 
 /// Answer of `GET /v1/sandboxes/{id}/files/list`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ListResult {
     /// Directory listed.
@@ -214,7 +212,6 @@ pub struct ListResult {
 
 /// An image as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ImageSummary {
     /// Image name.
@@ -283,9 +280,6 @@ pub struct Pong {
     pub ok: bool,
     /// Daemon-to-agent round trip in milliseconds.
     pub agent_rtt_ms: f64,
-    /// Always true (forkd's `pong`).
-    #[serde(default)]
-    pub pong: bool,
 }
 
 /// How a branch captures memory.
@@ -347,7 +341,6 @@ pub enum SnapshotStatus {
 
 /// A snapshot as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SnapshotInfo {
     /// Tag.
@@ -427,12 +420,14 @@ pub struct CreateSnapshot {
     pub hugepages: bool,
 }
 
-/// `POST /v1/sandboxes` with `snapshot_tag`: children of a snapshot.
+/// `POST /v1/snapshots/{tag}/spawn`: children of a snapshot.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SpawnBody {
-    /// Snapshot to start from.
+    /// The snapshot (the route's `{tag}`; when given in the body too it must
+    /// be the same).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub snapshot_tag: String,
     /// How many children (default 1).
     #[serde(default)]
@@ -457,7 +452,6 @@ pub struct SpawnBody {
 
 /// One child of a spawn: a sandbox or why it failed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SpawnResult {
     /// The child, when it started.
@@ -476,55 +470,6 @@ pub struct SpawnResult {
     /// already loaded, paused), so the request only had to resume it.
     #[serde(default)]
     pub prestarted: bool,
-    /// The child's id, as in `sandbox` (forkd's flat `SandboxInfo` shape).
-    #[serde(default)]
-    pub id: Option<String>,
-    /// The snapshot it was spawned from (forkd's shape).
-    #[serde(default)]
-    pub snapshot_tag: Option<String>,
-    /// Creation time, seconds since the Unix epoch (forkd's shape).
-    #[serde(default)]
-    pub created_at_unix: Option<u64>,
-    /// QEMU's pid (forkd's shape).
-    #[serde(default)]
-    pub pid: Option<u32>,
-    /// Request flags that were accepted but mean nothing here, and why.
-    #[serde(default)]
-    pub warning: Option<String>,
-}
-
-impl SpawnResult {
-    /// A child that started; forkd's flat fields mirror `sandbox`.
-    pub fn started(sandbox: SandboxInfo, running_ms: f64, ready_ms: f64) -> SpawnResult {
-        SpawnResult {
-            id: Some(sandbox.id.clone()),
-            snapshot_tag: sandbox.snapshot_tag.clone(),
-            created_at_unix: Some(sandbox.created_at_unix),
-            pid: sandbox.pid,
-            sandbox: Some(sandbox),
-            error: None,
-            running_ms: Some(running_ms),
-            ready_ms: Some(ready_ms),
-            warning: None,
-            prestarted: false,
-        }
-    }
-
-    /// A child that did not start.
-    pub fn failed(error: String) -> SpawnResult {
-        SpawnResult {
-            sandbox: None,
-            error: Some(error),
-            running_ms: None,
-            ready_ms: None,
-            id: None,
-            snapshot_tag: None,
-            created_at_unix: None,
-            pid: None,
-            warning: None,
-            prestarted: false,
-        }
-    }
 }
 
 /// `POST /v1/sandboxes/{id}/fork`
@@ -551,7 +496,6 @@ pub struct ForkBody {
 
 /// Answer of `POST /v1/sandboxes/{id}/fork`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ForkResult {
     /// The snapshot taken.
@@ -560,192 +504,8 @@ pub struct ForkResult {
     pub children: Vec<SpawnResult>,
 }
 
-// ---- Request shapes that accept forkd's v1 fields as well as ours ----
-//
-// Each is a superset of one of our bodies (still `deny_unknown_fields`, so a
-// typo is a 400 naming the field); the daemon validates it, maps forkd's
-// fields onto ours and says in `warning` which accepted flags mean nothing
-// here. docs/forkd-compat.md has the whole mapping.
-
-/// Body of `POST /v1/sandboxes/{id}/exec` (and `/exec/stream`): [`ExecBody`]
-/// plus forkd's `args`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct ExecRequest {
-    /// Program and arguments (zygote).
-    #[serde(default)]
-    pub argv: Vec<String>,
-    /// Program and arguments (forkd). With `args` the timeout defaults to 30 s
-    /// and `exit_code` is never null (128 + signal when a signal ended it).
-    #[serde(default)]
-    pub args: Option<Vec<String>>,
-    /// A shell command line (`/bin/sh -c`).
-    #[serde(default)]
-    pub cmd: Option<String>,
-    /// Extra environment.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Working directory.
-    #[serde(default)]
-    pub cwd: Option<String>,
-    /// Text fed to stdin, then closed.
-    #[serde(default)]
-    pub stdin: Option<String>,
-    /// Bytes (base64) fed to stdin, then closed.
-    #[serde(default)]
-    pub stdin_b64: Option<String>,
-    /// Kill the process group after this many seconds.
-    #[serde(default)]
-    pub timeout_secs: Option<f64>,
-}
-
-/// Body of `POST /v1/sandboxes` with `snapshot_tag`: [`SpawnBody`] plus
-/// forkd's `CreateSandboxRequest` fields.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct SpawnRequest {
-    /// Snapshot to start from.
-    pub snapshot_tag: String,
-    /// How many children (default 1).
-    #[serde(default)]
-    pub n: Option<u32>,
-    /// Children on their own share=on memfd (branchable in `copy` mode).
-    #[serde(default)]
-    pub private_memory: bool,
-    /// With private memory: 2 MiB hugepages.
-    #[serde(default)]
-    pub hugepages: bool,
-    /// Must equal the snapshot's if given.
-    #[serde(default)]
-    pub memory_mib: Option<u64>,
-    /// Must equal the snapshot's if given.
-    #[serde(default)]
-    pub vcpus: Option<u32>,
-    /// Environment for every exec in each child.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// forkd: a network namespace per child. Accepted and ignored (no guest network here).
-    #[serde(default)]
-    pub per_child_netns: Option<bool>,
-    /// forkd: a cgroup memory cap. Accepted and ignored (a child has its snapshot's size).
-    #[serde(default)]
-    pub memory_limit_mib: Option<u64>,
-    /// forkd: fault in every page after restore. Accepted and ignored.
-    #[serde(default)]
-    pub prewarm: Option<bool>,
-    /// forkd: memfd-backed RAM for live branches; taken as `private_memory`.
-    #[serde(default)]
-    pub live_fork: Option<bool>,
-}
-
-/// A branch mode as a request may name it: ours (`copy`, `live`) or forkd's
-/// (`full`, `diff`, `live`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub enum RequestedBranchMode {
-    /// zygote's stop-and-copy.
-    Copy,
-    /// Live (precopy) branch.
-    Live,
-    /// forkd: whole memory under the pause; taken as `copy` (`live` for a
-    /// copy-on-write child, which `copy` cannot read).
-    Full,
-    /// forkd: dirty-page diff; zygote has none, taken as `full`.
-    Diff,
-}
-
-/// Body of `POST /v1/sandboxes/{id}/branch`: [`BranchBody`] plus forkd's
-/// `BranchSandboxRequest` fields.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct BranchRequest {
-    /// Snapshot tag (default: generated).
-    #[serde(default)]
-    pub tag: Option<String>,
-    /// Capture mode.
-    #[serde(default)]
-    pub mode: Option<RequestedBranchMode>,
-    /// Back the snapshot memory with 2 MiB hugepages.
-    #[serde(default)]
-    pub hugepages: bool,
-    /// Wait until `memory.bin` is on disk. Default false, or true when the body
-    /// is forkd-shaped (`mode` `full`/`diff`, or `diff`, `live`,
-    /// `measure_diff`, `parent_tag` given), as forkd's default is.
-    #[serde(default)]
-    pub wait: Option<bool>,
-    /// `live` mode: QEMU's downtime limit in ms (default 20).
-    #[serde(default)]
-    pub downtime_limit_ms: Option<u64>,
-    /// forkd (legacy): same as `mode: "diff"`.
-    #[serde(default)]
-    pub diff: Option<bool>,
-    /// forkd (legacy): same as `mode: "live"`.
-    #[serde(default)]
-    pub live: Option<bool>,
-    /// forkd: measurement hook. Accepted and ignored.
-    #[serde(default)]
-    pub measure_diff: Option<bool>,
-    /// forkd: diff-chain parent. Accepted and ignored (zygote snapshots stand
-    /// alone; lineage is in `parent_snapshot`).
-    #[serde(default)]
-    pub parent_tag: Option<String>,
-}
-
-/// Answer of `POST /v1/sandboxes/{id}/eval`: the agent's result plus forkd's
-/// `exit_code` (0, or 1 when the code raised).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct EvalAnswer {
-    /// `repr` of the trailing expression, when there was one and it was not None.
-    pub result: Option<String>,
-    /// The exception line (`ValueError: ...`) when the code raised.
-    pub error: Option<String>,
-    /// The formatted traceback when the code raised.
-    #[serde(default)]
-    pub traceback: Option<String>,
-    /// What the code printed to stdout.
-    #[serde(default)]
-    pub stdout: String,
-    /// What the code printed to stderr.
-    #[serde(default)]
-    pub stderr: String,
-    /// 0, or 1 when the code raised.
-    pub exit_code: i64,
-}
-
-impl From<crate::agent::EvalResult> for EvalAnswer {
-    fn from(r: crate::agent::EvalResult) -> EvalAnswer {
-        EvalAnswer {
-            exit_code: i64::from(r.error.is_some()),
-            result: r.result,
-            error: r.error,
-            traceback: r.traceback,
-            stdout: r.stdout,
-            stderr: r.stderr,
-        }
-    }
-}
-
-impl From<EvalAnswer> for crate::agent::EvalResult {
-    fn from(a: EvalAnswer) -> crate::agent::EvalResult {
-        crate::agent::EvalResult {
-            result: a.result,
-            error: a.error,
-            traceback: a.traceback,
-            stdout: a.stdout,
-            stderr: a.stderr,
-        }
-    }
-}
-
 /// Answer of `DELETE /v1/snapshots/{tag}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct SnapshotDeleted {
     /// The tag asked for.

@@ -8,8 +8,9 @@ use std::str::FromStr;
 
 use crate::QemuError;
 
-/// The QEMU accelerator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The QEMU accelerator (`"kvm"` / `"tcg"` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// Hardware virtualisation through `/dev/kvm`.
     Kvm,

@@ -1,0 +1,85 @@
+//! Snapshot routes: warm snapshots from an image, list, get, delete, and
+//! children of a snapshot (`spawn`).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use zygote_proto::api::{CreateSnapshot, SnapshotDeleted, SnapshotInfo, SpawnBody, SpawnResult};
+
+use super::{from_value, only_params, ApiJson, Params};
+use crate::error::ApiError;
+use crate::observe::Found;
+use crate::{forkd, wire, AppState};
+
+#[utoipa::path(get, path = "/v1/snapshots", responses((status = 200, body = [SnapshotInfo])))]
+pub(crate) async fn list(State(s): State<AppState>) -> Json<Vec<SnapshotInfo>> {
+    Json(
+        s.engine
+            .snapshots()
+            .into_iter()
+            .map(wire::snapshot)
+            .collect(),
+    )
+}
+
+#[utoipa::path(post, path = "/v1/snapshots", request_body = CreateSnapshot,
+    responses((status = 201, body = SnapshotInfo), (status = 409, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    ApiJson(v): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    if v.get("kernel").is_some() || v.get("rootfs").is_some() {
+        return Err(ApiError::bad_request(
+            "`kernel`/`rootfs` given (forkd's snapshot build): zygote boots its own images; pass {\"tag\", \"image\"?, \"warmup\"?} (see GET /v1/images), or branch a running sandbox",
+        ));
+    }
+    let body: CreateSnapshot = from_value(v)?;
+    let info = wire::snapshot(s.engine.create_snapshot(wire::warm_snapshot(body)).await?);
+    let found = Found::snapshot(&info.tag);
+    Ok(found.on((StatusCode::CREATED, Json(info))))
+}
+
+#[utoipa::path(get, path = "/v1/snapshots/{tag}", params(("tag" = String, Path)),
+    responses((status = 200, body = SnapshotInfo), (status = 404, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn get(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+) -> Result<Json<SnapshotInfo>, ApiError> {
+    Ok(Json(wire::snapshot(s.engine.snapshot(&tag)?)))
+}
+
+#[utoipa::path(delete, path = "/v1/snapshots/{tag}", params(("tag" = String, Path),
+        ("cascade" = Option<bool>, Query, description = "also remove every sandbox spawned from it and every snapshot descended from it"),
+        ("force" = Option<bool>, Query, description = "delete even though children run (they keep running)")),
+    responses((status = 200, body = SnapshotDeleted), (status = 400, body = zygote_proto::api::ErrorBody), (status = 404, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn delete(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Json<SnapshotDeleted>, ApiError> {
+    only_params(&q, &["cascade", "force"])?;
+    let scope = forkd::delete_scope(&q)?;
+    let d = s.engine.delete_snapshot(&tag, scope).await?;
+    Ok(Json(forkd::deleted(&tag, scope, d)))
+}
+
+#[utoipa::path(post, path = "/v1/snapshots/{tag}/spawn", params(("tag" = String, Path)), request_body = SpawnBody,
+    description = "Children of the snapshot, each started or failed alone (`error`). Copy-on-write children come first from the snapshot's pre-started pool (`prestarted`).",
+    responses((status = 201, body = [SpawnResult]), (status = 400, body = zygote_proto::api::ErrorBody), (status = 404, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn spawn(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+    ApiJson(body): ApiJson<SpawnBody>,
+) -> Result<Response, ApiError> {
+    let spec = wire::spawn(&tag, body)?;
+    let children: Vec<SpawnResult> = s
+        .engine
+        .spawn(spec)
+        .await?
+        .into_iter()
+        .map(wire::child)
+        .collect();
+    let found = Found::children(&children);
+    Ok(found.on((StatusCode::CREATED, Json(children))))
+}

@@ -1,0 +1,321 @@
+//! zygote's own JSON shapes (`zygote_proto::api`) mapped onto the engine's
+//! types and back. Validation that is about the wire (which of two fields is
+//! set, base64, number ranges of a JSON field) happens here; everything about
+//! sandboxes is the engine's.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use zygote_engine as eng;
+use zygote_proto::api;
+
+use crate::error::{chain, ApiError};
+
+/// Longest exec timeout accepted (a day).
+const MAX_EXEC_TIMEOUT_SECS: f64 = 86_400.0;
+
+pub(crate) fn state(s: eng::SandboxState) -> api::SandboxState {
+    match s {
+        eng::SandboxState::Booting => api::SandboxState::Booting,
+        eng::SandboxState::Running => api::SandboxState::Running,
+        eng::SandboxState::Stopping => api::SandboxState::Stopping,
+        eng::SandboxState::Dead => api::SandboxState::Dead,
+    }
+}
+
+pub(crate) fn mode(m: eng::BranchMode) -> api::BranchMode {
+    match m {
+        eng::BranchMode::Copy => api::BranchMode::Copy,
+        eng::BranchMode::Live => api::BranchMode::Live,
+    }
+}
+
+pub(crate) fn engine_mode(m: api::BranchMode) -> eng::BranchMode {
+    match m {
+        api::BranchMode::Copy => eng::BranchMode::Copy,
+        api::BranchMode::Live => eng::BranchMode::Live,
+    }
+}
+
+pub(crate) fn status(s: eng::SnapshotStatus) -> api::SnapshotStatus {
+    match s {
+        eng::SnapshotStatus::Writing => api::SnapshotStatus::Writing,
+        eng::SnapshotStatus::Ready => api::SnapshotStatus::Ready,
+        eng::SnapshotStatus::Failed => api::SnapshotStatus::Failed,
+    }
+}
+
+pub(crate) fn sandbox(v: eng::SandboxView) -> api::SandboxInfo {
+    api::SandboxInfo {
+        id: v.id,
+        image: v.image,
+        state: state(v.state),
+        reason: v.reason,
+        memory_mib: v.memory_mib,
+        vcpus: v.vcpus,
+        accel: v.accel.to_string(),
+        pid: v.pid,
+        created_at_unix: v.created_at_unix,
+        boot_ms: v.boot_ms,
+        expires_at_unix: v.expires_at_unix,
+        snapshot_tag: v.snapshot_tag,
+        memory: v.memory.map(|m| m.as_str().to_string()),
+    }
+}
+
+pub(crate) fn snapshot(v: eng::SnapshotView) -> api::SnapshotInfo {
+    api::SnapshotInfo {
+        tag: v.tag,
+        image: v.image,
+        branched_from: v.branched_from,
+        mode: mode(v.mode),
+        status: status(v.status),
+        memory_mib: v.memory_mib,
+        vcpus: v.vcpus,
+        cpu: v.cpu,
+        accel: v.accel.to_string(),
+        hugepages: v.hugepages,
+        pause_ms: v.pause_ms,
+        copy_ms: v.copy_ms,
+        memory_bytes: v.memory_bytes,
+        vmstate_bytes: v.vmstate_bytes,
+        created_at_unix: v.created_at_unix,
+        warning: v.warning,
+        prestarted: v.prestarted,
+        dir: v.dir.display().to_string(),
+        bootable: v.bootable,
+        parent_snapshot: v.parent_snapshot,
+    }
+}
+
+pub(crate) fn image(v: eng::ImageView) -> api::ImageSummary {
+    api::ImageSummary {
+        name: v.name,
+        id: v.id,
+        kernel_version: v.kernel_version,
+        release: v.release,
+        rootfs_bytes: v.rootfs_bytes,
+        created_unix: v.created_unix,
+    }
+}
+
+pub(crate) fn create(b: api::CreateSandbox) -> eng::CreateSpec {
+    eng::CreateSpec {
+        image: b.image,
+        memory_mib: b.memory_mib,
+        vcpus: b.vcpus,
+        env: b.env,
+        lifetime_secs: b.timeout_secs,
+    }
+}
+
+/// The spawn of `tag` a body asks for.
+pub(crate) fn spawn(tag: &str, b: api::SpawnBody) -> Result<eng::SpawnSpec, ApiError> {
+    if !b.snapshot_tag.is_empty() && b.snapshot_tag != tag {
+        return Err(ApiError::bad_request(format!(
+            "snapshot_tag `{}` in the body differs from `{tag}` in the path: name the snapshot once, in the path",
+            b.snapshot_tag
+        )));
+    }
+    let memory = match (b.private_memory, b.hugepages) {
+        (true, hugepages) => eng::ChildMemory::Private { hugepages },
+        (false, false) => eng::ChildMemory::CopyOnWrite,
+        (false, true) => {
+            return Err(ApiError::bad_request(
+                "hugepages applies to private_memory children: set private_memory too (copy-on-write children share the snapshot's pages)",
+            ))
+        }
+    };
+    Ok(eng::SpawnSpec {
+        snapshot: tag.to_string(),
+        count: b.n,
+        memory,
+        env: b.env,
+        expect_memory_mib: b.memory_mib,
+        expect_vcpus: b.vcpus,
+    })
+}
+
+pub(crate) fn child(c: eng::ChildOutcome) -> api::SpawnResult {
+    match c {
+        Ok(c) => api::SpawnResult {
+            sandbox: Some(sandbox(c.sandbox)),
+            error: None,
+            running_ms: Some(c.running_ms),
+            ready_ms: Some(c.ready_ms),
+            prestarted: c.prestarted,
+        },
+        Err(e) => api::SpawnResult {
+            sandbox: None,
+            error: Some(chain(&e)),
+            running_ms: None,
+            ready_ms: None,
+            prestarted: false,
+        },
+    }
+}
+
+pub(crate) fn branch(b: api::BranchBody) -> eng::BranchSpec {
+    eng::BranchSpec {
+        tag: b.tag,
+        mode: b.mode.map(engine_mode),
+        hugepages: b.hugepages,
+        wait: b.wait,
+        downtime_limit_ms: b.downtime_limit_ms,
+    }
+}
+
+pub(crate) fn fork(b: api::ForkBody) -> eng::ForkSpec {
+    eng::ForkSpec {
+        count: b.n,
+        mode: b.mode.map(engine_mode),
+        tag: b.tag,
+        private_memory: b.private_memory,
+        hugepages: b.hugepages,
+    }
+}
+
+pub(crate) fn forked(f: eng::Forked) -> api::ForkResult {
+    api::ForkResult {
+        snapshot: snapshot(f.snapshot),
+        children: f.children.into_iter().map(child).collect(),
+    }
+}
+
+pub(crate) fn warm_snapshot(b: api::CreateSnapshot) -> eng::SnapshotSpec {
+    eng::SnapshotSpec {
+        tag: b.tag,
+        image: b.image,
+        warmup: b.warmup,
+        memory_mib: b.memory_mib,
+        vcpus: b.vcpus,
+        hugepages: b.hugepages,
+    }
+}
+
+/// The exec a body asks for.
+pub(crate) fn exec(b: api::ExecBody) -> Result<eng::ExecSpec, ApiError> {
+    let api::ExecBody {
+        argv,
+        cmd,
+        env,
+        cwd,
+        stdin,
+        stdin_b64,
+        timeout_secs,
+    } = b;
+    let program = match (argv.is_empty(), cmd) {
+        (false, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "both `argv` and `cmd` are set: pass exactly one",
+            ))
+        }
+        (_, Some(c)) => eng::Program::Shell(c),
+        (_, None) => eng::Program::Argv(argv),
+    };
+    let timeout = match timeout_secs {
+        None => None,
+        Some(t) if t.is_finite() && t > 0.0 && t <= MAX_EXEC_TIMEOUT_SECS => {
+            Some(Duration::from_millis((t * 1000.0).ceil() as u64))
+        }
+        Some(t) => {
+            return Err(ApiError::bad_request(format!(
+                "timeout_secs {t} is out of range: pass a number of seconds above 0 and at most {MAX_EXEC_TIMEOUT_SECS}"
+            )))
+        }
+    };
+    let stdin = match (stdin, stdin_b64) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "both `stdin` and `stdin_b64` are set: pass one",
+            ))
+        }
+        (Some(s), None) => Some(s.into_bytes()),
+        (None, Some(b)) => Some(B64.decode(&b).map_err(|e| {
+            ApiError::bad_request(format!(
+                "stdin_b64 is not valid base64 ({e}): encode the bytes with standard base64"
+            ))
+        })?),
+        (None, None) => None,
+    };
+    Ok(eng::ExecSpec {
+        program,
+        env,
+        cwd,
+        stdin,
+        timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_bodies_map_or_name_the_problem() {
+        let spec = exec(api::ExecBody {
+            cmd: Some("echo hi".into()),
+            stdin_b64: Some(B64.encode(b"\x00\x01")),
+            timeout_secs: Some(0.0015),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(spec.program, eng::Program::Shell("echo hi".into()));
+        assert_eq!(spec.stdin.as_deref(), Some(&b"\x00\x01"[..]));
+        assert_eq!(spec.timeout, Some(Duration::from_millis(2)));
+        let bad = |b: api::ExecBody| exec(b).unwrap_err().message;
+        assert!(bad(api::ExecBody {
+            argv: vec!["a".into()],
+            cmd: Some("b".into()),
+            ..Default::default()
+        })
+        .contains("both `argv` and `cmd`"));
+        assert!(bad(api::ExecBody {
+            argv: vec!["a".into()],
+            timeout_secs: Some(-1.0),
+            ..Default::default()
+        })
+        .contains("timeout_secs -1"));
+        assert!(bad(api::ExecBody {
+            argv: vec!["a".into()],
+            stdin_b64: Some("%%".into()),
+            ..Default::default()
+        })
+        .contains("stdin_b64"));
+    }
+
+    #[test]
+    fn spawn_bodies_map_or_name_the_problem() {
+        let s = spawn(
+            "t",
+            api::SpawnBody {
+                private_memory: true,
+                hugepages: true,
+                n: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.memory, eng::ChildMemory::Private { hugepages: true });
+        assert_eq!((s.snapshot.as_str(), s.count), ("t", Some(3)));
+        let e = spawn(
+            "t",
+            api::SpawnBody {
+                hugepages: true,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.message.contains("private_memory"), "{}", e.message);
+        let e = spawn(
+            "t",
+            api::SpawnBody {
+                snapshot_tag: "u".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.message.contains("`u`") && e.message.contains("`t`"));
+    }
+}

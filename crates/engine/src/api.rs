@@ -1,0 +1,179 @@
+//! [`EngineApi`]: the one typed boundary between the engine and whoever drives
+//! it. The daemon's HTTP layer maps every route onto a call here and holds only
+//! an `Arc<dyn EngineApi>`, so the router is tested in-process against a fake
+//! engine (status codes, error bodies, auth) without QEMU.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use zygote_proto::agent::{DirEntry, EvalResult, FileStat};
+
+use crate::error::Result;
+use crate::model::{
+    ChildOutcome, CreateSpec, DeleteScope, EngineFacts, ExecItems, ExecSpec, FileRead, ForkSpec,
+    Forked, ImageView, SandboxView, SnapshotDeletion, SnapshotSpec, SnapshotView, SpawnSpec,
+    UploadStream,
+};
+use crate::{BranchSpec, Engine};
+
+/// Everything the daemon asks of the engine.
+#[async_trait::async_trait]
+pub trait EngineApi: Send + Sync + 'static {
+    /// QEMU version and accelerator.
+    fn facts(&self) -> EngineFacts;
+    /// Built images.
+    fn images(&self) -> Result<Vec<ImageView>>;
+    /// Every sandbox, oldest first.
+    fn sandboxes(&self) -> Vec<SandboxView>;
+    /// One sandbox.
+    fn sandbox(&self, id: &str) -> Result<SandboxView>;
+    /// Sandboxes being started right now (not yet listed).
+    fn starting(&self) -> usize;
+    /// Boot a sandbox from an image; returns once its agent answers.
+    async fn create(&self, spec: CreateSpec) -> Result<SandboxView>;
+    /// Stop and forget a sandbox.
+    async fn remove(&self, id: &str) -> Result<()>;
+    /// The agent's round trip.
+    async fn ping(&self, id: &str) -> Result<Duration>;
+    /// Start a process; its output and exit as a stream.
+    async fn exec(&self, id: &str, spec: ExecSpec) -> Result<ExecItems>;
+    /// Evaluate Python in the warm interpreter.
+    async fn eval(&self, id: &str, code: &str) -> Result<EvalResult>;
+    /// Write a guest file; returns the bytes written.
+    async fn write_file(
+        &self,
+        id: &str,
+        path: &str,
+        mode: Option<u32>,
+        body: UploadStream,
+    ) -> Result<u64>;
+    /// Read a guest file.
+    async fn read_file(&self, id: &str, path: &str) -> Result<FileRead>;
+    /// Stat a guest path.
+    async fn stat(&self, id: &str, path: &str) -> Result<FileStat>;
+    /// List a guest directory.
+    async fn list_dir(&self, id: &str, path: &str) -> Result<Vec<DirEntry>>;
+    /// Remove a guest path.
+    async fn remove_path(&self, id: &str, path: &str, recursive: bool) -> Result<()>;
+    /// Branch a running sandbox into a snapshot.
+    async fn branch(&self, id: &str, spec: BranchSpec) -> Result<SnapshotView>;
+    /// Branch and start children from the branch.
+    async fn fork(&self, id: &str, spec: ForkSpec) -> Result<Forked>;
+    /// Start children of a snapshot.
+    async fn spawn(&self, spec: SpawnSpec) -> Result<Vec<ChildOutcome>>;
+    /// Boot, warm up and snapshot an image.
+    async fn create_snapshot(&self, spec: SnapshotSpec) -> Result<SnapshotView>;
+    /// Every snapshot, oldest first.
+    fn snapshots(&self) -> Vec<SnapshotView>;
+    /// One snapshot.
+    fn snapshot(&self, tag: &str) -> Result<SnapshotView>;
+    /// Delete a snapshot (and what `scope` says).
+    async fn delete_snapshot(&self, tag: &str, scope: DeleteScope) -> Result<SnapshotDeletion>;
+    /// Bytes the persisted snapshots take on disk.
+    fn persisted_snapshot_bytes(&self) -> u64;
+}
+
+#[async_trait::async_trait]
+impl EngineApi for Arc<Engine> {
+    fn facts(&self) -> EngineFacts {
+        EngineFacts {
+            qemu_version: self.qemu_version(),
+            accel: self.accel.accel,
+            accel_reason: self.accel.reason.clone(),
+        }
+    }
+
+    fn images(&self) -> Result<Vec<ImageView>> {
+        Engine::images(self)
+    }
+
+    fn sandboxes(&self) -> Vec<SandboxView> {
+        self.list()
+    }
+
+    fn sandbox(&self, id: &str) -> Result<SandboxView> {
+        Ok(self.get(id)?.view())
+    }
+
+    fn starting(&self) -> usize {
+        self.launches_in_flight()
+    }
+
+    async fn create(&self, spec: CreateSpec) -> Result<SandboxView> {
+        Engine::create(self, spec).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        Engine::remove(self, id).await
+    }
+
+    async fn ping(&self, id: &str) -> Result<Duration> {
+        self.get(id)?.ping().await
+    }
+
+    async fn exec(&self, id: &str, spec: ExecSpec) -> Result<ExecItems> {
+        self.get(id)?.exec(spec).await
+    }
+
+    async fn eval(&self, id: &str, code: &str) -> Result<EvalResult> {
+        self.get(id)?.eval(code).await
+    }
+
+    async fn write_file(
+        &self,
+        id: &str,
+        path: &str,
+        mode: Option<u32>,
+        body: UploadStream,
+    ) -> Result<u64> {
+        self.get(id)?.write_file(path, mode, body).await
+    }
+
+    async fn read_file(&self, id: &str, path: &str) -> Result<FileRead> {
+        self.get(id)?.read_file(path).await
+    }
+
+    async fn stat(&self, id: &str, path: &str) -> Result<FileStat> {
+        self.get(id)?.stat(path).await
+    }
+
+    async fn list_dir(&self, id: &str, path: &str) -> Result<Vec<DirEntry>> {
+        self.get(id)?.list(path).await
+    }
+
+    async fn remove_path(&self, id: &str, path: &str, recursive: bool) -> Result<()> {
+        self.get(id)?.remove_path(path, recursive).await
+    }
+
+    async fn branch(&self, id: &str, spec: BranchSpec) -> Result<SnapshotView> {
+        Engine::branch(self, id, spec).await
+    }
+
+    async fn fork(&self, id: &str, spec: ForkSpec) -> Result<Forked> {
+        Engine::fork(self, id, spec).await
+    }
+
+    async fn spawn(&self, spec: SpawnSpec) -> Result<Vec<ChildOutcome>> {
+        Engine::spawn(self, spec).await
+    }
+
+    async fn create_snapshot(&self, spec: SnapshotSpec) -> Result<SnapshotView> {
+        Engine::create_snapshot(self, spec).await
+    }
+
+    fn snapshots(&self) -> Vec<SnapshotView> {
+        Engine::snapshots(self)
+    }
+
+    fn snapshot(&self, tag: &str) -> Result<SnapshotView> {
+        Engine::snapshot(self, tag)
+    }
+
+    async fn delete_snapshot(&self, tag: &str, scope: DeleteScope) -> Result<SnapshotDeletion> {
+        Engine::delete_snapshot(self, tag, scope).await
+    }
+
+    fn persisted_snapshot_bytes(&self) -> u64 {
+        self.snapshots.persisted_bytes()
+    }
+}

@@ -1,0 +1,342 @@
+//! Starting VMs. Every way a sandbox's QEMU starts ends in one value that owns
+//! everything the VM holds: [`Vm`] (QEMU process, QMP connection, guest memory,
+//! disk, runtime directory) and, once the guest agent answered, [`Running`]
+//! (plus the agent link). A sandbox is registered with a `Running` whole; until
+//! then dropping the value kills QEMU and removes its directory, so a start that
+//! fails half-way leaves nothing behind.
+//!
+//! - boot: [`Engine::boot_vm`] (a kernel boot on a fresh memfd and overlay);
+//! - children of a snapshot: [`Engine::load_child`] (QEMU with `-incoming defer
+//!   -S` over copy-on-write or private memory, the RAM-less vmstate loaded,
+//!   paused; the pool keeps these) then [`Engine::resume_child`] (the handshake
+//!   and `Resumed` queued, `cont`, the clock corrected).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use serde_json::json;
+use tracing::{debug, info, warn};
+use zygote_mem::{CopyOptions, Region};
+use zygote_proto::agent::Msg;
+use zygote_qemu::{QemuProcess, Qmp};
+
+use crate::agent_link::{AgentLink, LinkError};
+use crate::branch::wait_migration;
+use crate::error::{EngineError, Result};
+use crate::lifecycle::console_tail;
+use crate::machine::{vm_config, Machine, PageSize, Start};
+use crate::model::ChildMemory;
+use crate::rundir::RuntimeDir;
+use crate::sandbox::{DiskState, SandboxMemory};
+use crate::snapshot::Snapshot;
+use crate::Engine;
+
+/// Bytes of fresh entropy each child gets.
+const ENTROPY_BYTES: usize = 64;
+
+/// A started QEMU and what it owns. Field order is drop order: QEMU is killed
+/// before its directory goes.
+pub(crate) struct Vm {
+    pub(crate) id: String,
+    pub(crate) process: QemuProcess,
+    pub(crate) qmp: Arc<Qmp>,
+    pub(crate) memory: SandboxMemory,
+    pub(crate) disk: DiskState,
+    pub(crate) machine: Machine,
+    pub(crate) dir: RuntimeDir,
+}
+
+/// A VM whose guest agent answered.
+pub(crate) struct Running {
+    pub(crate) vm: Vm,
+    pub(crate) link: AgentLink,
+    /// Milliseconds from the start (or the spawn request) to the agent's answer.
+    pub(crate) ready_ms: f64,
+}
+
+impl Vm {
+    /// A boot error carrying the console's tail.
+    fn boot_error(&self, e: LinkError, timeout: Duration) -> EngineError {
+        let timed_out = matches!(e, LinkError::HandshakeTimeout(_));
+        EngineError::Boot {
+            reason: if timed_out {
+                format!("the guest agent did not answer within {timeout:?} (raise the boot timeout on slow hosts)")
+            } else {
+                e.to_string()
+            },
+            console_tail: console_tail(&self.dir.console_log()),
+            timed_out,
+        }
+    }
+
+    /// Wait for an agent handshake `fut`, failing early (with the console's
+    /// tail) if QEMU dies first.
+    async fn agent_or_death<F>(&mut self, fut: F, timeout: Duration) -> Result<AgentLink>
+    where
+        F: std::future::Future<Output = std::result::Result<AgentLink, LinkError>>,
+    {
+        let r = tokio::select! {
+            r = fut => r,
+            exit = self.process.wait() => Err(LinkError::Closed(match exit {
+                Ok(x) => format!("QEMU exited ({x})"),
+                Err(e) => format!("QEMU could not be waited for: {e}"),
+            })),
+        };
+        r.map_err(|e| self.boot_error(e, timeout))
+    }
+}
+
+/// Start QEMU and connect its QMP socket, failing with QEMU's own words if it
+/// exits first.
+async fn start_qemu(engine: &Engine, cfg: &zygote_qemu::VmConfig) -> Result<(QemuProcess, Qmp)> {
+    let mut process = QemuProcess::spawn(&engine.qemu, cfg)?;
+    let timeout = engine.cfg.boot_timeout;
+    let qmp = tokio::select! {
+        q = Qmp::connect(&cfg.qmp_socket, timeout) => q,
+        exit = process.wait() => Err(match exit {
+            Ok(x) => process.exited_error(x),
+            Err(e) => e,
+        }),
+    }?;
+    Ok((process, qmp))
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// A new runtime directory for sandbox `id`, with its transfer disk (boots
+    /// and children carry the same devices, or a child cannot load its
+    /// parent's state).
+    fn runtime_dir(&self, id: &str) -> Result<RuntimeDir> {
+        let dir = RuntimeDir::create(&self.sandboxes_root(), id)?;
+        crate::ops::xfer::prepare(dir.path())?;
+        Ok(dir)
+    }
+
+    /// The machine this engine boots `image` as.
+    pub(crate) fn machine_for(
+        &self,
+        image: &zygote_image::ImageInfo,
+        memory_mib: u64,
+        vcpus: u32,
+    ) -> Machine {
+        Machine {
+            accel: self.accel.accel,
+            cpu: crate::machine::Cpu::for_accel(self.accel.accel),
+            memory_mib,
+            vcpus,
+            pages: PageSize::Small,
+            kernel: image.kernel.clone(),
+            initrd: image.initrd.clone(),
+            append: self.append.clone(),
+        }
+    }
+
+    /// Boot `machine` from `image` as sandbox `id`, up to its agent answering.
+    pub(crate) async fn boot_vm(
+        &self,
+        id: &str,
+        machine: Machine,
+        image: &zygote_image::ImageInfo,
+    ) -> Result<Running> {
+        let t0 = Instant::now();
+        let dir = self.runtime_dir(id)?;
+        let memory = SandboxMemory::Own(Arc::new(Region::create(
+            &format!("zygote-{id}"),
+            machine.memory_bytes(),
+            machine.pages.is_huge(),
+        )?));
+        let overlay = dir.overlay(1);
+        zygote_qemu::create_overlay(&image.rootfs, "raw", &overlay).await?;
+        let cfg = vm_config(
+            &format!("zygote-{id}"),
+            &machine,
+            &dir,
+            &memory,
+            &overlay,
+            Start::Boot,
+        );
+        let (process, qmp) = start_qemu(self, &cfg).await?;
+        let mut vm = Vm {
+            id: id.to_string(),
+            process,
+            qmp: Arc::new(qmp),
+            memory,
+            disk: DiskState {
+                top: overlay,
+                chain: Vec::new(),
+                virtual_size: image.rootfs_bytes,
+                generation: 1,
+            },
+            machine,
+            dir,
+        };
+        info!(pid = vm.process.pid(), "QEMU started");
+        let timeout = self.cfg.boot_timeout;
+        let socket = vm.dir.agent_socket();
+        let agent = AgentLink::connect(&socket, timeout);
+        let link = vm.agent_or_death(agent, timeout).await?;
+        let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+        info!(
+            boot_ms = ready_ms as u64,
+            agent = %link.hello().agent_version,
+            "agent ready"
+        );
+        Ok(Running { vm, link, ready_ms })
+    }
+
+    /// Start a child's QEMU as `id` over the snapshot's memory and load its
+    /// vmstate; the VM stays paused.
+    pub(crate) async fn load_child(
+        &self,
+        id: &str,
+        snap: &Arc<Snapshot>,
+        snap_mem: Arc<Region>,
+        memory: ChildMemory,
+    ) -> Result<Vm> {
+        let t = Instant::now();
+        let m = &snap.meta;
+        let dir = self.runtime_dir(id)?;
+        let overlay = dir.overlay(1);
+        zygote_qemu::create_overlay(&m.disk, "qcow2", &overlay).await?;
+        let mut chain = m.disk_chain.clone();
+        chain.push(m.disk.clone());
+        let disk = DiskState {
+            top: overlay.clone(),
+            chain,
+            virtual_size: m.disk_bytes,
+            generation: 1,
+        };
+        let (memory, pages) = match memory {
+            ChildMemory::Private { hugepages } => {
+                let name = format!("zygote-{id}");
+                let src = snap_mem.clone();
+                let own = tokio::task::spawn_blocking(move || -> Result<Region> {
+                    let r = Region::create(&name, src.size(), hugepages)?;
+                    r.copy_from(src.memfd(), &CopyOptions::default())?;
+                    Ok(r)
+                })
+                .await
+                .map_err(|e| {
+                    EngineError::Conflict(format!("filling private memory failed: {e}"))
+                })??;
+                let pages = PageSize::of(own.kind());
+                (SandboxMemory::Own(Arc::new(own)), pages)
+            }
+            ChildMemory::CopyOnWrite => {
+                let pages = PageSize::of(snap_mem.kind());
+                (SandboxMemory::Cow(snap_mem), pages)
+            }
+        };
+        let machine = m.machine.with_pages(pages);
+        let cfg = vm_config(
+            &format!("zygote-{id}"),
+            &machine,
+            &dir,
+            &memory,
+            &overlay,
+            Start::Restore,
+        );
+        let prep_ms = t.elapsed().as_secs_f64() * 1e3;
+        let (mut process, qmp) = start_qemu(self, &cfg).await?;
+        let qmp_ms = t.elapsed().as_secs_f64() * 1e3;
+        let load = async {
+            qmp.execute(
+                "migrate-set-capabilities",
+                json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+            )
+            .await?;
+            let uri = format!("exec:cat {}", snap.vmstate().display());
+            qmp.execute("migrate-incoming", json!({ "uri": uri }))
+                .await?;
+            wait_migration(&qmp, Duration::from_secs(60)).await?;
+            Ok::<_, EngineError>(())
+        };
+        if let Err(e) = load.await {
+            // Say why QEMU went away if it did.
+            if let Ok(Some(x)) = process.try_wait().await {
+                return Err(process.exited_error(x).into());
+            }
+            return Err(e);
+        }
+        debug!(
+            prep_ms,
+            qmp_ms,
+            loaded_ms = t.elapsed().as_secs_f64() * 1e3,
+            "child loaded (paused)"
+        );
+        Ok(Vm {
+            id: id.to_string(),
+            process,
+            qmp: Arc::new(qmp),
+            memory,
+            disk,
+            machine,
+            dir,
+        })
+    }
+
+    /// Resume a loaded child and tell its agent it was restored (fresh entropy,
+    /// the host's clock, a new hostname and id). Returns the running VM and the
+    /// milliseconds from `t0` to `cont`.
+    pub(crate) async fn resume_child(&self, mut vm: Vm, t0: Instant) -> Result<(Running, f64)> {
+        // The handshake and `Resumed` are queued before `cont`, so the guest
+        // finds both waiting and answers them in one pass.
+        let timeout = self.cfg.boot_timeout;
+        let pending = AgentLink::begin(&vm.dir.agent_socket(), timeout)
+            .await
+            .map_err(|e| vm.boot_error(e, timeout))?;
+        let mut entropy = vec![0u8; ENTROPY_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut entropy);
+        let hostname = format!("zygote-{}", &vm.id[..12.min(vm.id.len())]);
+        let resumed = Msg::Resumed {
+            sandbox_id: vm.id.clone(),
+            hostname,
+            unix_nanos: unix_nanos(),
+            entropy_bytes: ENTROPY_BYTES as u32,
+        };
+        let mut req = pending
+            .start(&resumed, &entropy)
+            .await
+            .map_err(|e| vm.boot_error(e, timeout))?;
+        vm.qmp.execute("cont", json!(null)).await?;
+        let running_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let link = vm.agent_or_death(pending.finish(), timeout).await?;
+        let linked_ms = t0.elapsed().as_secs_f64() * 1e3;
+        await_resumed(&mut req).await;
+        drop(req);
+        // The clock above was read before `cont` and reached the guest a cold
+        // pass later (tens to hundreds of ms under TCG): set it again now that
+        // the path is warm, before anyone is told the child is ready.
+        let clock = Msg::Resumed {
+            sandbox_id: String::new(),
+            hostname: String::new(),
+            unix_nanos: unix_nanos(),
+            entropy_bytes: 0,
+        };
+        match link.start(&clock, &[]).await {
+            Ok(mut r) => await_resumed(&mut r).await,
+            Err(e) => warn!(error = %e, "could not correct the child's clock"),
+        }
+        let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+        info!(running_ms, linked_ms, ready_ms, "child running");
+        Ok((Running { vm, link, ready_ms }, running_ms))
+    }
+}
+
+/// Wait for the agent's answer to a `Resumed`; a problem is logged, not fatal
+/// (the child runs; what it could not apply is in the log).
+async fn await_resumed(req: &mut crate::agent_link::Request) {
+    match tokio::time::timeout(Duration::from_secs(10), req.next()).await {
+        Ok(Ok(f)) if f.msg == Msg::Ok => {}
+        Ok(Ok(f)) => warn!(reply = ?f.msg, "unexpected answer to Resumed"),
+        Ok(Err(e)) => warn!(error = %e, "the agent could not apply Resumed"),
+        Err(_) => warn!("the agent did not answer Resumed within 10 s"),
+    }
+}
