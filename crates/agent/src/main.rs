@@ -7,11 +7,13 @@
 //! is how its integration tests drive it.
 //!
 //! Module map: [`port`] (transport and host-connection waiting), [`conn`]
-//! (frames, routing, the writer thread), [`exec`], [`files`], [`eval`],
+//! (frames, the request table, the writer thread), [`dispatch`] (each frame to
+//! its handler), [`exec`], [`files`], [`eval`],
 //! [`system`] (info, resume), [`pid1`] (boot and power-off), [`reaper`],
 //! [`sys`] (syscall wrappers), [`util`].
 
 mod conn;
+mod dispatch;
 mod eval;
 mod exec;
 mod files;

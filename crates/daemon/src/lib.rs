@@ -20,6 +20,9 @@ mod routes;
 mod tls;
 mod wire;
 
+#[cfg(test)]
+mod router_tests;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -42,7 +42,8 @@ pub use observe::{Observer, Timing};
 pub use sandbox::Sandbox;
 use tokio::sync::watch;
 use tracing::{info, warn};
-use zygote_qemu::{Accel, AccelChoice, QemuBinary};
+pub use zygote_qemu::Accel;
+use zygote_qemu::{AccelChoice, QemuBinary};
 
 use crate::store::Store;
 

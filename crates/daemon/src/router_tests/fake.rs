@@ -1,0 +1,340 @@
+//! A fake engine for the router tests: canned sandboxes and snapshots in
+//! memory, every call recorded, any call made to fail on demand.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use zygote_engine::*;
+use zygote_proto::agent::{DirEntry, EvalResult, ExitStatus, FileStat};
+
+/// The fake.
+#[derive(Default)]
+pub(crate) struct Fake {
+    /// Calls made, one line each (`create python`, `exec sb1 argv=[..]`, ...).
+    pub(crate) calls: Mutex<Vec<String>>,
+    /// The next call fails with this error instead.
+    pub(crate) fail: Mutex<Option<EngineError>>,
+    /// Children a spawn answers (`None`: one that started).
+    pub(crate) child_errors: Mutex<Vec<Option<String>>>,
+}
+
+pub(crate) fn sandbox(id: &str) -> SandboxView {
+    SandboxView {
+        id: id.into(),
+        image: "python".into(),
+        state: SandboxState::Running,
+        reason: None,
+        memory_mib: 256,
+        vcpus: 1,
+        accel: Accel::Tcg,
+        pid: Some(4242),
+        created_at_unix: 1_700_000_000,
+        boot_ms: Some(2000),
+        expires_at_unix: None,
+        snapshot_tag: Some("warm".into()),
+        memory: Some(MemoryKind::Cow),
+    }
+}
+
+pub(crate) fn snapshot(tag: &str, status: SnapshotStatus) -> SnapshotView {
+    SnapshotView {
+        tag: tag.into(),
+        image: "python".into(),
+        branched_from: Some("sb1".into()),
+        parent_snapshot: None,
+        mode: BranchMode::Copy,
+        status,
+        memory_mib: 256,
+        vcpus: 1,
+        cpu: "max".into(),
+        accel: Accel::Tcg,
+        hugepages: false,
+        pause_ms: Some(12.5),
+        copy_ms: Some(3.0),
+        memory_bytes: 1 << 27,
+        vmstate_bytes: 70_000,
+        created_at_unix: 1_700_000_001,
+        warning: None,
+        prestarted: 2,
+        dir: PathBuf::from("/home/snapshots").join(tag),
+        bootable: true,
+    }
+}
+
+impl Fake {
+    fn call(&self, line: String) -> Result<()> {
+        self.calls.lock().unwrap().push(line);
+        match self.fail.lock().unwrap().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn known(&self, id: &str) -> Result<()> {
+        if id == "sb1" || id == "sb2" {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound { id: id.into() })
+        }
+    }
+
+    fn known_tag(&self, tag: &str) -> Result<()> {
+        if tag == "warm" {
+            Ok(())
+        } else {
+            Err(EngineError::SnapshotNotFound { tag: tag.into() })
+        }
+    }
+
+    /// The calls made so far.
+    pub(crate) fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl EngineApi for Fake {
+    fn facts(&self) -> EngineFacts {
+        EngineFacts {
+            qemu_version: "10.0.2".into(),
+            accel: Accel::Tcg,
+            accel_reason: "no hardware virtualisation".into(),
+        }
+    }
+
+    fn images(&self) -> Result<Vec<ImageView>> {
+        self.call("images".into())?;
+        Ok(vec![ImageView {
+            name: "python".into(),
+            id: "abc".into(),
+            kernel_version: "6.1.0".into(),
+            release: "bookworm".into(),
+            rootfs_bytes: 1 << 30,
+            created_unix: 1,
+        }])
+    }
+
+    fn sandboxes(&self) -> Vec<SandboxView> {
+        vec![sandbox("sb1"), sandbox("sb2")]
+    }
+
+    fn sandbox(&self, id: &str) -> Result<SandboxView> {
+        self.known(id)?;
+        Ok(sandbox(id))
+    }
+
+    fn starting(&self) -> usize {
+        1
+    }
+
+    async fn create(&self, spec: CreateSpec) -> Result<SandboxView> {
+        self.call(format!(
+            "create {} mem={:?} env={:?}",
+            spec.image.as_deref().unwrap_or("-"),
+            spec.memory_mib,
+            spec.env
+        ))?;
+        Ok(sandbox("sb9"))
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        self.known(id)?;
+        self.call(format!("remove {id}"))
+    }
+
+    async fn ping(&self, id: &str) -> Result<Duration> {
+        self.known(id)?;
+        self.call(format!("ping {id}"))?;
+        Ok(Duration::from_micros(1500))
+    }
+
+    async fn exec(&self, id: &str, spec: ExecSpec) -> Result<ExecItems> {
+        self.known(id)?;
+        self.call(format!(
+            "exec {id} {:?} timeout={:?} stdin={:?}",
+            spec.program, spec.timeout, spec.stdin
+        ))?;
+        let signal = matches!(&spec.program, Program::Shell(c) if c == "kill");
+        let exit = ExitStatus {
+            code: if signal { None } else { Some(3) },
+            signal: signal.then_some(9),
+            timed_out: signal,
+        };
+        let items = vec![
+            Ok(ExecItem::Started(77)),
+            Ok(ExecItem::Stdout(Bytes::from_static(b"out\n"))),
+            Ok(ExecItem::Stderr(Bytes::from_static(b"err\n"))),
+            Ok(ExecItem::Exit(exit)),
+        ];
+        Ok(futures::stream::iter(items).boxed())
+    }
+
+    async fn eval(&self, id: &str, code: &str) -> Result<EvalResult> {
+        self.known(id)?;
+        self.call(format!("eval {id} {code}"))?;
+        Ok(EvalResult {
+            result: Some("2".into()),
+            error: code.contains("raise").then(|| "ValueError: x".into()),
+            traceback: None,
+            stdout: String::new(),
+            stderr: String::new(),
+        })
+    }
+
+    async fn write_file(
+        &self,
+        id: &str,
+        path: &str,
+        mode: Option<u32>,
+        mut body: UploadStream,
+    ) -> Result<u64> {
+        self.known(id)?;
+        let mut n = 0u64;
+        while let Some(c) = body.next().await {
+            n += c.map_err(EngineError::UploadBroken)?.len() as u64;
+        }
+        self.call(format!("write {id} {path} mode={mode:?} bytes={n}"))?;
+        Ok(n)
+    }
+
+    async fn read_file(&self, id: &str, path: &str) -> Result<FileRead> {
+        self.known(id)?;
+        self.call(format!("read {id} {path}"))?;
+        let chunks = vec![
+            Ok(Bytes::from_static(b"hel")),
+            Ok(Bytes::from_static(b"lo")),
+        ];
+        Ok(FileRead {
+            size: 5,
+            mode: 0o100640,
+            chunks: futures::stream::iter(chunks).boxed(),
+        })
+    }
+
+    async fn stat(&self, id: &str, path: &str) -> Result<FileStat> {
+        self.known(id)?;
+        self.call(format!("stat {id} {path}"))?;
+        Ok(FileStat {
+            size: 5,
+            mode: 0o100644,
+            kind: "file".into(),
+            mtime: 1,
+        })
+    }
+
+    async fn list_dir(&self, id: &str, path: &str) -> Result<Vec<DirEntry>> {
+        self.known(id)?;
+        self.call(format!("list {id} {path}"))?;
+        Ok(vec![DirEntry {
+            name: "a.txt".into(),
+            kind: "file".into(),
+            size: 1,
+        }])
+    }
+
+    async fn remove_path(&self, id: &str, path: &str, recursive: bool) -> Result<()> {
+        self.known(id)?;
+        self.call(format!("rmpath {id} {path} recursive={recursive}"))
+    }
+
+    async fn branch(&self, id: &str, spec: BranchSpec) -> Result<SnapshotView> {
+        self.known(id)?;
+        self.call(format!(
+            "branch {id} mode={:?} wait={}",
+            spec.mode, spec.wait
+        ))?;
+        let status = if spec.wait {
+            SnapshotStatus::Ready
+        } else {
+            SnapshotStatus::Writing
+        };
+        Ok(snapshot(spec.tag.as_deref().unwrap_or("b1"), status))
+    }
+
+    async fn fork(&self, id: &str, spec: ForkSpec) -> Result<Forked> {
+        self.known(id)?;
+        self.call(format!("fork {id} n={:?}", spec.count))?;
+        Ok(Forked {
+            snapshot: snapshot("f1", SnapshotStatus::Writing),
+            children: vec![
+                Ok(child("c1")),
+                Err(EngineError::Conflict("no room".into())),
+            ],
+        })
+    }
+
+    async fn spawn(&self, spec: SpawnSpec) -> Result<Vec<ChildOutcome>> {
+        self.known_tag(&spec.snapshot)?;
+        self.call(format!(
+            "spawn {} n={:?} memory={:?}",
+            spec.snapshot, spec.count, spec.memory
+        ))?;
+        let plan = self.child_errors.lock().unwrap().clone();
+        let plan = if plan.is_empty() { vec![None] } else { plan };
+        Ok(plan
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| match e {
+                None => Ok(child(&format!("c{}", i + 1))),
+                Some(e) => Err(EngineError::Conflict(e)),
+            })
+            .collect())
+    }
+
+    async fn create_snapshot(&self, spec: SnapshotSpec) -> Result<SnapshotView> {
+        self.call(format!("snapshot {} warmup={:?}", spec.tag, spec.warmup))?;
+        Ok(snapshot(&spec.tag, SnapshotStatus::Ready))
+    }
+
+    fn snapshots(&self) -> Vec<SnapshotView> {
+        vec![snapshot("warm", SnapshotStatus::Ready)]
+    }
+
+    fn snapshot(&self, tag: &str) -> Result<SnapshotView> {
+        self.known_tag(tag)?;
+        Ok(snapshot(tag, SnapshotStatus::Ready))
+    }
+
+    async fn delete_snapshot(&self, tag: &str, scope: DeleteScope) -> Result<SnapshotDeletion> {
+        self.known_tag(tag)?;
+        self.call(format!("delete-snapshot {tag} {scope:?}"))?;
+        Ok(SnapshotDeletion {
+            deleted_snapshots: vec![tag.into()],
+            removed_sandboxes: if scope == DeleteScope::Cascade {
+                vec!["c1".into()]
+            } else {
+                vec![]
+            },
+            running_children: if scope == DeleteScope::Cascade {
+                vec![]
+            } else {
+                vec!["c1".into()]
+            },
+        })
+    }
+
+    fn persisted_snapshot_bytes(&self) -> u64 {
+        4096
+    }
+}
+
+fn child(id: &str) -> Child {
+    Child {
+        sandbox: sandbox(id),
+        running_ms: 4.5,
+        ready_ms: 20.0,
+        prestarted: true,
+    }
+}
+
+/// An env map.
+pub(crate) fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
