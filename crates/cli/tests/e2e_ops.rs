@@ -214,7 +214,7 @@ async fn metrics_and_audit_lines_follow_real_calls() {
             branch_status,
             Some(&p.id),
         ),
-        ("POST", "/v1/sandboxes", 201, None),
+        ("POST", "/v1/snapshots/ops1/spawn", 201, None),
         (
             "GET",
             "/v1/sandboxes/no-such-sandbox",

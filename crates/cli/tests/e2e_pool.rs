@@ -173,7 +173,7 @@ async fn prestarted_children_are_faithful_fresh_and_cleaned_up() {
     let mut meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(snaps.join("hot2/meta.json")).unwrap()).unwrap();
     meta["tag"] = "cpu-x".into();
-    meta["cpu"] = "Haswell-v4".into();
+    meta["machine"]["cpu"] = "Haswell-v4".into();
     std::fs::write(
         snaps.join("cpu-x/meta.json"),
         serde_json::to_vec_pretty(&meta).unwrap(),

@@ -21,6 +21,11 @@ import {
 } from "./types.js";
 import { checkEnv, positiveInt, wholeSecondsFromMs } from "./validate.js";
 
+/** The route that starts children of the snapshot `tag`. */
+function spawnPath(tag: string): string {
+  return `/v1/snapshots/${encode(tag)}/spawn`;
+}
+
 // Node 20 before 20.4 has no Symbol.asyncDispose; `await using` needs it.
 (Symbol as { asyncDispose?: symbol }).asyncDispose ??= Symbol.for("Symbol.asyncDispose");
 
@@ -133,13 +138,13 @@ export class Sandbox {
           "timeoutMs cannot be set for a child of a snapshot: the daemon's spawn API has no lifetime (drop timeoutMs and kill the sandbox yourself)",
         );
       }
-      const body: Record<string, unknown> = { snapshot_tag: opts.snapshot, n: 1 };
+      const body: Record<string, unknown> = { n: 1 };
       if (opts.memoryMib !== undefined) body.memory_mib = positiveInt(opts.memoryMib, "memoryMib");
       if (opts.vcpus !== undefined) body.vcpus = positiveInt(opts.vcpus, "vcpus");
       if (opts.env !== undefined) body.env = checkEnv(opts.env, "env");
       if (opts.privateMemory) body.private_memory = true;
       if (opts.hugepages) body.hugepages = true;
-      const results = await client.json<WireSpawnResult[]>({ method: "POST", path: "/v1/sandboxes", json: body });
+      const results = await client.json<WireSpawnResult[]>({ method: "POST", path: spawnPath(opts.snapshot), json: body });
       const [child] = await children(client, results);
       if (!child) throw new ZygoteError("the daemon started no child");
       return child;
@@ -164,11 +169,11 @@ export class Sandbox {
    */
   static async spawn(snapshot: string, n: number, opts: SpawnOptions = {}): Promise<Sandbox[]> {
     const client = new Client(opts);
-    const body: Record<string, unknown> = { snapshot_tag: snapshot, n: positiveInt(n, "n") };
+    const body: Record<string, unknown> = { n: positiveInt(n, "n") };
     if (opts.env !== undefined) body.env = checkEnv(opts.env, "env");
     if (opts.privateMemory) body.private_memory = true;
     if (opts.hugepages) body.hugepages = true;
-    const results = await client.json<WireSpawnResult[]>({ method: "POST", path: "/v1/sandboxes", json: body });
+    const results = await client.json<WireSpawnResult[]>({ method: "POST", path: spawnPath(snapshot), json: body });
     return children(client, results);
   }
 

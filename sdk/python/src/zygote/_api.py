@@ -111,11 +111,10 @@ def spawn(
     private_memory: bool,
     hugepages: bool,
 ) -> Call:
-    """``POST /v1/sandboxes`` with ``snapshot_tag`` (children of a snapshot)."""
+    """``POST /v1/snapshots/{tag}/spawn`` (children of a snapshot)."""
     if not isinstance(snapshot, str) or not snapshot:
         raise ConfigError(f"snapshot must be a non-empty tag, got {snapshot!r}")
     body: dict[str, Any] = {
-        "snapshot_tag": snapshot,
         "n": _positive_int(n, "n"),
         "private_memory": bool(private_memory),
         "hugepages": bool(hugepages),
@@ -125,7 +124,7 @@ def spawn(
         body["memory_mib"] = m
     if (c := _positive_int(vcpus, "vcpus")) is not None:
         body["vcpus"] = c
-    return Call("POST", "/v1/sandboxes", json=body)
+    return Call("POST", f"/v1/snapshots/{seg(snapshot, 'snapshot')}/spawn", json=body)
 
 
 def exec_call(
