@@ -206,6 +206,17 @@ Examples:
     zygote branch \"$id\" --tag step1
     zygote branch \"$id\" --mode live --downtime-ms 20 --json";
 
+pub(crate) const SPAWN: &str = "\
+Start children of a snapshot (`POST /v1/snapshots/TAG/spawn`). Children share
+the snapshot's memory copy-on-write unless --private-memory; copy-on-write
+children come first from the snapshot's pre-started pool. Prints one line per
+child; exits 1 if any failed. `zygote fork` does the same for a tag and
+branches first when given a sandbox id.
+
+Examples:
+    zygote spawn np -n 4
+    zygote spawn np --private-memory --hugepages --json";
+
 pub(crate) const FORK: &str = "\
 Start children from a snapshot tag, or from a running sandbox (branched first
 into a new snapshot). Children share the snapshot's memory copy-on-write

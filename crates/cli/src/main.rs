@@ -82,6 +82,9 @@ enum Cmd {
     /// Branch a running sandbox into a snapshot (the sandbox keeps running).
     #[command(long_about = help::BRANCH)]
     Branch(snapshot_cmd::BranchArgs),
+    /// Start children of a snapshot.
+    #[command(long_about = help::SPAWN)]
+    Spawn(snapshot_cmd::ForkArgs),
     /// Start children from a snapshot tag, or from a sandbox id (branched first).
     #[command(long_about = help::FORK)]
     Fork(snapshot_cmd::ForkArgs),
@@ -213,6 +216,7 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Bench(BenchCmd::Branch(a)) => bench::branch(a).await,
         Cmd::Snapshot(c) => snapshot_cmd::snapshot(c).await,
         Cmd::Branch(a) => snapshot_cmd::branch(a).await,
+        Cmd::Spawn(a) => snapshot_cmd::spawn(a).await,
         Cmd::Fork(a) => snapshot_cmd::fork(a).await,
         Cmd::Doctor(a) => doctor::run(a).await,
         Cmd::Completions(a) => help::completions(a),

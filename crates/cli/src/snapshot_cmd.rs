@@ -102,7 +102,7 @@ pub(crate) struct BranchArgs {
 pub(crate) struct ForkArgs {
     #[command(flatten)]
     conn: Conn,
-    /// A snapshot tag, or a sandbox id (branched first).
+    /// A snapshot tag (`fork` also takes a sandbox id, branched first).
     source: String,
     /// Children to start.
     #[arg(short = 'n', long, default_value_t = 1)]
@@ -374,6 +374,34 @@ pub(crate) async fn branch(a: BranchArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// `zygote spawn TAG`: children of a snapshot (never a branch).
+pub(crate) async fn spawn(a: ForkArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    if a.n == 0 {
+        bail!("-n 0 starts nothing: pass at least 1");
+    }
+    spawn_children(&c, &a).await
+}
+
+async fn spawn_children(c: &zygote_client::Client, a: &ForkArgs) -> Result<u8> {
+    let spin = Spinner::start(format!(
+        "starting {} from snapshot {}",
+        children_of(a.n),
+        a.source
+    ));
+    let children = c
+        .spawn(&SpawnBody {
+            snapshot_tag: a.source.clone(),
+            n: Some(a.n),
+            private_memory: a.private_memory,
+            hugepages: a.hugepages,
+            ..Default::default()
+        })
+        .await?;
+    drop(spin);
+    print_children(&children, a.json)
+}
+
 pub(crate) async fn fork(a: ForkArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
     if a.n == 0 {
@@ -381,24 +409,7 @@ pub(crate) async fn fork(a: ForkArgs) -> Result<u8> {
     }
     // A snapshot tag, or else a sandbox id to branch first.
     match c.snapshot(&a.source).await {
-        Ok(_) => {
-            let spin = Spinner::start(format!(
-                "starting {} from snapshot {}",
-                children_of(a.n),
-                a.source
-            ));
-            let children = c
-                .spawn(&SpawnBody {
-                    snapshot_tag: a.source.clone(),
-                    n: Some(a.n),
-                    private_memory: a.private_memory,
-                    hugepages: a.hugepages,
-                    ..Default::default()
-                })
-                .await?;
-            drop(spin);
-            print_children(&children, a.json)
-        }
+        Ok(_) => spawn_children(&c, &a).await,
         Err(e) if e.status() == Some(404) || e.status() == Some(400) => {
             let spin = Spinner::start(format!(
                 "branching {} and starting {}",

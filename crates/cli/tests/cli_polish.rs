@@ -97,6 +97,7 @@ fn help_reads_like_a_man_page_and_completions_and_man_work() {
         "rm",
         "snapshot",
         "branch",
+        "spawn",
         "fork",
         "doctor",
         "completions",
@@ -278,6 +279,17 @@ async fn json_everywhere_and_aligned_tables() {
     let t = text(&o.stdout);
     assert_aligned(&t, &["ID", ">RUNNING_MS", ">READY_MS"]);
     assert_eq!(t.lines().count(), 2, "{t}");
+    // spawn: children of a snapshot, never a branch of a sandbox id
+    let v = ok_json(&zygote(&d, &["spawn", "polish", "--json"]));
+    assert!(v[0]["sandbox"]["snapshot_tag"] == "polish", "{v}");
+    let spawned = v[0]["sandbox"]["id"].as_str().unwrap().to_string();
+    assert!(zygote(&d, &["rm", &spawned]).status.success());
+    let o = zygote(&d, &["spawn", &kids[0]]);
+    assert!(
+        !o.status.success(),
+        "spawn of a sandbox id must fail: {o:?}"
+    );
+    assert!(text(&o.stderr).contains("no snapshot tagged"), "{o:?}");
 
     // On a terminal (a pty from script(1)), progress shows on stderr.
     let o = Command::new("script")
