@@ -55,6 +55,36 @@ impl PageSink for RegionSink<'_> {
     }
 }
 
+/// Accept QEMU's migration stream on `listener` and split it, in a thread:
+/// pages into `dst`, the RAM-less device state into `vm_path`.
+fn receive(
+    listener: UnixListener,
+    vm_path: std::path::PathBuf,
+    dst: Region,
+) -> tokio::task::JoinHandle<Result<(Region, zygote_stream::SplitStats)>> {
+    tokio::task::spawn_blocking(move || {
+        let (conn, _) = listener.accept().map_err(|source| EngineError::Io {
+            what: "accepting the migration stream".into(),
+            source,
+        })?;
+        let out = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&vm_path).map_err(|source| EngineError::Io {
+                what: format!("cannot create {}", vm_path.display()),
+                source,
+            })?,
+        );
+        let reader = std::io::BufReader::with_capacity(1 << 20, conn);
+        let split =
+            split_reader(reader, SplitOptions::default(), RegionSink(&dst), out).map_err(|e| {
+                EngineError::Conflict(format!("the migration stream could not be split: {e}"))
+            })?;
+        let stats = split.stats;
+        drop(split.out);
+        Ok((dst, stats))
+    })
+}
+
 impl Engine {
     pub(crate) async fn branch_live(
         self: &Arc<Self>,
@@ -83,31 +113,7 @@ impl Engine {
             what: format!("cannot listen on {}", sock.display()),
             source,
         })?;
-        let vm_path = vmstate.clone();
-        let receiver =
-            tokio::task::spawn_blocking(move || -> Result<(Region, zygote_stream::SplitStats)> {
-                let (conn, _) = listener.accept().map_err(|source| EngineError::Io {
-                    what: "accepting the migration stream".into(),
-                    source,
-                })?;
-                let out = std::io::BufWriter::with_capacity(
-                    1 << 20,
-                    std::fs::File::create(&vm_path).map_err(|source| EngineError::Io {
-                        what: format!("cannot create {}", vm_path.display()),
-                        source,
-                    })?,
-                );
-                let reader = std::io::BufReader::with_capacity(1 << 20, conn);
-                let split = split_reader(reader, SplitOptions::default(), RegionSink(&dst), out)
-                    .map_err(|e| {
-                        EngineError::Conflict(format!(
-                            "the migration stream could not be split: {e}"
-                        ))
-                    })?;
-                let stats = split.stats;
-                drop(split.out);
-                Ok((dst, stats))
-            });
+        let receiver = receive(listener, vmstate.clone(), dst);
 
         let sw = DiskSwitch::prepare(&self.snapshots, sb, tag).await?;
         qmp.execute(
