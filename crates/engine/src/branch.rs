@@ -204,7 +204,7 @@ impl Engine {
     ) -> Result<Arc<Snapshot>> {
         let t_prep = Instant::now();
         let staging = self.snapshots.staging(tag)?;
-        let vmstate = staging.join("vmstate");
+        let vmstate = staging.path().join("vmstate");
         let sw = DiskSwitch::prepare(&self.snapshots, sb, tag).await?;
 
         // The destination, sized and pre-faulted over the ranges the guest has
@@ -275,7 +275,7 @@ impl Engine {
         let meta = snapshot_meta(
             sb,
             tag,
-            sw,
+            &sw,
             BranchFacts {
                 mode: BranchMode::Copy,
                 pages: PageSize::of(sealed.kind()),
@@ -286,7 +286,7 @@ impl Engine {
                 warning,
             },
         );
-        self.snapshots.commit(&staging, meta, Arc::new(sealed))
+        self.snapshots.commit(staging, meta, Arc::new(sealed))
     }
 }
 

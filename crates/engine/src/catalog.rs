@@ -2,8 +2,7 @@
 //! spawn), listing, persistence of `memory.bin` in the background, and deletion
 //! (alone, forced, or with every descendant and child).
 
-use std::collections::{BTreeSet, HashSet};
-use std::path::PathBuf;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tracing::{info, warn};
@@ -34,6 +33,7 @@ impl Engine {
                 }
                 Ok(Err(e)) => {
                     warn!(tag = %snap.meta.tag, error = %e, "persisting snapshot memory failed");
+                    let _ = std::fs::remove_file(snap.dir.join("memory.bin.tmp"));
                     snap.set_status(
                         SnapshotStatus::Failed,
                         Some(format!("memory.bin could not be written: {e}")),
@@ -217,22 +217,6 @@ impl Engine {
     fn delete_one_snapshot(&self, tag: &str) -> Result<()> {
         self.snapshots.get(tag)?;
         self.drain_pool(tag);
-        self.snapshots.delete(tag, &self.disks_in_use())
-    }
-
-    /// Disk files live sandboxes still reference.
-    pub(crate) fn disks_in_use(&self) -> HashSet<PathBuf> {
-        let mut s = HashSet::new();
-        for sb in self.map().values() {
-            s.extend(
-                sb.disk
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .chain
-                    .iter()
-                    .cloned(),
-            );
-        }
-        s
+        self.snapshots.delete(tag)
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 use zygote_qemu::Qmp;
 
+use crate::disks::DiskHold;
 use crate::error::{EngineError, Result};
 use crate::lifecycle::now_unix;
 use crate::machine::PageSize;
@@ -23,6 +24,8 @@ pub(crate) struct DiskSwitch {
     pub(crate) disk: DiskState,
     /// The frozen generation's permanent path (in `<home>/disks`).
     pub(crate) frozen: PathBuf,
+    /// Keeps `frozen` from garbage collection until the snapshot names it.
+    _frozen_hold: DiskHold,
     /// The overlay the sandbox moves to.
     pub(crate) next_top: PathBuf,
 }
@@ -32,6 +35,7 @@ impl DiskSwitch {
     pub(crate) async fn prepare(snaps: &Snapshots, sb: &Sandbox, tag: &str) -> Result<DiskSwitch> {
         let disk = sb.disk.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let frozen = snaps.new_disk_path(tag);
+        let frozen_hold = snaps.hold(vec![frozen.clone()]);
         let next_top = sb.dir.overlay(disk.generation + 1);
         zygote_qemu::create_overlay_unchecked(&frozen, "qcow2", disk.virtual_size, &next_top)
             .await?;
@@ -48,6 +52,7 @@ impl DiskSwitch {
         Ok(DiskSwitch {
             disk,
             frozen,
+            _frozen_hold: frozen_hold,
             next_top,
         })
     }
@@ -66,7 +71,7 @@ impl DiskSwitch {
         }
         *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = DiskState {
             top: self.next_top.clone(),
-            chain: self.chain_below_top(),
+            chain: self.disk.chain.extended(self.frozen.clone()),
             virtual_size: self.disk.virtual_size,
             generation: self.disk.generation + 1,
         };
@@ -77,12 +82,6 @@ impl DiskSwitch {
     pub(crate) fn abandon(&self) {
         let _ = std::fs::remove_file(&self.frozen);
         let _ = std::fs::remove_file(&self.next_top);
-    }
-
-    fn chain_below_top(&self) -> Vec<PathBuf> {
-        let mut c = self.disk.chain.clone();
-        c.push(self.frozen.clone());
-        c
     }
 }
 
@@ -102,7 +101,7 @@ pub(crate) struct BranchFacts {
 pub(crate) fn snapshot_meta(
     sb: &Arc<Sandbox>,
     tag: &str,
-    switch: DiskSwitch,
+    switch: &DiskSwitch,
     f: BranchFacts,
 ) -> SnapshotMeta {
     SnapshotMeta {
@@ -113,9 +112,9 @@ pub(crate) fn snapshot_meta(
         parent_snapshot: sb.snapshot_tag.clone(),
         mode: f.mode,
         machine: sb.machine.with_pages(f.pages),
-        disk: switch.frozen,
+        disk: switch.frozen.clone(),
         disk_bytes: switch.disk.virtual_size,
-        disk_chain: switch.disk.chain,
+        disk_chain: switch.disk.chain.paths().to_vec(),
         pause_ms: f.pause_ms,
         copy_ms: f.copy_ms,
         memory_bytes: f.memory_bytes,

@@ -9,6 +9,7 @@ mod api;
 mod branch;
 mod catalog;
 mod disk_switch;
+mod disks;
 mod error;
 mod lifecycle;
 mod live;
@@ -152,6 +153,8 @@ impl Engine {
             launches: AtomicUsize::new(0),
         });
         engine.recover()?;
+        // After recovery: disk generations nothing references or holds go.
+        engine.snapshots.gc_disks();
         Ok(engine)
     }
 

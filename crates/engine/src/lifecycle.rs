@@ -192,7 +192,12 @@ impl Engine {
                     Some(reason)
                 }
             };
-            let sb = Sandbox::dead(row, reason, self.store.clone());
+            let sb = Sandbox::dead(
+                row,
+                reason,
+                self.store.clone(),
+                self.snapshots.hold(Vec::new()),
+            );
             sb.dir.remove();
             self.map().insert(sb.id.clone(), Arc::new(sb));
         }

@@ -95,7 +95,7 @@ impl Engine {
         downtime_ms: u64,
     ) -> Result<Arc<Snapshot>> {
         let staging = self.snapshots.staging(tag)?;
-        let vmstate = staging.join("vmstate");
+        let vmstate = staging.path().join("vmstate");
         let size = sb.machine.memory_bytes();
         let name = format!("zygote-snap-{tag}");
         let dst = tokio::task::spawn_blocking(move || {
@@ -108,7 +108,7 @@ impl Engine {
         let warning = dst.warning().map(str::to_string);
 
         // The receiving end: a socket in the staging dir, split in a thread.
-        let sock = staging.join("mig.sock");
+        let sock = staging.path().join("mig.sock");
         let listener = UnixListener::bind(&sock).map_err(|source| EngineError::Io {
             what: format!("cannot listen on {}", sock.display()),
             source,
@@ -209,7 +209,7 @@ impl Engine {
         let meta = snapshot_meta(
             sb,
             tag,
-            sw,
+            &sw,
             BranchFacts {
                 mode: BranchMode::Live,
                 pages: PageSize::of(dst.kind()),
@@ -220,6 +220,6 @@ impl Engine {
                 warning,
             },
         );
-        self.snapshots.commit(&staging, meta, Arc::new(dst))
+        self.snapshots.commit(staging, meta, Arc::new(dst))
     }
 }

@@ -13,6 +13,7 @@ use zygote_proto::agent::{DirEntry, EvalResult, ExecRequest, FileStat};
 use zygote_qemu::QemuProcess;
 
 use crate::agent_link::AgentLink;
+use crate::disks::DiskHold;
 use crate::error::{EngineError, Result};
 use crate::machine::Machine;
 use crate::model::{
@@ -75,8 +76,9 @@ impl SandboxMemory {
 pub(crate) struct DiskState {
     /// The overlay QEMU writes to now.
     pub(crate) top: std::path::PathBuf,
-    /// Frozen generations the top's backing chain needs (in `<home>/disks`).
-    pub(crate) chain: Vec<std::path::PathBuf>,
+    /// Frozen generations the top's backing chain needs (in `<home>/disks`),
+    /// held from garbage collection while this state lives.
+    pub(crate) chain: DiskHold,
     /// Virtual size in bytes.
     pub(crate) virtual_size: u64,
     /// Generation counter (names the next overlay).
@@ -165,7 +167,12 @@ impl Sandbox {
     }
 
     /// A sandbox a previous daemon left, shown dead with `reason`.
-    pub(crate) fn dead(row: SandboxRow, reason: Option<String>, store: Arc<Store>) -> Sandbox {
+    pub(crate) fn dead(
+        row: SandboxRow,
+        reason: Option<String>,
+        store: Arc<Store>,
+        no_disk: DiskHold,
+    ) -> Sandbox {
         let span = tracing::info_span!("sandbox", id = %row.id);
         Sandbox {
             spec: Spec {
@@ -182,7 +189,7 @@ impl Sandbox {
             memory: Mutex::new(None),
             disk: Mutex::new(DiskState {
                 top: Default::default(),
-                chain: Vec::new(),
+                chain: no_disk,
                 virtual_size: 0,
                 generation: 0,
             }),

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use zygote_mem::Region;
 
+use crate::disks::{self, DiskHold, Holds};
 use crate::error::{EngineError, Result};
 use crate::machine::{Cpu, Machine, PageSize, MACHINE_TYPE};
 use crate::model::{BranchMode, SnapshotStatus, SnapshotView};
@@ -281,6 +282,8 @@ pub struct Snapshots {
     map: Mutex<HashMap<String, Arc<Snapshot>>>,
     /// Tags being created right now (a second create of the same tag is a 409).
     pending: Mutex<HashSet<String>>,
+    /// Disk files in use outside the snapshots (lock order: `map`, then `holds`).
+    holds: Arc<Holds>,
 }
 
 /// Holds a tag while its snapshot is being made.
@@ -315,6 +318,7 @@ impl Snapshots {
             disks,
             map: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashSet::new()),
+            holds: Arc::new(Holds::default()),
         };
         s.load_all();
         Ok(s)
@@ -330,6 +334,8 @@ impl Snapshots {
                 let _ = std::fs::remove_dir_all(e.path());
                 continue;
             }
+            // A persist the daemon did not finish.
+            let _ = std::fs::remove_file(e.path().join("memory.bin.tmp"));
             match read_meta(&e.path().join("meta.json")) {
                 Ok(meta) => {
                     let ready = e.path().join("memory.bin").exists();
@@ -378,15 +384,40 @@ impl Snapshots {
         })
     }
 
-    /// A fresh staging directory for `tag`.
-    pub(crate) fn staging(&self, tag: &str) -> Result<PathBuf> {
+    /// A fresh staging directory for `tag`, removed unless committed.
+    pub(crate) fn staging(&self, tag: &str) -> Result<Staging> {
         let d = self.root.join(format!(".staging-{tag}"));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).map_err(|source| EngineError::Io {
             what: format!("cannot create {}", d.display()),
             source,
         })?;
-        Ok(d)
+        Ok(Staging {
+            dir: d,
+            committed: false,
+        })
+    }
+
+    /// Hold disk files no snapshot references yet (a branch's frozen disk).
+    pub(crate) fn hold(&self, paths: Vec<PathBuf>) -> DiskHold {
+        self.holds.hold(paths)
+    }
+
+    /// Hold the disk chain of `snap` (its frozen disk and everything below)
+    /// for a child being started; refused if the snapshot was deleted meanwhile.
+    pub(crate) fn hold_chain(&self, snap: &Arc<Snapshot>) -> Result<DiskHold> {
+        let map = self.map();
+        if !map
+            .get(&snap.meta.tag)
+            .is_some_and(|s| Arc::ptr_eq(s, snap))
+        {
+            return Err(EngineError::SnapshotNotFound {
+                tag: snap.meta.tag.clone(),
+            });
+        }
+        let mut chain = snap.meta.disk_chain.clone();
+        chain.push(snap.meta.disk.clone());
+        Ok(self.holds.hold(chain))
     }
 
     /// Where the frozen disk of a new snapshot goes.
@@ -396,25 +427,31 @@ impl Snapshots {
         self.disks.join(format!("{tag}-{}.qcow2", hex::encode(b)))
     }
 
-    /// Write `meta.json` into the staging dir and rename it into place.
+    /// Make a snapshot durable and visible: the vmstate and the frozen disk
+    /// fsynced, `meta.json` written and fsynced, the staging directory renamed
+    /// into place and both directories fsynced. `memory.bin` follows later
+    /// (`writing` → `ready`); a snapshot without it is never reloaded as ready.
     pub(crate) fn commit(
         &self,
-        staging: &Path,
+        mut staging: Staging,
         meta: SnapshotMeta,
         memory: Arc<Region>,
     ) -> Result<Arc<Snapshot>> {
+        let dir_staged = staging.path().to_path_buf();
         let json =
             serde_json::to_vec_pretty(&meta).map_err(|e| EngineError::BadRequest(e.to_string()))?;
-        let meta_path = staging.join("meta.json");
-        std::fs::write(&meta_path, json).map_err(|source| EngineError::Io {
-            what: format!("cannot write {}", meta_path.display()),
-            source,
-        })?;
+        disks::sync_file(&dir_staged.join("vmstate"))?;
+        disks::sync_file(&meta.disk)?;
+        disks::sync_dir(&self.disks)?;
+        disks::write_durable(&dir_staged.join("meta.json"), &json)?;
+        disks::sync_dir(&dir_staged)?;
         let dir = self.root.join(&meta.tag);
-        std::fs::rename(staging, &dir).map_err(|source| EngineError::Io {
-            what: format!("cannot move {} to {}", staging.display(), dir.display()),
+        std::fs::rename(&dir_staged, &dir).map_err(|source| EngineError::Io {
+            what: format!("cannot move {} to {}", dir_staged.display(), dir.display()),
             source,
         })?;
+        staging.committed = true;
+        disks::sync_dir(&self.root)?;
         let tag = meta.tag.clone();
         let snap = Arc::new(Snapshot::new(
             meta,
@@ -472,9 +509,9 @@ impl Snapshots {
     }
 
     /// Delete a snapshot: its memory and files. Running children keep running
-    /// (QEMU holds its own mapping and open disk files). `in_use` are disk files
-    /// live sandboxes still need for future branches.
-    pub(crate) fn delete(&self, tag: &str, in_use: &HashSet<PathBuf>) -> Result<()> {
+    /// (QEMU holds its own mapping and open disk files, and the children hold
+    /// their disk chains).
+    pub(crate) fn delete(&self, tag: &str) -> Result<()> {
         let snap = self
             .map()
             .remove(tag)
@@ -483,23 +520,48 @@ impl Snapshots {
             })?;
         snap.drop_memory();
         let _ = std::fs::remove_dir_all(&snap.dir);
-        self.gc_disks(in_use);
+        self.gc_disks();
         Ok(())
     }
 
-    /// Remove disk files no snapshot and no live sandbox needs.
-    pub(crate) fn gc_disks(&self, in_use: &HashSet<PathBuf>) {
-        let mut keep: HashSet<PathBuf> = in_use.clone();
-        for s in self.map().values() {
+    /// Remove disk files no snapshot references and nothing holds.
+    pub(crate) fn gc_disks(&self) {
+        let map = self.map();
+        let mut keep: HashSet<PathBuf> = self.holds.held().into_iter().collect();
+        for s in map.values() {
             keep.insert(s.meta.disk.clone());
             keep.extend(s.meta.disk_chain.iter().cloned());
         }
         if let Ok(rd) = std::fs::read_dir(&self.disks) {
             for e in rd.flatten() {
                 if !keep.contains(&e.path()) {
+                    tracing::info!(file = %e.path().display(), "removing a disk generation nothing needs");
                     let _ = std::fs::remove_file(e.path());
                 }
             }
+        }
+    }
+}
+
+/// A snapshot being assembled under `<home>/snapshots/.staging-<tag>`; removed
+/// when dropped before [`Snapshots::commit`] moved it into place.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    dir: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -542,6 +604,37 @@ fn read_meta(path: &Path) -> Result<SnapshotMeta> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_1_meta_is_read_as_format_2() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("meta.json");
+        let v1 = serde_json::json!({
+            "format_version": 1, "tag": "old", "image": "python", "branched_from": "sb",
+            "parent_snapshot": null, "mode": "copy", "memory_mib": 512, "vcpus": 2,
+            "cpu": "max", "machine": "microvm", "accel": "tcg", "kernel": "/i/vmlinuz",
+            "initrd": "/i/initrd.img", "append": "quiet", "disk": "/h/disks/old-1.qcow2",
+            "disk_bytes": 1024, "disk_chain": [], "hugepages": true, "pause_ms": 1.5,
+            "copy_ms": null, "memory_bytes": 4096, "vmstate_bytes": 10,
+            "created_at_unix": 7, "warning": null
+        });
+        std::fs::write(&p, serde_json::to_vec(&v1).unwrap()).unwrap();
+        let m = read_meta(&p).unwrap();
+        assert_eq!(m.format_version, FORMAT_VERSION);
+        assert_eq!((m.machine.memory_mib, m.machine.vcpus), (512, 2));
+        assert_eq!(m.machine.pages, PageSize::Huge);
+        assert_eq!(m.machine.kernel, PathBuf::from("/i/vmlinuz"));
+        // and written back as format 2, it reads the same
+        std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(read_meta(&p).unwrap(), m);
+        let mut v9 = v1;
+        v9["format_version"] = 9.into();
+        std::fs::write(&p, serde_json::to_vec(&v9).unwrap()).unwrap();
+        assert!(read_meta(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("format version 9"));
+    }
 
     #[test]
     fn tags() {

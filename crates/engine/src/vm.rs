@@ -170,7 +170,7 @@ impl Engine {
             memory,
             disk: DiskState {
                 top: overlay,
-                chain: Vec::new(),
+                chain: self.snapshots.hold(Vec::new()),
                 virtual_size: image.rootfs_bytes,
                 generation: 1,
             },
@@ -202,11 +202,12 @@ impl Engine {
     ) -> Result<Vm> {
         let t = Instant::now();
         let m = &snap.meta;
+        // Held before anything uses it: a delete of the snapshot meanwhile
+        // fails this child rather than pulling its disk away.
+        let chain = self.snapshots.hold_chain(snap)?;
         let dir = self.runtime_dir(id)?;
         let overlay = dir.overlay(1);
         zygote_qemu::create_overlay(&m.disk, "qcow2", &overlay).await?;
-        let mut chain = m.disk_chain.clone();
-        chain.push(m.disk.clone());
         let disk = DiskState {
             top: overlay.clone(),
             chain,
