@@ -21,7 +21,7 @@ use crate::disk_switch::{snapshot_meta, BranchFacts, DiskSwitch};
 use crate::error::{EngineError, Result};
 use crate::lifecycle::new_id;
 use crate::machine::PageSize;
-use crate::model::{BranchMode, BranchSpec, SnapshotView};
+use crate::model::{BranchMode, BranchSpec, SandboxState, SnapshotView};
 use crate::observe::Timing;
 use crate::sandbox::{Sandbox, SandboxMemory};
 use crate::snapshot::Snapshot;
@@ -129,7 +129,17 @@ impl Engine {
         let sb = self.get(id)?;
         let span = sb.span.clone();
         let t0 = Instant::now();
-        let snap = self.branch_inner(&sb, &spec).instrument(span).await?;
+        let snap = match self.branch_inner(&sb, &spec).instrument(span).await {
+            Ok(s) => s,
+            // `rm` won the race: say so rather than how QMP broke.
+            Err(e) if sb.state() != SandboxState::Running => {
+                return Err(EngineError::Conflict(format!(
+                    "sandbox `{id}` was removed during the branch ({}): no snapshot was made",
+                    crate::error_chain(&e)
+                )))
+            }
+            Err(e) => return Err(e),
+        };
         self.observe(Timing::Branched {
             mode: snap.meta.mode,
             pause_ms: snap.meta.pause_ms,

@@ -204,7 +204,7 @@ impl Engine {
             DeleteScope::Snapshot | DeleteScope::Force => out.running_children = children,
         }
         for t in order.iter().rev() {
-            match self.delete_one_snapshot(t) {
+            match self.delete_one_snapshot(t).await {
                 Ok(()) => out.deleted_snapshots.push(t.clone()),
                 Err(EngineError::SnapshotNotFound { .. }) if t != tag => {}
                 Err(e) => return Err(e),
@@ -214,9 +214,12 @@ impl Engine {
         Ok(out)
     }
 
-    fn delete_one_snapshot(&self, tag: &str) -> Result<()> {
-        self.snapshots.get(tag)?;
+    /// Delete one snapshot. One still writing `memory.bin` is deleted once the
+    /// write ends (a tag taken again at once must not meet the old writer).
+    async fn delete_one_snapshot(&self, tag: &str) -> Result<()> {
+        let snap = self.snapshots.get(tag)?;
         self.drain_pool(tag);
+        snap.wait_persisted().await;
         self.snapshots.delete(tag)
     }
 }

@@ -26,6 +26,8 @@ pub(crate) struct DiskSwitch {
     pub(crate) frozen: PathBuf,
     /// Keeps `frozen` from garbage collection until the snapshot names it.
     _frozen_hold: DiskHold,
+    /// QEMU moved to `next_top`: the files are the sandbox's from then on.
+    switched: std::sync::atomic::AtomicBool,
     /// The overlay the sandbox moves to.
     pub(crate) next_top: PathBuf,
 }
@@ -54,21 +56,19 @@ impl DiskSwitch {
             frozen,
             _frozen_hold: frozen_hold,
             next_top,
+            switched: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Inside the pause: QEMU writes to the next overlay from now on.
     pub(crate) async fn switch(&self, qmp: &Qmp, sb: &Sandbox) -> Result<()> {
-        let r = qmp
-            .execute(
-                "blockdev-snapshot-sync",
-                json!({"device": "d0", "snapshot-file": self.next_top, "format": "qcow2", "mode": "existing"}),
-            )
-            .await;
-        if let Err(e) = r {
-            self.abandon();
-            return Err(e.into());
-        }
+        qmp.execute(
+            "blockdev-snapshot-sync",
+            json!({"device": "d0", "snapshot-file": self.next_top, "format": "qcow2", "mode": "existing"}),
+        )
+        .await?;
+        self.switched
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         *sb.disk.lock().unwrap_or_else(|p| p.into_inner()) = DiskState {
             top: self.next_top.clone(),
             chain: self.disk.chain.extended(self.frozen.clone()),
@@ -77,11 +77,15 @@ impl DiskSwitch {
         };
         Ok(())
     }
+}
 
-    /// Remove what `prepare` made (before a successful switch).
-    pub(crate) fn abandon(&self) {
-        let _ = std::fs::remove_file(&self.frozen);
-        let _ = std::fs::remove_file(&self.next_top);
+impl Drop for DiskSwitch {
+    /// A branch that failed before the switch leaves neither file behind.
+    fn drop(&mut self) {
+        if !self.switched.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&self.frozen);
+            let _ = std::fs::remove_file(&self.next_top);
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 //! every sandbox (copy-on-write children included); the pause is about the
 //! downtime limit plus a few ms, whatever the RAM size.
 
-use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,34 +54,68 @@ impl PageSink for RegionSink<'_> {
     }
 }
 
-/// Accept QEMU's migration stream on `listener` and split it, in a thread:
-/// pages into `dst`, the RAM-less device state into `vm_path`.
+/// Accept QEMU's migration stream on `listener` (within the convergence
+/// timeout: a QEMU that dies first never connects) and split it in a thread:
+/// pages into `dst`, the RAM-less device state into `vm_path`. Aborting the
+/// task before the connection leaves no thread behind.
 fn receive(
-    listener: UnixListener,
+    listener: tokio::net::UnixListener,
     vm_path: std::path::PathBuf,
     dst: Region,
 ) -> tokio::task::JoinHandle<Result<(Region, zygote_stream::SplitStats)>> {
-    tokio::task::spawn_blocking(move || {
-        let (conn, _) = listener.accept().map_err(|source| EngineError::Io {
-            what: "accepting the migration stream".into(),
-            source,
-        })?;
-        let out = std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(&vm_path).map_err(|source| EngineError::Io {
-                what: format!("cannot create {}", vm_path.display()),
+    tokio::spawn(async move {
+        let accepted = tokio::time::timeout(CONVERGE_TIMEOUT, listener.accept()).await;
+        let conn = match accepted {
+            Ok(Ok((conn, _))) => conn,
+            Ok(Err(source)) => {
+                return Err(EngineError::Io {
+                    what: "accepting the migration stream".into(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(EngineError::Conflict(format!(
+                    "QEMU did not open the migration stream within {CONVERGE_TIMEOUT:?}"
+                )))
+            }
+        };
+        let conn = conn
+            .into_std()
+            .and_then(|c| c.set_nonblocking(false).map(|_| c))
+            .map_err(|source| EngineError::Io {
+                what: "taking the migration stream".into(),
                 source,
-            })?,
-        );
-        let reader = std::io::BufReader::with_capacity(1 << 20, conn);
-        let split =
-            split_reader(reader, SplitOptions::default(), RegionSink(&dst), out).map_err(|e| {
-                EngineError::Conflict(format!("the migration stream could not be split: {e}"))
             })?;
-        let stats = split.stats;
-        drop(split.out);
-        Ok((dst, stats))
+        tokio::task::spawn_blocking(move || {
+            let out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(&vm_path).map_err(|source| EngineError::Io {
+                    what: format!("cannot create {}", vm_path.display()),
+                    source,
+                })?,
+            );
+            let reader = std::io::BufReader::with_capacity(1 << 20, conn);
+            let split = split_reader(reader, SplitOptions::default(), RegionSink(&dst), out)
+                .map_err(|e| {
+                    EngineError::Conflict(format!("the migration stream could not be split: {e}"))
+                })?;
+            let stats = split.stats;
+            drop(split.out);
+            Ok((dst, stats))
+        })
+        .await
+        .map_err(|e| EngineError::Conflict(format!("the stream receiver failed: {e}")))?
     })
+}
+
+/// A task aborted when its handle goes: a branch that fails early stops
+/// waiting for a stream that will never come.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Engine {
@@ -109,11 +142,11 @@ impl Engine {
 
         // The receiving end: a socket in the staging dir, split in a thread.
         let sock = staging.path().join("mig.sock");
-        let listener = UnixListener::bind(&sock).map_err(|source| EngineError::Io {
+        let listener = tokio::net::UnixListener::bind(&sock).map_err(|source| EngineError::Io {
             what: format!("cannot listen on {}", sock.display()),
             source,
         })?;
-        let receiver = receive(listener, vmstate.clone(), dst);
+        let mut receiver = AbortOnDrop(receive(listener, vmstate.clone(), dst));
 
         let sw = DiskSwitch::prepare(&self.snapshots, sb, tag).await?;
         qmp.execute(
@@ -135,7 +168,6 @@ impl Engine {
         let uri = format!("unix:{}", sock.display());
         let started = qmp.execute("migrate", json!({ "uri": uri })).await;
         if let Err(e) = started {
-            sw.abandon();
             return Err(e.into());
         }
         // Wait for the guest to be stopped for the last round.
@@ -160,8 +192,6 @@ impl Engine {
         if status.as_deref() != Some("pre-switchover") {
             let _ = qmp.execute("migrate_cancel", json!(null)).await;
             let _ = qmp.execute("cont", json!(null)).await;
-            sw.abandon();
-            receiver.abort();
             return Err(EngineError::Conflict(format!(
                 "the live migration did not converge within {CONVERGE_TIMEOUT:?} (status {}): cancelled, the parent runs on",
                 status.unwrap_or_else(|| "unknown".into())
@@ -190,7 +220,7 @@ impl Engine {
             (Some(a), Some(b)) if b.timestamp_us >= a => Some((b.timestamp_us - a) as f64 / 1e3),
             _ => None,
         };
-        let (mut dst, stats) = receiver
+        let (mut dst, stats) = (&mut receiver.0)
             .await
             .map_err(|e| EngineError::Conflict(format!("the stream receiver failed: {e}")))??;
         let ram = stats.blocks.iter().find(|b| b.name == "mem").map(|b| b.len);

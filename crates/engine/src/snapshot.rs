@@ -403,9 +403,10 @@ impl Snapshots {
         self.holds.hold(paths)
     }
 
-    /// Hold the disk chain of `snap` (its frozen disk and everything below)
-    /// for a child being started; refused if the snapshot was deleted meanwhile.
-    pub(crate) fn hold_chain(&self, snap: &Arc<Snapshot>) -> Result<DiskHold> {
+    /// What a child being started needs of `snap`, taken at once: its disk
+    /// chain (held from garbage collection) and its vmstate (open, so a delete
+    /// meanwhile cannot pull it away). Refused if the snapshot was deleted.
+    pub(crate) fn claim(&self, snap: &Arc<Snapshot>) -> Result<Claim> {
         let map = self.map();
         if !map
             .get(&snap.meta.tag)
@@ -415,9 +416,16 @@ impl Snapshots {
                 tag: snap.meta.tag.clone(),
             });
         }
+        let vmstate = std::fs::File::open(snap.vmstate()).map_err(|source| EngineError::Io {
+            what: format!("cannot open {}", snap.vmstate().display()),
+            source,
+        })?;
         let mut chain = snap.meta.disk_chain.clone();
         chain.push(snap.meta.disk.clone());
-        Ok(self.holds.hold(chain))
+        Ok(Claim {
+            chain: self.holds.hold(chain),
+            vmstate,
+        })
     }
 
     /// Where the frozen disk of a new snapshot goes.
@@ -541,6 +549,15 @@ impl Snapshots {
             }
         }
     }
+}
+
+/// What a child holds of its snapshot while it starts.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    /// The disk chain the child's overlay backs onto.
+    pub(crate) chain: DiskHold,
+    /// The device state to load.
+    pub(crate) vmstate: std::fs::File,
 }
 
 /// A snapshot being assembled under `<home>/snapshots/.staging-<tag>`; removed

@@ -11,6 +11,7 @@
 //!   paused; the pool keeps these) then [`Engine::resume_child`] (the handshake
 //!   and `Resumed` queued, `cont`, the clock corrected).
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -202,15 +203,15 @@ impl Engine {
     ) -> Result<Vm> {
         let t = Instant::now();
         let m = &snap.meta;
-        // Held before anything uses it: a delete of the snapshot meanwhile
-        // fails this child rather than pulling its disk away.
-        let chain = self.snapshots.hold_chain(snap)?;
+        // Taken before anything uses them: a delete of the snapshot meanwhile
+        // fails this child rather than pulling its disk or vmstate away.
+        let claim = self.snapshots.claim(snap)?;
         let dir = self.runtime_dir(id)?;
         let overlay = dir.overlay(1);
         zygote_qemu::create_overlay(&m.disk, "qcow2", &overlay).await?;
         let disk = DiskState {
             top: overlay.clone(),
-            chain,
+            chain: claim.chain,
             virtual_size: m.disk_bytes,
             generation: 1,
         };
@@ -253,7 +254,12 @@ impl Engine {
                 json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
             )
             .await?;
-            let uri = format!("exec:cat {}", snap.vmstate().display());
+            // The daemon's open file, so the load never depends on the path.
+            let uri = format!(
+                "exec:cat /proc/{}/fd/{}",
+                std::process::id(),
+                claim.vmstate.as_raw_fd()
+            );
             qmp.execute("migrate-incoming", json!({ "uri": uri }))
                 .await?;
             wait_migration(&qmp, Duration::from_secs(60)).await?;

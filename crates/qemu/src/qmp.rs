@@ -54,7 +54,8 @@ struct State {
 struct Shared {
     path: PathBuf,
     state: Mutex<State>,
-    events: broadcast::Sender<QmpEvent>,
+    /// Dropped when the connection closes, so every waiter sees `Closed`.
+    events: Mutex<Option<broadcast::Sender<QmpEvent>>>,
 }
 
 impl Shared {
@@ -82,6 +83,7 @@ impl Shared {
         for (_, (cmd, tx)) in pending {
             let _ = tx.send(Err(self.closed_err(&cmd, &reason)));
         }
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
@@ -136,7 +138,7 @@ impl Qmp {
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             state: Mutex::new(State::default()),
-            events,
+            events: Mutex::new(Some(events)),
         });
         let reader = tokio::spawn(read_loop(rd, shared.clone()));
         let qmp = Qmp {
@@ -224,8 +226,12 @@ impl Qmp {
 
     /// Subscribes to events. Only events arriving after this call are seen:
     /// subscribe *before* sending the command whose events you wait for.
+    /// Once the connection is closed the receiver reports `Closed` at once.
     pub fn events(&self) -> broadcast::Receiver<QmpEvent> {
-        self.shared.events.subscribe()
+        match &*self.shared.events.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(tx) => tx.subscribe(),
+            None => broadcast::channel(1).1,
+        }
     }
 
     /// Whether the connection has closed, and why.
@@ -374,7 +380,9 @@ fn dispatch(shared: &Shared, msg: Value) {
             timestamp_us: secs.saturating_mul(1_000_000).saturating_add(usecs),
         };
         tracing::debug!(event = %ev.name, data = %ev.data, "QMP event");
-        let _ = shared.events.send(ev); // no subscribers is fine
+        if let Some(tx) = &*shared.events.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = tx.send(ev); // no subscribers is fine
+        }
         return;
     }
     let Some(id) = msg.get("id").and_then(Value::as_u64) else {
