@@ -164,7 +164,10 @@ async fn rm_during_a_branch_makes_no_snapshot_and_leaves_nothing() {
         assert_consistent(&d).await;
     }
     // A 64 MiB live branch under TCG takes far longer than the first delay.
-    assert!(raced > 0, "rm never overtook the branch: the race was not tested");
+    assert!(
+        raced > 0,
+        "rm never overtook the branch: the race was not tested"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

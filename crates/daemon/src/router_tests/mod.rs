@@ -3,6 +3,7 @@
 //! calls; bearer-token auth; the audit line's ids. No QEMU, no sockets.
 
 mod fake;
+mod fuzz;
 
 use std::sync::Arc;
 
