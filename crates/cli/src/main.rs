@@ -156,6 +156,10 @@ struct DaemonArgs {
     /// Most pre-started children kept over all snapshots.
     #[arg(long, default_value_t = zygote_engine::DEFAULT_PRESTART_MAX)]
     prestart_max: usize,
+    /// On SIGTERM leave sandboxes running for the next daemon, as SIGUSR2
+    /// does (for a service manager that only sends SIGTERM).
+    #[arg(long)]
+    keep_sandboxes: bool,
 }
 
 const DAEMON_HELP: &str = "\
@@ -170,7 +174,10 @@ Observability:
 TLS:
   --listen 0.0.0.0:8443 --token-file /etc/zygote/token --tls-cert cert.pem --tls-key key.pem
   serves https:// on TCP (rustls; TLS 1.2 and 1.3); plain http:// to that port gets a 400.
-Signals: SIGTERM/SIGINT stop every sandbox and exit; SIGHUP reopens the audit log.";
+Signals: SIGTERM/SIGINT stop every sandbox and exit; SIGUSR2 (or SIGTERM with
+  --keep-sandboxes) exits for an upgrade: sandboxes run on and the next daemon on the
+  same home re-adopts them (memory, QMP, agent link, state); SIGHUP reopens the audit
+  log. After a crash the next daemon re-adopts what still runs the same way.";
 
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
@@ -255,6 +262,7 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
         tls,
         audit_log,
         engine,
+        keep_sandboxes: a.keep_sandboxes,
     })
     .await
     .context("the daemon stopped with an error")

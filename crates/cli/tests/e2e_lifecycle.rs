@@ -218,12 +218,18 @@ async fn restart_reports_sandboxes_of_a_dead_daemon() {
     let mut d = Daemon::start().await;
     let sb = d.create().await;
     let pid = sb.pid.unwrap();
-    // kill the daemon hard: its QEMU stays behind
+    // kill the daemon hard: its QEMU stays behind (a new daemon would adopt
+    // it: see e2e_readopt); then the QEMU dies too while no daemon runs
     let mut child = d.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
-    // a new daemon on the same home stops the orphan and reports it dead
+    // SAFETY: kill(2) on the QEMU pid the daemon reported; no memory effects.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }));
+    // a new daemon on the same home reports it dead, with the reason
     let socket = d.socket.clone();
     let home = d.home.clone();
     let log = std::fs::File::create(d.dir.path().join("daemon2.log")).unwrap();

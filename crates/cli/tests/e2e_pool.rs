@@ -148,7 +148,11 @@ async fn prestarted_children_are_faithful_fresh_and_cleaned_up() {
     );
     assert_eq!(d.sh(&ids[2], "echo ok").await.stdout, "ok\n");
 
-    // A daemon killed outright leaves paused pool QEMUs; the next one stops them.
+    // A daemon killed outright leaves paused pool QEMUs; the next one stops them
+    // (running sandboxes it re-adopts: see e2e_readopt; none run here).
+    for id in &ids {
+        c.remove(id).await.unwrap();
+    }
     c.create_snapshot(&CreateSnapshot {
         tag: "hot2".into(),
         ..Default::default()

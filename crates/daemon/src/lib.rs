@@ -3,8 +3,10 @@
 //! the engine. Handlers only translate between HTTP and engine calls.
 //!
 //! On SIGTERM or SIGINT it stops accepting, stops every sandbox (no QEMU, memfd,
-//! overlay or socket is left behind) and removes its socket. On SIGHUP it
-//! reopens its audit log.
+//! overlay or socket is left behind) and removes its socket. On SIGUSR2 (or
+//! SIGTERM with `keep_sandboxes`) it exits for an upgrade: sandboxes run on and
+//! the next daemon on the same home re-adopts them. On SIGHUP it reopens its
+//! audit log.
 //!
 //! Every call is counted for `GET /metrics` ([`metrics`]) and written to the
 //! audit log ([`audit`]) by one middleware ([`observe`]); TCP may be TLS ([`tls`]).
@@ -50,6 +52,8 @@ pub struct DaemonConfig {
     pub audit_log: PathBuf,
     /// Engine settings.
     pub engine: EngineConfig,
+    /// On SIGTERM leave sandboxes running for the next daemon (as SIGUSR2 does).
+    pub keep_sandboxes: bool,
 }
 
 /// The PEM files of the TLS listener.
@@ -134,7 +138,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let metrics = Arc::new(metrics::Metrics::new());
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.observer = Some(metrics.clone());
-    let engine = Engine::open(engine_cfg)?;
+    let engine = Engine::open(engine_cfg).await?;
     let state = AppState {
         engine: Arc::new(engine.clone()),
         metrics: metrics.clone(),
@@ -198,10 +202,18 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         });
     }
 
-    wait_for_signal().await;
-    info!("shutting down: no new requests; stopping every sandbox");
+    let exit = wait_for_signal(cfg.keep_sandboxes).await;
     let _ = stop_tx.send(true);
-    engine.shutdown().await;
+    match exit {
+        Exit::Stop => {
+            info!("shutting down: no new requests; stopping every sandbox");
+            engine.shutdown().await;
+        }
+        Exit::KeepSandboxes => {
+            info!("exiting for an upgrade: no new requests; sandboxes run on for the next daemon");
+            engine.detach().await;
+        }
+    }
     for s in servers {
         // In-flight requests end once their sandboxes are gone; do not wait forever.
         if tokio::time::timeout(std::time::Duration::from_secs(5), s)
@@ -232,19 +244,42 @@ fn reopen_on_sighup(audit: Arc<audit::AuditLog>) {
     }
 }
 
-async fn wait_for_signal() {
+/// How the daemon leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Stop every sandbox (SIGTERM, SIGINT).
+    Stop,
+    /// Leave sandboxes running for the next daemon (SIGUSR2, or SIGTERM with
+    /// `--keep-sandboxes`).
+    KeepSandboxes,
+}
+
+async fn wait_for_signal(keep_on_term: bool) -> Exit {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGTERM");
+    let (mut term, mut usr2) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::user_defined2()),
+    ) {
+        (Ok(t), Ok(u)) => (t, u),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "cannot listen for SIGTERM/SIGUSR2");
             futures::future::pending::<()>().await;
-            return;
+            return Exit::Stop;
         }
     };
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT"),
+        _ = term.recv() => {
+            info!("SIGTERM");
+            if keep_on_term { Exit::KeepSandboxes } else { Exit::Stop }
+        }
+        _ = usr2.recv() => {
+            info!("SIGUSR2");
+            Exit::KeepSandboxes
+        }
+        _ = tokio::signal::ctrl_c() => {
+            info!("SIGINT");
+            Exit::Stop
+        }
     }
 }
 

@@ -129,7 +129,13 @@ impl Engine {
         let sb = self.get(id)?;
         let span = sb.span.clone();
         let t0 = Instant::now();
-        let snap = match self.branch_inner(&sb, &spec).instrument(span).await {
+        let branched = self.branch_inner(&sb, &spec).instrument(span).await;
+        // The disk moved to a new overlay (even if the branch failed after the
+        // switch): record it for a restarted daemon, outside the pause.
+        if sb.state() == SandboxState::Running {
+            sb.record_runtime();
+        }
+        let snap = match branched {
             Ok(s) => s,
             // `rm` won the race: say so rather than how QMP broke.
             Err(e) if sb.state() != SandboxState::Running => {

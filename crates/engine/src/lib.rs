@@ -121,7 +121,7 @@ pub struct Engine {
 impl Engine {
     /// Open the engine on a home directory: detect QEMU and the accelerator, open
     /// the state database and clean up after a previous daemon that died.
-    pub fn open(cfg: EngineConfig) -> Result<Arc<Engine>> {
+    pub async fn open(cfg: EngineConfig) -> Result<Arc<Engine>> {
         for d in [
             cfg.home.clone(),
             cfg.home.join("sandboxes"),
@@ -152,7 +152,7 @@ impl Engine {
             shutdown: watch::channel(false).0,
             launches: AtomicUsize::new(0),
         });
-        engine.recover()?;
+        engine.recover().await?;
         // After recovery: disk generations nothing references or holds go.
         engine.snapshots.gc_disks();
         Ok(engine)
@@ -257,6 +257,33 @@ impl Engine {
             Err(EngineError::ShuttingDown)
         } else {
             Ok(())
+        }
+    }
+
+    /// Refuse new work and let every sandbox's QEMU run on without this
+    /// daemon (an upgrade): the next daemon on this home re-adopts them.
+    /// Pre-started children and starts in flight are stopped.
+    pub async fn detach(self: &Arc<Self>) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutdown.send_replace(true);
+        self.drain_pools().await;
+        let sandboxes: Vec<Arc<Sandbox>> = self.map().values().cloned().collect();
+        info!(
+            count = sandboxes.len(),
+            "leaving every sandbox running for the next daemon"
+        );
+        for sb in sandboxes {
+            sb.dir.keep();
+            if let Some(g) = &sb.guest {
+                let (done, wait) = tokio::sync::oneshot::channel();
+                if g.cmd.send(sandbox::Command::Detach { done }).await.is_ok() {
+                    let _ = wait.await;
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.launches_in_flight() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

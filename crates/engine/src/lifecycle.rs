@@ -113,6 +113,7 @@ impl Engine {
                 expires_at_unix: lifetime_secs.map(|t| created + t),
             },
             None,
+            created,
         )?;
         if let Some(secs) = lifetime_secs {
             self.expire_after(&sb, Duration::from_secs(secs));
@@ -165,31 +166,59 @@ impl Engine {
         running: Running,
         spec: Spec,
         snapshot_tag: Option<String>,
+        created_at_unix: u64,
     ) -> Result<Arc<Sandbox>> {
         self.check_open()?;
-        let (sb, process, cmds) =
-            Sandbox::running(running, spec, snapshot_tag, now_unix(), self.store.clone())?;
+        let (sb, process, cmds) = Sandbox::running(
+            running,
+            spec,
+            snapshot_tag,
+            created_at_unix,
+            self.store.clone(),
+        )?;
         self.map().insert(sb.id.clone(), sb.clone());
         tokio::spawn(supervise(sb.clone(), process, cmds).instrument(sb.span.clone()));
         Ok(sb)
     }
 
-    /// Clean up after a previous daemon: QEMU processes it left are stopped,
-    /// their directories removed, and their sandboxes reported dead.
-    pub(crate) fn recover(&self) -> Result<()> {
+    /// Take over from a previous daemon: a sandbox whose QEMU still runs is
+    /// re-adopted (its memory, QMP and agent link taken back); the others are
+    /// reported dead with the reason and their directories removed; QEMUs in
+    /// directories no row names (interrupted starts, pre-started children)
+    /// are killed.
+    pub(crate) async fn recover(self: &Arc<Self>) -> Result<()> {
         for row in self.store.all()? {
             let reason = match row.state {
                 SandboxState::Dead => row.reason.clone(),
                 SandboxState::Booting | SandboxState::Running | SandboxState::Stopping => {
+                    let dir = row.dir.to_string_lossy().to_string();
+                    let alive = row.pid.filter(|pid| crate::stale::is_our_qemu(*pid, &dir));
+                    let why = match (row.state, alive, &row.runtime) {
+                        (SandboxState::Running, Some(pid), Some(facts)) => {
+                            match self.adopt(&row, pid, facts).await {
+                                Ok(()) => continue,
+                                Err(e) => {
+                                    warn!(id = %row.id, error = %e, "re-adopting a sandbox failed; stopping it");
+                                    format!(
+                                        "it could not be re-adopted after a daemon restart ({}); its VM was shut down",
+                                        crate::error_chain(&e)
+                                    )
+                                }
+                            }
+                        }
+                        (_, Some(_), _) => {
+                            "the daemon that ran it stopped; its VM was shut down".to_string()
+                        }
+                        (_, None, _) => "its QEMU exited while no daemon ran".to_string(),
+                    };
                     if let Some(pid) = row.pid {
-                        if crate::stale::kill_stale(pid, &row.dir.to_string_lossy()) {
+                        if crate::stale::kill_stale(pid, &dir) {
                             info!(id = %row.id, pid, "stopped a QEMU left by a previous daemon");
                         }
                     }
-                    let reason = "the daemon that ran it stopped; its VM was shut down".to_string();
                     self.store
-                        .set_state(&row.id, SandboxState::Dead, Some(&reason))?;
-                    Some(reason)
+                        .set_state(&row.id, SandboxState::Dead, Some(&why))?;
+                    Some(why)
                 }
             };
             let sb = Sandbox::dead(
@@ -201,8 +230,6 @@ impl Engine {
             sb.dir.remove();
             self.map().insert(sb.id.clone(), Arc::new(sb));
         }
-        // Directories no row names are leftovers of a crash before registration,
-        // or pre-started children (which have no row): stop what runs there.
         if let Ok(rd) = std::fs::read_dir(self.sandboxes_root()) {
             let known: std::collections::HashSet<String> = self.map().keys().cloned().collect();
             for e in rd.flatten() {
@@ -215,6 +242,31 @@ impl Engine {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Re-adopt the running sandbox of `row` and register it again.
+    async fn adopt(
+        self: &Arc<Self>,
+        row: &crate::store::SandboxRow,
+        pid: u32,
+        facts: &crate::store::RuntimeFacts,
+    ) -> Result<()> {
+        let span = tracing::info_span!("sandbox", id = %row.id);
+        let running = self.adopt_vm(row, pid, facts).instrument(span).await?;
+        let sb = self.register(
+            running,
+            Spec {
+                image: row.image.clone(),
+                env: facts.env.clone(),
+                expires_at_unix: facts.expires_at_unix,
+            },
+            row.snapshot_tag.clone(),
+            row.created_at_unix,
+        )?;
+        if let Some(at) = facts.expires_at_unix {
+            self.expire_after(&sb, Duration::from_secs(at.saturating_sub(now_unix())));
         }
         Ok(())
     }
@@ -234,15 +286,26 @@ async fn supervise(sb: Arc<Sandbox>, mut proc: QemuProcess, mut cmds: mpsc::Rece
             sb.set_state(SandboxState::Dead, Some(reason));
             None
         }
-        cmd = cmds.recv() => {
-            let done = cmd.map(|c| match c {
-                Command::Stop { done } => done,
-            });
-            if let Err(e) = proc.kill(STOP_GRACE).await {
-                warn!(error = %e, "stopping QEMU failed");
+        cmd = cmds.recv() => match cmd {
+            Some(Command::Detach { done }) => {
+                proc.detach();
+                info!(pid = proc.pid(), "left running for the next daemon");
+                let _ = done.send(());
+                return;
             }
-            done
-        }
+            Some(Command::Stop { done }) => {
+                if let Err(e) = proc.kill(STOP_GRACE).await {
+                    warn!(error = %e, "stopping QEMU failed");
+                }
+                Some(done)
+            }
+            None => {
+                if let Err(e) = proc.kill(STOP_GRACE).await {
+                    warn!(error = %e, "stopping QEMU failed");
+                }
+                None
+            }
+        },
     };
     // QEMU is gone: free the guest memory before anyone is told.
     *sb.memory.lock().unwrap_or_else(|p| p.into_inner()) = None;

@@ -1,7 +1,8 @@
 //! [`RuntimeDir`]: a sandbox's directory under `<home>/sandboxes/<id>` and the
 //! names of the files in it (overlays, sockets, console log, transfer disk).
 //! It removes the directory when dropped, so a VM that fails half-way through
-//! starting leaves nothing behind.
+//! starting leaves nothing behind, unless the sandbox was left running for the
+//! next daemon ([`RuntimeDir::keep`]).
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use crate::error::{EngineError, Result};
 #[derive(Debug)]
 pub(crate) struct RuntimeDir {
     path: PathBuf,
+    keep: std::sync::atomic::AtomicBool,
 }
 
 impl RuntimeDir {
@@ -23,12 +25,23 @@ impl RuntimeDir {
             what: format!("cannot create {}", path.display()),
             source,
         })?;
-        Ok(RuntimeDir { path })
+        Ok(RuntimeDir {
+            path,
+            keep: false.into(),
+        })
     }
 
     /// The directory a previous daemon used (it may be gone already).
     pub(crate) fn existing(path: PathBuf) -> RuntimeDir {
-        RuntimeDir { path }
+        RuntimeDir {
+            path,
+            keep: false.into(),
+        }
+    }
+
+    /// Leave the directory when dropped: its QEMU runs on for the next daemon.
+    pub(crate) fn keep(&self) {
+        self.keep.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The directory.
@@ -77,7 +90,9 @@ impl RuntimeDir {
 
 impl Drop for RuntimeDir {
     fn drop(&mut self) {
-        self.remove();
+        if !self.keep.load(std::sync::atomic::Ordering::SeqCst) {
+            self.remove();
+        }
     }
 }
 
@@ -97,5 +112,10 @@ mod tests {
         assert!(!p.exists());
         // A directory that is already gone is fine.
         drop(RuntimeDir::existing(d.path().join("gone")));
+        // A kept one stays.
+        let k = RuntimeDir::create(d.path(), "s2").unwrap();
+        k.keep();
+        drop(k);
+        assert!(d.path().join("s2").exists());
     }
 }

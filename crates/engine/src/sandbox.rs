@@ -23,7 +23,7 @@ use crate::ops;
 use crate::paths;
 use crate::rundir::RuntimeDir;
 use crate::state;
-use crate::store::{SandboxRow, Store};
+use crate::store::{RuntimeFacts, SandboxRow, Store};
 use crate::vm::Running;
 
 /// Default time an eval may take.
@@ -35,6 +35,12 @@ pub(crate) enum Command {
     /// Stop QEMU: SIGTERM, then SIGKILL.
     Stop {
         /// Told when QEMU is gone.
+        done: tokio::sync::oneshot::Sender<()>,
+    },
+    /// Let go of QEMU without stopping it (the daemon exits for an upgrade;
+    /// the next one re-adopts it).
+    Detach {
+        /// Told once let go.
         done: tokio::sync::oneshot::Sender<()>,
     },
 }
@@ -68,6 +74,32 @@ impl SandboxMemory {
             SandboxMemory::Own(_) => MemoryKind::Own,
             SandboxMemory::Cow(_) => MemoryKind::Cow,
         }
+    }
+
+    fn region(&self) -> &zygote_mem::Region {
+        match self {
+            SandboxMemory::Own(r) | SandboxMemory::Cow(r) => r,
+        }
+    }
+}
+
+/// What a restarted daemon needs to re-adopt a sandbox in this state.
+fn runtime_facts(
+    spec: &Spec,
+    disk: &DiskState,
+    memory: &SandboxMemory,
+    boot_ms: Option<u64>,
+) -> RuntimeFacts {
+    RuntimeFacts {
+        env: spec.env.clone(),
+        expires_at_unix: spec.expires_at_unix,
+        boot_ms,
+        disk_top: disk.top.clone(),
+        disk_chain: disk.chain.paths().to_vec(),
+        disk_bytes: disk.virtual_size,
+        disk_generation: disk.generation,
+        memory: memory.kind().into(),
+        memfd: memory.region().name().to_string(),
     }
 }
 
@@ -128,6 +160,7 @@ impl Sandbox {
     ) -> Result<(Arc<Sandbox>, QemuProcess, mpsc::Receiver<Command>)> {
         let Running { vm, link, ready_ms } = running;
         let pid = vm.process.pid();
+        let boot_ms = Some(ready_ms as u64);
         let row = SandboxRow {
             id: vm.id.clone(),
             image: spec.image.clone(),
@@ -138,6 +171,7 @@ impl Sandbox {
             machine: vm.machine.clone(),
             created_at_unix,
             snapshot_tag: snapshot_tag.clone(),
+            runtime: Some(runtime_facts(&spec, &vm.disk, &vm.memory, boot_ms)),
         };
         store.insert(&row)?;
         let (cmd, cmd_rx) = mpsc::channel(4);
@@ -149,7 +183,7 @@ impl Sandbox {
             dir: vm.dir,
             created_at_unix,
             snapshot_tag,
-            boot_ms: Some(ready_ms as u64),
+            boot_ms,
             guest: Some(Guest {
                 pid,
                 qmp: vm.qmp,
@@ -198,6 +232,21 @@ impl Sandbox {
             span,
             branch_lock: tokio::sync::Mutex::new(()),
             id: row.id,
+        }
+    }
+
+    /// Record what re-adoption needs now (after a branch moved the disk).
+    pub(crate) fn record_runtime(&self) {
+        let memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(memory) = memory else { return };
+        let disk = self.disk.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let facts = runtime_facts(&self.spec, &disk, &memory, self.boot_ms);
+        if let Err(e) = self.store.set_runtime(&self.id, &facts) {
+            tracing::warn!(parent: &self.span, error = %e, "cannot record the sandbox's disk chain");
         }
     }
 

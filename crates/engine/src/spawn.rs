@@ -132,6 +132,7 @@ impl Engine {
                 expires_at_unix: None,
             },
             Some(snap.meta.tag.clone()),
+            crate::lifecycle::now_unix(),
         )?;
         Ok(Child {
             sandbox: sb.view(),

@@ -3,8 +3,9 @@
 //! sandboxes a previous daemon left behind (see `Engine::open`).
 //!
 //! States and accelerators are stored by name and read back as the enums; the
-//! VM's whole [`Machine`] is stored as JSON beside the columns older schemas
-//! had.
+//! VM's whole [`Machine`] and the facts a restarted daemon needs to re-adopt a
+//! running sandbox ([`RuntimeFacts`]) are stored as JSON beside the columns
+//! older schemas had.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -14,10 +15,55 @@ use rusqlite::{params, Connection, OptionalExtension};
 use zygote_qemu::Accel;
 
 use crate::machine::{Cpu, Machine, PageSize};
-use crate::model::SandboxState;
+use crate::model::{MemoryKind, SandboxState};
+
+/// What a restarted daemon needs to take a running sandbox back: its
+/// environment and lifetime, its disk chain, and which memfd in QEMU is its
+/// guest RAM. Written when the sandbox is registered and after every branch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeFacts {
+    /// Environment for every exec.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Lifetime end.
+    pub expires_at_unix: Option<u64>,
+    /// Start to agent ready, ms.
+    pub boot_ms: Option<u64>,
+    /// The overlay QEMU writes now.
+    pub disk_top: PathBuf,
+    /// Frozen generations below it.
+    pub disk_chain: Vec<PathBuf>,
+    /// Virtual disk size.
+    pub disk_bytes: u64,
+    /// Disk generation (names the next overlay).
+    pub disk_generation: u32,
+    /// Where the guest RAM lives.
+    pub memory: MemoryKindCol,
+    /// The memfd's name (`/memfd:<name>` in QEMU's descriptors).
+    pub memfd: String,
+}
+
+/// [`MemoryKind`] as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryKindCol {
+    /// Its own share=on memfd.
+    Own,
+    /// Copy-on-write over a snapshot's memfd.
+    Cow,
+}
+
+impl From<MemoryKind> for MemoryKindCol {
+    fn from(k: MemoryKind) -> Self {
+        match k {
+            MemoryKind::Own => MemoryKindCol::Own,
+            MemoryKind::Cow => MemoryKindCol::Cow,
+        }
+    }
+}
 
 /// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 /// Errors of the state database.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +100,8 @@ pub struct SandboxRow {
     pub created_at_unix: u64,
     /// The snapshot it was spawned from.
     pub snapshot_tag: Option<String>,
+    /// What re-adoption needs (absent in rows of older schemas).
+    pub runtime: Option<RuntimeFacts>,
 }
 
 /// SQLite text of a state.
@@ -97,7 +145,7 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const COLUMNS: &str = "id, image, state, reason, pid, dir, memory_mib, vcpus, accel, created_at_unix, machine, snapshot_tag";
+const COLUMNS: &str = "id, image, state, reason, pid, dir, memory_mib, vcpus, accel, created_at_unix, machine, snapshot_tag, runtime";
 
 impl Store {
     /// Open (creating or upgrading if needed) the database at `path`.
@@ -150,6 +198,17 @@ impl Store {
                 conn.execute_batch("ALTER TABLE sandboxes ADD COLUMN snapshot_tag TEXT;")?;
             }
         }
+        if v < 3 {
+            // Schema 3: what re-adopting a running sandbox needs.
+            let n: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('sandboxes') WHERE name = 'runtime'",
+                [],
+                |r| r.get(0),
+            )?;
+            if n == 0 {
+                conn.execute_batch("ALTER TABLE sandboxes ADD COLUMN runtime TEXT;")?;
+            }
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -161,13 +220,20 @@ impl Store {
         Ok(f(&conn)?)
     }
 
-    /// Insert a new sandbox row.
+    /// Insert a sandbox row, or replace the row of that id (a re-adopted
+    /// sandbox keeps its id).
     pub fn insert(&self, row: &SandboxRow) -> Result<(), StoreError> {
         let machine = serde_json::to_string(&row.machine)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let runtime = row
+            .runtime
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         self.with(|c| {
             c.execute(
-                &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                &format!("INSERT OR REPLACE INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
                 params![
                     row.id,
                     row.image,
@@ -181,6 +247,7 @@ impl Store {
                     row.created_at_unix as i64,
                     machine,
                     row.snapshot_tag,
+                    runtime,
                 ],
             )
             .map(|_| ())
@@ -198,6 +265,19 @@ impl Store {
             c.execute(
                 "UPDATE sandboxes SET state = ?2, reason = COALESCE(?3, reason) WHERE id = ?1",
                 params![id, StateCol(state), reason],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Record what re-adoption needs now (after a branch moved the disk).
+    pub fn set_runtime(&self, id: &str, facts: &RuntimeFacts) -> Result<(), StoreError> {
+        let json = serde_json::to_string(facts)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        self.with(|c| {
+            c.execute(
+                "UPDATE sandboxes SET runtime = ?2 WHERE id = ?1",
+                params![id, json],
             )
             .map(|_| ())
         })
@@ -276,6 +356,17 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRow> {
         machine,
         created_at_unix: r.get::<_, i64>(9)? as u64,
         snapshot_tag: r.get(11)?,
+        runtime: r
+            .get::<_, Option<String>>(12)?
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    12,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
     })
 }
 
@@ -303,6 +394,17 @@ mod tests {
             },
             created_at_unix: 1,
             snapshot_tag: Some("t".into()),
+            runtime: Some(RuntimeFacts {
+                env: [("A".to_string(), "1".to_string())].into(),
+                expires_at_unix: Some(9),
+                boot_ms: Some(2000),
+                disk_top: "/x/disk-g2.qcow2".into(),
+                disk_chain: vec!["/h/disks/t-1.qcow2".into()],
+                disk_bytes: 1 << 30,
+                disk_generation: 2,
+                memory: MemoryKindCol::Cow,
+                memfd: "zygote-snap-t".into(),
+            }),
         }
     }
 
@@ -311,7 +413,11 @@ mod tests {
         let s = Store::in_memory().unwrap();
         s.insert(&row("a")).unwrap();
         s.insert(&row("b")).unwrap();
-        assert!(s.insert(&row("a")).is_err(), "duplicate id must fail");
+        let mut again = row("a");
+        again.pid = Some(43);
+        s.insert(&again).unwrap();
+        assert_eq!(s.all().unwrap().len(), 2, "the same id replaces its row");
+        s.insert(&row("a")).unwrap();
         s.set_state("a", SandboxState::Dead, Some("qemu exited"))
             .unwrap();
         let a = s.get("a").unwrap().unwrap();
@@ -320,6 +426,11 @@ mod tests {
         assert_eq!(a.reason.as_deref(), Some("qemu exited"));
         assert_eq!(a.machine, row("a").machine);
         assert_eq!(a.snapshot_tag.as_deref(), Some("t"));
+        assert_eq!(a.runtime, row("a").runtime);
+        let mut f = a.runtime.clone().unwrap();
+        f.disk_generation = 3;
+        s.set_runtime("a", &f).unwrap();
+        assert_eq!(s.get("a").unwrap().unwrap().runtime, Some(f));
         s.delete("a").unwrap();
         assert_eq!(s.all().unwrap().len(), 1);
         assert!(s.get("a").unwrap().is_none());

@@ -6,6 +6,9 @@
 //! fails half-way leaves nothing behind.
 //!
 //! - boot: [`Engine::boot_vm`] (a kernel boot on a fresh memfd and overlay);
+//! - a previous daemon's QEMU: [`Engine::adopt_vm`] (its process by pidfd, its
+//!   guest RAM memfd taken back with `pidfd_getfd`, QMP and the agent link
+//!   reconnected);
 //! - children of a snapshot: [`Engine::load_child`] (QEMU with `-incoming defer
 //!   -S` over copy-on-write or private memory, the RAM-less vmstate loaded,
 //!   paused; the pool keeps these) then [`Engine::resume_child`] (the handshake
@@ -334,6 +337,69 @@ impl Engine {
         let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
         info!(running_ms, linked_ms, ready_ms, "child running");
         Ok((Running { vm, link, ready_ms }, running_ms))
+    }
+}
+
+impl Engine {
+    /// Take back the running sandbox of `row`, whose QEMU (`pid`, checked by
+    /// the caller to be ours) outlived the daemon that started it.
+    pub(crate) async fn adopt_vm(
+        &self,
+        row: &crate::store::SandboxRow,
+        pid: u32,
+        facts: &crate::store::RuntimeFacts,
+    ) -> Result<Running> {
+        let t0 = Instant::now();
+        let process = QemuProcess::adopt(pid, &format!("zygote-{}", row.id))?;
+        let fd = crate::stale::memfd_of(pid, &facts.memfd).ok_or_else(|| {
+            EngineError::Conflict(format!(
+                "QEMU {pid} holds no memfd called `{}`: its guest RAM cannot be taken back",
+                facts.memfd
+            ))
+        })?;
+        let taken = process
+            .pidfd()?
+            .take_fd(fd)
+            .map_err(|source| EngineError::Io {
+                what: format!("cannot take QEMU {pid}'s guest RAM (fd {fd})"),
+                source,
+            })?;
+        let region = Arc::new(Region::from_memfd(
+            zygote_mem::MemFd::from_fd(taken, &facts.memfd)?,
+            row.machine.memory_bytes(),
+        )?);
+        let memory = match facts.memory {
+            crate::store::MemoryKindCol::Own => SandboxMemory::Own(region),
+            crate::store::MemoryKindCol::Cow => SandboxMemory::Cow(region),
+        };
+        let dir = RuntimeDir::existing(row.dir.clone());
+        let timeout = Duration::from_secs(10);
+        let qmp = Qmp::connect(&dir.qmp_socket(), timeout).await?;
+        let mut vm = Vm {
+            id: row.id.clone(),
+            process,
+            qmp: Arc::new(qmp),
+            memory,
+            disk: DiskState {
+                top: facts.disk_top.clone(),
+                chain: self.snapshots.hold(facts.disk_chain.clone()),
+                virtual_size: facts.disk_bytes,
+                generation: facts.disk_generation,
+            },
+            machine: row.machine.clone(),
+            dir,
+        };
+        let socket = vm.dir.agent_socket();
+        let link = vm
+            .agent_or_death(AgentLink::connect(&socket, timeout), timeout)
+            .await?;
+        info!(
+            pid,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "re-adopted a running sandbox"
+        );
+        let ready_ms = facts.boot_ms.unwrap_or(0) as f64;
+        Ok(Running { vm, link, ready_ms })
     }
 }
 

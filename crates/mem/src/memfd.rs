@@ -96,6 +96,28 @@ impl MemFd {
         })
     }
 
+    /// A memfd another process created and this one was handed (for example
+    /// taken from a QEMU with `pidfd_getfd` by a daemon that restarted): its
+    /// size from `fstat`, its page kind from the block size the kernel reports.
+    pub fn from_fd(fd: OwnedFd, name: &str) -> Result<MemFd, MemError> {
+        let st = sys::fstat(fd.as_fd()).map_err(|source| MemError::File {
+            op: "fstat an adopted memfd".into(),
+            path: PathBuf::from(format!("memfd:{name}")),
+            source,
+        })?;
+        let kind = if u64::try_from(st.st_blksize).unwrap_or(0) >= crate::HUGE_PAGE_2M {
+            PageKind::Huge2M
+        } else {
+            PageKind::Small
+        };
+        Ok(MemFd {
+            fd,
+            name: name.into(),
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            kind,
+        })
+    }
+
     /// The size in bytes given at creation (for hugetlb files, the 2 MiB-aligned
     /// size; [`crate::Region::size`] has the logical one).
     pub fn size(&self) -> u64 {

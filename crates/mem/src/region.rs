@@ -31,6 +31,27 @@ pub struct Region {
 }
 
 impl Region {
+    /// A region over an existing memfd (see [`MemFd::from_fd`]) whose guest
+    /// sees `logical_size` bytes; refused when the file is smaller.
+    pub fn from_memfd(memfd: MemFd, logical_size: u64) -> Result<Region, MemError> {
+        if memfd.size() < logical_size {
+            return Err(MemError::File {
+                op: format!(
+                    "adopt (it holds {} bytes, the guest has {logical_size})",
+                    memfd.size()
+                ),
+                path: PathBuf::from(format!("memfd:{}", memfd.name())),
+                source: io::Error::from(io::ErrorKind::InvalidData),
+            });
+        }
+        Ok(Region {
+            memfd,
+            logical_size,
+            warning: None,
+            map: None,
+        })
+    }
+
     /// Creates a region of `size` bytes called `name`. With `hugepages`, tries a
     /// hugetlb file of `size` rounded up to 2 MiB and commits its pages at once
     /// (`fallocate`); if the kernel cannot serve it (no pool, pool exhausted, no

@@ -2,9 +2,11 @@
 //! end; [`create_overlay`]: `qemu-img create`. Owns process lifetime only: it does
 //! not talk QMP (see [`crate::Qmp`]) and does not read the console.
 //!
-//! No `PR_SET_PDEATHSIG`: the death signal fires when the *thread* that forked
-//! exits, and tokio's spawning worker thread may be short-lived. The daemon reaps
-//! stale QEMUs at startup through the pids it recorded.
+//! QEMU runs in a process group of its own (a signal to the daemon's group does
+//! not reach it) and outlives the daemon if the daemon dies: a restarted daemon
+//! takes it back with [`QemuProcess::adopt`] (through a pidfd; QEMU's output is
+//! not captured after that). No `PR_SET_PDEATHSIG`, for the same reason.
+//! Dropping a `QemuProcess` kills QEMU unless [`QemuProcess::detach`] was called.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -17,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use crate::pidfd::PidFd;
 use crate::{QemuBinary, QemuError, VmConfig};
 
 /// How many output lines of QEMU are kept for error messages.
@@ -31,15 +34,19 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How QEMU ended: the exit status and the tail of what it printed.
 #[derive(Debug, Clone)]
 pub struct QemuExit {
-    /// The exit status (a signal shows as such).
-    pub status: ExitStatus,
+    /// The exit status (a signal shows as such); unknown for an adopted QEMU,
+    /// which is not this process's child.
+    pub status: Option<ExitStatus>,
     /// The last lines QEMU wrote to stdout/stderr (QEMU prints errors there).
     pub stderr_tail: String,
 }
 
 impl fmt::Display for QemuExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "exited with {}", self.status)?;
+        match self.status {
+            Some(st) => write!(f, "exited with {st}")?,
+            None => write!(f, "exited (status unknown: adopted after a daemon restart)")?,
+        }
         if self.stderr_tail.trim().is_empty() {
             write!(f, " (no output)")
         } else {
@@ -54,11 +61,22 @@ impl fmt::Display for QemuExit {
 
 type Tail = Arc<Mutex<VecDeque<String>>>;
 
-/// A running QEMU. Dropping it kills the process (`kill_on_drop`); call
+/// How this process reaches its QEMU.
+#[derive(Debug)]
+enum Handle {
+    /// QEMU is our child.
+    Child(Child),
+    /// A previous daemon's QEMU, re-adopted.
+    Adopted(PidFd),
+}
+
+/// A running QEMU. Dropping it kills the process unless it was detached; call
 /// [`QemuProcess::kill`] for an orderly SIGTERM first.
 #[derive(Debug)]
 pub struct QemuProcess {
-    child: Child,
+    handle: Handle,
+    /// Left running when dropped (the daemon exits for an upgrade).
+    detached: bool,
     pid: u32,
     name: String,
     tail: Tail,
@@ -79,7 +97,7 @@ impl QemuProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|source| QemuError::Spawn {
                 path: bin.path.clone(),
@@ -106,12 +124,48 @@ impl QemuProcess {
         }
         tracing::info!(name = %cfg.name, pid, "QEMU started");
         Ok(QemuProcess {
-            child,
+            handle: Handle::Child(child),
+            detached: false,
             pid,
             name: cfg.name.clone(),
             tail,
             pumps,
             exit: None,
+        })
+    }
+
+    /// A QEMU this process did not start (a previous daemon's), by pid. The
+    /// caller checks first that `pid` is the QEMU it means (its command line).
+    pub fn adopt(pid: u32, name: &str) -> Result<QemuProcess, QemuError> {
+        let fd = PidFd::open(pid).map_err(|source| QemuError::Process {
+            op: "pidfd_open",
+            pid,
+            source,
+        })?;
+        Ok(QemuProcess {
+            handle: Handle::Adopted(fd),
+            detached: false,
+            pid,
+            name: name.to_string(),
+            tail: Arc::new(Mutex::new(VecDeque::new())),
+            pumps: Vec::new(),
+            exit: None,
+        })
+    }
+
+    /// Leave QEMU running when this handle is dropped (a daemon exiting for an
+    /// upgrade; the next one adopts it).
+    pub fn detach(&mut self) {
+        self.detached = true;
+    }
+
+    /// A handle on the process that survives pid reuse (for taking its
+    /// descriptors back).
+    pub fn pidfd(&self) -> Result<PidFd, QemuError> {
+        PidFd::open(self.pid).map_err(|source| QemuError::Process {
+            op: "pidfd_open",
+            pid: self.pid,
+            source,
         })
     }
 
@@ -136,15 +190,22 @@ impl QemuProcess {
         if let Some(e) = &self.exit {
             return Ok(e.clone());
         }
-        let status = self
-            .child
-            .wait()
-            .await
-            .map_err(|source| QemuError::Process {
+        let pid = self.pid;
+        let status = match &mut self.handle {
+            Handle::Child(c) => Some(c.wait().await.map_err(|source| QemuError::Process {
                 op: "wait",
-                pid: self.pid,
+                pid,
                 source,
-            })?;
+            })?),
+            Handle::Adopted(fd) => {
+                fd.exited().await.map_err(|source| QemuError::Process {
+                    op: "wait",
+                    pid,
+                    source,
+                })?;
+                None
+            }
+        };
         Ok(self.finish(status).await)
     }
 
@@ -165,11 +226,19 @@ impl QemuProcess {
         if let Some(e) = &self.exit {
             return Ok(Some(e.clone()));
         }
-        match self.child.try_wait().map_err(|source| QemuError::Process {
-            op: "try_wait",
-            pid: self.pid,
-            source,
-        })? {
+        let pid = self.pid;
+        let exited = match &mut self.handle {
+            Handle::Child(c) => c
+                .try_wait()
+                .map_err(|source| QemuError::Process {
+                    op: "try_wait",
+                    pid,
+                    source,
+                })?
+                .map(Some),
+            Handle::Adopted(fd) => fd.has_exited().then_some(None),
+        };
+        match exited {
             Some(status) => Ok(Some(self.finish(status).await)),
             None => Ok(None),
         }
@@ -189,20 +258,14 @@ impl QemuProcess {
         if let Some(e) = self.try_wait().await? {
             return Ok(e);
         }
-        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
-            // SAFETY: kill(2) has no memory effects; `pid` is our un-reaped child
-            // (try_wait above returned None), so it cannot name a recycled pid.
-            let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-            if rc != 0 {
-                tracing::warn!(pid, error = %std::io::Error::last_os_error(), "SIGTERM failed");
-            }
+        if let Err(e) = self.signal(libc::SIGTERM) {
+            tracing::warn!(pid = self.pid, error = %e, "SIGTERM failed");
         }
         if let Ok(r) = tokio::time::timeout(grace, self.wait()).await {
             return r;
         }
         tracing::warn!(name = %self.name, pid = self.pid, ?grace, "QEMU ignored SIGTERM; sending SIGKILL");
-        self.child
-            .start_kill()
+        self.signal(libc::SIGKILL)
             .map_err(|source| QemuError::Process {
                 op: "SIGKILL",
                 pid: self.pid,
@@ -218,7 +281,26 @@ impl QemuProcess {
         }
     }
 
-    async fn finish(&mut self, status: ExitStatus) -> QemuExit {
+    /// Signal QEMU: our un-reaped child, or through its pidfd; either way
+    /// never a process that reused the pid.
+    fn signal(&self, sig: i32) -> std::io::Result<()> {
+        match &self.handle {
+            Handle::Child(_) => {
+                let pid = libc::pid_t::try_from(self.pid)
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+                // SAFETY: kill(2) has no memory effects; `pid` is our child and not
+                // yet reaped (callers checked with try_wait), so it is not recycled.
+                if unsafe { libc::kill(pid, sig) } == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            }
+            Handle::Adopted(fd) => fd.signal(sig),
+        }
+    }
+
+    async fn finish(&mut self, status: Option<ExitStatus>) -> QemuExit {
         // The pipes close when QEMU exits; give the pumps a moment to drain.
         for p in self.pumps.drain(..) {
             let _ = tokio::time::timeout(Duration::from_millis(500), p).await;
@@ -227,7 +309,7 @@ impl QemuProcess {
             status,
             stderr_tail: self.stderr_tail(),
         };
-        tracing::info!(name = %self.name, pid = self.pid, %status, "QEMU exited");
+        tracing::info!(name = %self.name, pid = self.pid, ?status, "QEMU exited");
         self.exit = Some(exit.clone());
         exit
     }
@@ -237,6 +319,13 @@ impl Drop for QemuProcess {
     fn drop(&mut self) {
         for p in &self.pumps {
             p.abort();
+        }
+        if !self.detached && self.exit.is_none() {
+            // Best effort: the process may be gone already (then ESRCH).
+            let _ = self.signal(libc::SIGKILL);
+            if let Handle::Child(c) = &mut self.handle {
+                let _ = c.try_wait();
+            }
         }
     }
 }

@@ -141,7 +141,7 @@ async fn a_failing_qemu_reports_its_stderr() {
     cfg.name = "zygote-test-bad".into();
     let mut p = QemuProcess::spawn(&bin, &cfg).unwrap();
     let exit = p.wait_timeout(Duration::from_secs(30)).await.unwrap();
-    assert!(!exit.status.success());
+    assert!(!exit.status.expect("our child has a status").success());
     assert!(exit.stderr_tail.contains("no-such-disk"), "{exit}");
     let msg = p.exited_error(exit).to_string();
     assert!(
@@ -237,7 +237,10 @@ async fn boots_a_tiny_guest_with_memfd_ram() {
     // quit ends the process; later commands fail with QmpClosed.
     qmp.quit().await.unwrap();
     let exit = p.wait_timeout(Duration::from_secs(10)).await.unwrap();
-    assert!(exit.status.success(), "{exit}");
+    assert!(
+        exit.status.expect("our child has a status").success(),
+        "{exit}"
+    );
     let err = qmp.query_status().await.unwrap_err();
     assert!(
         matches!(err, zygote_qemu::QemuError::QmpClosed { .. }),
@@ -265,9 +268,7 @@ async fn kill_ends_a_running_qemu() {
         .unwrap();
     assert_eq!(qmp.query_status().await.unwrap(), "prelaunch");
     let exit = p.kill(Duration::from_secs(5)).await.unwrap();
-    assert!(
-        !exit.status.success() || exit.status.code() == Some(0),
-        "{exit}"
-    );
+    let status = exit.status.expect("our child has a status");
+    assert!(!status.success() || status.code() == Some(0), "{exit}");
     assert!(p.try_wait().await.unwrap().is_some());
 }
