@@ -45,6 +45,7 @@ impl From<EngineError> for ApiError {
             ErrorClass::Forbidden => StatusCode::FORBIDDEN,
             ErrorClass::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorClass::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorClass::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -21,11 +21,14 @@ use crate::disk_switch::{snapshot_meta, BranchFacts, DiskSwitch};
 use crate::error::{EngineError, Result};
 use crate::lifecycle::new_id;
 use crate::machine::PageSize;
-use crate::model::{BranchMode, BranchSpec, SandboxState, SnapshotView};
+use crate::model::{BranchMode, BranchSpec, SandboxState, SnapshotStatus, SnapshotView};
 use crate::observe::Timing;
 use crate::sandbox::{Sandbox, SandboxMemory};
 use crate::snapshot::Snapshot;
 use crate::Engine;
+
+/// Room a branch needs beyond its memory: vmstate, metadata, disk flushes.
+const SNAPSHOT_SLACK: u64 = 16 << 20;
 
 /// How long the device-state save may take inside the pause.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -152,8 +155,24 @@ impl Engine {
             call_ms: t0.elapsed().as_secs_f64() * 1e3,
         });
         self.persist_in_background(&snap);
-        if spec.wait {
-            snap.wait_persisted().await;
+        if spec.wait && snap.wait_persisted().await == SnapshotStatus::Failed {
+            // Asked to wait for a snapshot on disk and it could not be written:
+            // no half-persisted snapshot stays behind.
+            let why = snap.view(0).warning.unwrap_or_default();
+            let tag = snap.meta.tag.clone();
+            let _ = self.delete_snapshot(&tag, crate::DeleteScope::Force).await;
+            if why.contains("No space left") {
+                let root = self.cfg.home.join("snapshots");
+                return Err(EngineError::DiskFull {
+                    what: format!("snapshot `{tag}`'s memory ({why})"),
+                    free_mib: crate::disks::free_bytes(&root).unwrap_or(0) >> 20,
+                    path: root.display().to_string(),
+                    needed_mib: snap.meta.memory_bytes.div_ceil(1 << 20),
+                });
+            }
+            return Err(EngineError::Conflict(format!(
+                "snapshot `{tag}` could not be written to disk ({why}); it was removed"
+            )));
         }
         Ok(self.view_of(&snap))
     }
@@ -182,6 +201,18 @@ impl Engine {
             // Unique by construction: two branches in one second never collide.
             None => format!("{}-{}", &sb.id[..8.min(sb.id.len())], &new_id()[..8]),
         };
+        // Admission: never start a branch the home cannot hold.
+        let needed = match &memory {
+            Some(SandboxMemory::Own(r)) => r.allocated_bytes().unwrap_or(r.size()),
+            // What a copy-on-write child wrote is not cheaply known: its size.
+            Some(SandboxMemory::Cow(r)) => r.size(),
+            None => 0,
+        } + SNAPSHOT_SLACK;
+        crate::disks::ensure_room(
+            &self.cfg.home.join("snapshots"),
+            needed,
+            &format!("a {} branch of sandbox `{}`", mode.as_str(), sb.id),
+        )?;
         let _reservation = self.snapshots.reserve(&tag)?;
         let qmp = sb.guest()?.qmp.clone();
         match mode {

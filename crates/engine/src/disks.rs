@@ -88,6 +88,36 @@ impl Drop for DiskHold {
     }
 }
 
+/// Bytes free for this process on the filesystem holding `path` (`statvfs`).
+pub(crate) fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs(3) reads a NUL-terminated path and fills the zeroed
+    // struct we pass; both live for the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Refuse to write about `needed` bytes of `what` under `path` when its
+/// filesystem has less free.
+pub(crate) fn ensure_room(path: &Path, needed: u64, what: &str) -> Result<()> {
+    let free = free_bytes(path).map_err(io(format!("cannot statvfs {}", path.display())))?;
+    if free < needed {
+        return Err(EngineError::DiskFull {
+            what: what.to_string(),
+            path: path.display().to_string(),
+            needed_mib: needed.div_ceil(1 << 20),
+            free_mib: free >> 20,
+        });
+    }
+    Ok(())
+}
+
 fn io(what: String) -> impl FnOnce(std::io::Error) -> EngineError {
     move |source| EngineError::Io { what, source }
 }
@@ -133,6 +163,21 @@ mod tests {
         drop(two);
         assert!(!h.is_held(&a));
         assert!(h.held().is_empty());
+    }
+
+    #[test]
+    fn free_space_and_refusals() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(free_bytes(d.path()).unwrap() > 0);
+        ensure_room(d.path(), 1, "a test").unwrap();
+        let e = ensure_room(d.path(), u64::MAX / 2, "a snapshot")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a snapshot needs about") && e.contains("MiB is free"),
+            "{e}"
+        );
+        assert!(free_bytes(Path::new("/no/such/dir")).is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum ErrorClass {
     Timeout,
     /// The daemon is going away (503).
     Unavailable,
+    /// The home's filesystem has no room (507).
+    InsufficientStorage,
     /// Not built yet (501).
     NotImplemented,
     /// Anything else (500).
@@ -101,6 +103,18 @@ pub enum EngineError {
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// Not enough free space where the daemon must write.
+    #[error("{what} needs about {needed_mib} MiB on {path} and only {free_mib} MiB is free: free space there (delete snapshots with `zygote snapshot rm`) or move --home to a larger filesystem")]
+    DiskFull {
+        /// What was about to be written.
+        what: String,
+        /// The filesystem (a directory on it).
+        path: String,
+        /// MiB it needs.
+        needed_mib: u64,
+        /// MiB free.
+        free_mib: u64,
+    },
 }
 
 impl EngineError {
@@ -143,6 +157,10 @@ impl EngineError {
                 | LinkError::Protocol { .. }
                 | LinkError::Unexpected(_) => ErrorClass::Internal,
             },
+            EngineError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                ErrorClass::InsufficientStorage
+            }
+            EngineError::DiskFull { .. } => ErrorClass::InsufficientStorage,
             EngineError::Qemu(_)
             | EngineError::Mem(_)
             | EngineError::Store(_)
