@@ -337,24 +337,15 @@ impl Snapshots {
             // A persist the daemon did not finish.
             let _ = std::fs::remove_file(e.path().join("memory.bin.tmp"));
             match read_meta(&e.path().join("meta.json")) {
+                // Its memory lived only in the daemon that stopped before
+                // writing it: nothing can be started from it, so it goes
+                // (a snapshot is ready or absent, never half there).
+                Ok(meta) if !e.path().join("memory.bin").exists() => {
+                    tracing::warn!(tag = %meta.tag, "removing a snapshot whose memory.bin was never written (the daemon stopped first)");
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
                 Ok(meta) => {
-                    let ready = e.path().join("memory.bin").exists();
-                    let snap = Snapshot::new(
-                        meta,
-                        e.path(),
-                        None,
-                        if ready {
-                            SnapshotStatus::Ready
-                        } else {
-                            SnapshotStatus::Failed
-                        },
-                    );
-                    if !ready {
-                        snap.set_status(
-                            SnapshotStatus::Failed,
-                            Some("memory.bin was not written before the daemon stopped".into()),
-                        );
-                    }
+                    let snap = Snapshot::new(meta, e.path(), None, SnapshotStatus::Ready);
                     self.map().insert(name, Arc::new(snap));
                 }
                 Err(err) => {
