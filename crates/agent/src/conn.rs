@@ -121,6 +121,10 @@ pub(crate) enum Entry {
     },
     /// A file read in progress (cancellable).
     Read(Arc<AtomicBool>),
+    /// Following a background process's output (`Cancel` stops following).
+    Attach(u32),
+    /// A directory watch (`Cancel` ends it).
+    Watch(Arc<AtomicBool>),
 }
 
 pub(crate) struct Table {
@@ -142,6 +146,8 @@ pub(crate) struct Ctx {
     /// Pids of running execs' process groups, for shutdown.
     pub(crate) exec_groups: Mutex<HashMap<u64, i32>>,
     exec_seq: AtomicI32,
+    /// Background processes (they outlive connections).
+    pub(crate) procs: crate::procs::Procs,
 }
 
 impl Ctx {
@@ -171,6 +177,7 @@ impl Ctx {
             eval_tokens: AtomicU64::new(1),
             exec_groups: Mutex::new(HashMap::new()),
             exec_seq: AtomicI32::new(0),
+            procs: crate::procs::Procs::default(),
         })
     }
 

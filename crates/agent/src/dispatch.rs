@@ -13,7 +13,7 @@ use crate::conn::{Ctx, Entry, Reply};
 use crate::exec::{ExecCtl, StdinMsg};
 use crate::files::UploadMsg;
 use crate::util::{bad, lock, log};
-use crate::{exec, files, pid1, system};
+use crate::{exec, files, pid1, procs, system, tree};
 
 /// Uploaded chunks queued per file before the reader blocks.
 const UPLOAD_QUEUE: usize = 16;
@@ -106,6 +106,40 @@ pub(crate) fn dispatch(ctx: &Arc<Ctx>, f: Frame) {
             spawn_named("remove", move || files::remove(&reply, &path, recursive))
         }
         Msg::Eval { code } => eval(ctx, reply, code),
+        Msg::Spawn(req) => {
+            let ctx = ctx.clone();
+            spawn_named("spawn", move || procs::spawn(&ctx, &reply, req));
+        }
+        Msg::Procs => reply.send(
+            &Msg::ProcsOk {
+                procs: ctx.procs.list(),
+            },
+            &[],
+        ),
+        Msg::Attach { pid, replay } => {
+            if ctx.insert(&reply, Entry::Attach(pid)) && !procs::attach(ctx, &reply, pid, replay) {
+                ctx.finish(&reply);
+            }
+        }
+        Msg::ProcInput { pid, eof } => answer(&reply, procs::input(ctx, pid, &payload, eof)),
+        Msg::ProcSignal { pid, signal } => answer(&reply, procs::signal(ctx, pid, signal)),
+        Msg::ProcResize { pid, size } => answer(&reply, procs::resize(ctx, pid, size)),
+        Msg::MakeDir { path, parents } => answer(&reply, tree::make_dir(&path, parents)),
+        Msg::Rename { from, to } => answer(&reply, tree::rename(&from, &to)),
+        Msg::Walk { path, depth } => spawn_named("walk", move || match tree::walk(&path, depth) {
+            Ok(entries) => reply.send(&Msg::WalkOk { entries }, &[]),
+            Err(e) => reply.error(e),
+        }),
+        Msg::Watch { path, recursive } => {
+            let cancelled = Arc::new(AtomicBool::new(false));
+            if ctx.insert(&reply, Entry::Watch(cancelled.clone())) {
+                let ctx = ctx.clone();
+                spawn_named("watch", move || {
+                    tree::watch(&reply, &path, recursive, &cancelled);
+                    ctx.finish(&reply);
+                });
+            }
+        }
         m @ (Msg::HelloOk { .. }
         | Msg::Stdout
         | Msg::Stderr
@@ -121,12 +155,23 @@ pub(crate) fn dispatch(ctx: &Arc<Ctx>, f: Frame) {
         | Msg::CapabilitiesOk { .. }
         | Msg::DiskDone { .. }
         | Msg::DiskReadOk { .. }
+        | Msg::ProcsOk { .. }
+        | Msg::WalkOk { .. }
+        | Msg::FsEvent(_)
         | Msg::Error(_)) => {
             reply.error(bad(format!(
                 "`{}` is an agent-to-host message; the agent does not accept it",
                 msg_name(&m)
             )));
         }
+    }
+}
+
+/// `Ok`, or the error.
+fn answer(reply: &Reply, r: Result<(), zygote_proto::agent::AgentError>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
 
@@ -327,7 +372,14 @@ fn cancel(ctx: &Ctx, reply: &Reply) {
             drop(t);
             ctx.interp.interrupt(token);
         }
-        Some(Entry::Read(c)) => c.store(true, Ordering::Release),
+        Some(Entry::Read(c)) | Some(Entry::Watch(c)) => c.store(true, Ordering::Release),
+        Some(Entry::Attach(pid)) => {
+            let pid = *pid;
+            t.map.remove(&id);
+            drop(t);
+            procs::detach(ctx, pid, reply);
+            reply.ok();
+        }
         Some(Entry::Upload(_)) => {
             // Dropping the sender aborts the upload; its thread replies.
             t.map.remove(&id);

@@ -9,7 +9,9 @@
 //! Module map: [`port`] (transport and host-connection waiting), [`conn`]
 //! (frames, the request table, the writer thread), [`dispatch`] (each frame to
 //! its handler), [`exec`], [`files`], [`eval`],
-//! [`system`] (info, resume), [`pid1`] (boot and power-off), [`reaper`],
+//! [`procs`] (background processes and terminals), [`tree`] (mkdir, rename,
+//! walk, watch), [`users`], [`system`] (info, resume), [`pid1`] (boot and
+//! power-off), [`reaper`],
 //! [`sys`] (syscall wrappers), [`util`].
 
 mod conn;
@@ -19,9 +21,12 @@ mod exec;
 mod files;
 mod pid1;
 mod port;
+mod procs;
 mod reaper;
 mod sys;
 mod system;
+mod tree;
+mod users;
 mod util;
 
 use std::path::PathBuf;

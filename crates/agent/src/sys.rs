@@ -273,6 +273,106 @@ pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// A new inotify instance (non-blocking, close-on-exec).
+pub(crate) fn inotify_init() -> io::Result<OwnedFd> {
+    // SAFETY: inotify_init1 takes flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Watch `path` on the inotify instance `fd`; returns the watch descriptor.
+pub(crate) fn inotify_add_watch(fd: &OwnedFd, path: &std::ffi::CStr, mask: u32) -> io::Result<i32> {
+    // SAFETY: a valid inotify descriptor and a NUL-terminated path that lives
+    // for the call.
+    let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
+    if wd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(wd)
+}
+
+/// `read(2)` into `buf`.
+pub(crate) fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: reads at most buf.len() bytes into memory we own.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// The events in an inotify read buffer: (watch descriptor, mask, name).
+pub(crate) fn inotify_events(buf: &[u8]) -> Vec<(i32, u32, String)> {
+    const HEAD: usize = std::mem::size_of::<libc::inotify_event>();
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + HEAD <= buf.len() {
+        let h = &buf[off..off + HEAD];
+        let wd = i32::from_ne_bytes([h[0], h[1], h[2], h[3]]);
+        let mask = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
+        let len = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]) as usize;
+        let end = (off + HEAD + len).min(buf.len());
+        let raw = &buf[off + HEAD..end];
+        let name =
+            String::from_utf8_lossy(raw.split(|b| *b == 0).next().unwrap_or(&[])).to_string();
+        out.push((wd, mask, name));
+        off = off + HEAD + len;
+    }
+    out
+}
+
+/// A new pseudo-terminal of `rows` x `cols`: (master, slave), close-on-exec.
+pub(crate) fn openpty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut master: libc::c_int = -1;
+    let mut slave: libc::c_int = -1;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty(3) writes two descriptors into the ints we pass and
+    // reads the winsize; the name buffer and termios are NULL (unused).
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openpty just returned these descriptors to us; nothing else owns them.
+    let (m, sl) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [m.as_raw_fd(), sl.as_raw_fd()] {
+        // SAFETY: fcntl(F_SETFD) on a descriptor we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok((m, sl))
+}
+
+/// Set a terminal's size (`TIOCSWINSZ`); the process group on it gets SIGWINCH.
+pub(crate) fn set_winsize(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer we pass; `fd` is ours.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ as _, &ws) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `setpriority(PRIO_PROCESS, pid, nice)` (`pid` 0: the calling process).
 /// Async-signal-safe (used between fork and exec).
 pub(crate) fn setpriority(pid: i32, nice: i32) -> io::Result<()> {

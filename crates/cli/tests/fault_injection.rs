@@ -85,17 +85,29 @@ async fn check(d: &Daemon, round: u64) {
     pids.sort();
     let mut qemus = qemu_processes(&d.home.display().to_string());
     qemus.sort();
-    assert_eq!(qemus, pids, "round {round}: QEMUs vs running sandboxes\n{}", tail(&d.log(), 60));
+    assert_eq!(
+        qemus,
+        pids,
+        "round {round}: QEMUs vs running sandboxes\n{}",
+        tail(&d.log(), 60)
+    );
     let dirs = names_in(&d.home.join("sandboxes"));
     let ids: HashSet<String> = running.iter().map(|s| s.id.clone()).collect();
-    assert_eq!(dirs, ids, "round {round}: runtime directories vs running sandboxes");
+    assert_eq!(
+        dirs, ids,
+        "round {round}: runtime directories vs running sandboxes"
+    );
     for s in &running {
         let r = d.sh(&s.id, "echo up").await;
         assert_eq!(r.stdout, "up\n", "round {round}: {} does not answer", s.id);
     }
     let snaps = c.snapshots().await.unwrap();
     let tags: HashSet<String> = snaps.iter().map(|s| s.tag.clone()).collect();
-    assert_eq!(names_in(&d.home.join("snapshots")), tags, "round {round}: snapshot directories");
+    assert_eq!(
+        names_in(&d.home.join("snapshots")),
+        tags,
+        "round {round}: snapshot directories"
+    );
     for s in &snaps {
         assert_eq!(
             s.status,
@@ -113,7 +125,9 @@ async fn check(d: &Daemon, round: u64) {
             .await
             .unwrap()
             .remove(0);
-        let kid = k.sandbox.unwrap_or_else(|| panic!("round {round}: {:?}", k.error));
+        let kid = k
+            .sandbox
+            .unwrap_or_else(|| panic!("round {round}: {:?}", k.error));
         assert_eq!(d.sh(&kid.id, "echo kid").await.stdout, "kid\n");
         c.remove(&kid.id).await.unwrap();
     }
@@ -127,7 +141,15 @@ fn start_op(
 ) -> (&'static str, tokio::task::JoinHandle<()>) {
     let c = d.client.clone();
     let op = rng.gen_range(0..7);
-    let name = ["spawn", "branch-copy", "branch-live", "branch-nowait", "delete-snapshot", "warm-snapshot", "remove"][op];
+    let name = [
+        "spawn",
+        "branch-copy",
+        "branch-live",
+        "branch-nowait",
+        "delete-snapshot",
+        "warm-snapshot",
+        "remove",
+    ][op];
     let task = tokio::spawn(async move {
         let list = c.list().await.unwrap_or_default();
         let running: Vec<_> = list
@@ -147,11 +169,23 @@ fn start_op(
                 .await
                 .map(|_| ()),
             1 if own.is_some() => c
-                .branch(&own.unwrap().id, &BranchBody { mode: Some(BranchMode::Copy), ..Default::default() })
+                .branch(
+                    &own.unwrap().id,
+                    &BranchBody {
+                        mode: Some(BranchMode::Copy),
+                        ..Default::default()
+                    },
+                )
                 .await
                 .map(|_| ()),
             2 if any.is_some() => c
-                .branch(&any.unwrap().id, &BranchBody { mode: Some(BranchMode::Live), ..Default::default() })
+                .branch(
+                    &any.unwrap().id,
+                    &BranchBody {
+                        mode: Some(BranchMode::Live),
+                        ..Default::default()
+                    },
+                )
                 .await
                 .map(|_| ()),
             3 if own.is_some() => c
@@ -185,14 +219,24 @@ async fn daemon_kills_at_random_points_leave_consistent_state() {
     let mut d = Daemon::start_with(&["--prestart", "1"]).await;
     let p = d.create().await;
     d.client
-        .branch(&p.id, &BranchBody { tag: Some("base".into()), wait: true, ..Default::default() })
+        .branch(
+            &p.id,
+            &BranchBody {
+                tag: Some("base".into()),
+                wait: true,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let mut ops = std::collections::BTreeMap::new();
     for round in 0..kills {
         // Keep a parent with its own memory and a snapshot around.
         let list = d.client.list().await.unwrap();
-        if !list.iter().any(|s| s.memory.as_deref() == Some("own") && s.state == SandboxState::Running) {
+        if !list
+            .iter()
+            .any(|s| s.memory.as_deref() == Some("own") && s.state == SandboxState::Running)
+        {
             d.create().await;
         }
         let (name, task) = start_op(&d, &mut rng, round);
@@ -212,8 +256,15 @@ async fn daemon_kills_at_random_points_leave_consistent_state() {
         d.client.delete_snapshot(&s.tag).await.unwrap();
     }
     let home = d.home.display().to_string();
-    assert!(eventually(Duration::from_secs(10), || qemu_processes(&home).is_empty()));
+    assert!(eventually(Duration::from_secs(10), || qemu_processes(
+        &home
+    )
+    .is_empty()));
     assert!(names_in(&d.home.join("sandboxes")).is_empty());
     assert!(names_in(&d.home.join("snapshots")).is_empty());
-    assert!(files_below(&d.home.join("disks")).is_empty(), "{:?}", files_below(&d.home.join("disks")));
+    assert!(
+        files_below(&d.home.join("disks")).is_empty(),
+        "{:?}",
+        files_below(&d.home.join("disks"))
+    );
 }

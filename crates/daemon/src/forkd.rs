@@ -53,6 +53,7 @@ pub(crate) fn exec_body(r: ExecRequest) -> Result<(ExecBody, bool), ApiError> {
             stdin: r.stdin,
             stdin_b64: r.stdin_b64,
             timeout_secs,
+            user: r.user,
         },
         forkd,
     ))

@@ -204,6 +204,7 @@ pub(crate) fn exec(b: api::ExecBody) -> Result<eng::ExecSpec, ApiError> {
         stdin,
         stdin_b64,
         timeout_secs,
+        user,
     } = b;
     let program = match (argv.is_empty(), cmd) {
         (false, Some(_)) => {
@@ -245,6 +246,7 @@ pub(crate) fn exec(b: api::ExecBody) -> Result<eng::ExecSpec, ApiError> {
         cwd,
         stdin,
         timeout,
+        user,
     })
 }
 

@@ -246,6 +246,8 @@ pub struct ExecSpec {
     pub stdin: Option<Vec<u8>>,
     /// Kill the process group after this long.
     pub timeout: Option<Duration>,
+    /// Run as this guest user (default root).
+    pub user: Option<String>,
 }
 
 /// A sandbox as the engine reports it.

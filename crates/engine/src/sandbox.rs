@@ -346,6 +346,7 @@ impl Sandbox {
             cwd,
             stdin,
             timeout,
+            user,
         } = spec;
         let (argv, shell) = match program {
             Program::Argv(argv) => {
@@ -384,6 +385,7 @@ impl Sandbox {
                 cwd,
                 stdin: stdin.is_some(),
                 timeout_ms: timeout.map(|t| t.as_millis().max(1) as u64),
+                user,
             },
             stdin,
         ))

@@ -159,6 +159,69 @@ pub enum Msg {
         /// Bytes to append (at most [`XFER_MAX_LEN`]).
         len: u64,
     },
+    /// Start a background process: answered with `Started` once it runs; its
+    /// output is kept (bounded) for `Attach`. It outlives this connection.
+    Spawn(crate::procs::SpawnProcess),
+    /// List the background processes; answered with `ProcsOk`.
+    Procs,
+    /// Follow a background process's output: `Stdout`/`Stderr` (the kept tail
+    /// first when `replay`), then `Exit`. `Cancel` stops following.
+    Attach {
+        /// Its pid.
+        pid: u32,
+        /// Send the kept output first.
+        replay: bool,
+    },
+    /// Bytes (payload) for a background process's stdin (or terminal).
+    ProcInput {
+        /// Its pid.
+        pid: u32,
+        /// Close its stdin after these bytes.
+        eof: bool,
+    },
+    /// Send a signal to a background process's process group.
+    ProcSignal {
+        /// Its pid.
+        pid: u32,
+        /// Signal number.
+        signal: i32,
+    },
+    /// Resize a background process's terminal.
+    ProcResize {
+        /// Its pid.
+        pid: u32,
+        /// The new size.
+        size: crate::procs::PtySize,
+    },
+    /// Create a directory.
+    MakeDir {
+        /// Absolute path in the guest.
+        path: String,
+        /// Create missing parents; an existing directory is not an error.
+        parents: bool,
+    },
+    /// Rename (move) a path.
+    Rename {
+        /// Absolute source path.
+        from: String,
+        /// Absolute destination path.
+        to: String,
+    },
+    /// List a directory tree down to `depth` (1: the directory itself);
+    /// answered with `WalkOk`.
+    Walk {
+        /// Absolute path in the guest.
+        path: String,
+        /// Levels to descend (1 ..= `MAX_WALK_DEPTH`).
+        depth: u32,
+    },
+    /// Watch a directory (inotify): `FsEvent`s stream until `Cancel`.
+    Watch {
+        /// Absolute path of a directory.
+        path: String,
+        /// Watch its subdirectories too.
+        recursive: bool,
+    },
     /// Read up to `len` bytes of a file from `file_offset` into the transfer disk
     /// at `disk_offset` (the last block zero-padded); answered with `DiskReadOk`.
     /// Each window is its own request, so a host may keep several in flight.
@@ -238,6 +301,18 @@ pub enum Msg {
         /// False for devices, FIFOs and the like: nothing was read, use `ReadFile`.
         regular: bool,
     },
+    /// Answer to `Procs`.
+    ProcsOk {
+        /// Background processes, oldest first.
+        procs: Vec<crate::procs::ProcInfo>,
+    },
+    /// Answer to `Walk`.
+    WalkOk {
+        /// Entries, in walk order (a directory before what it holds).
+        entries: Vec<crate::procs::WalkEntry>,
+    },
+    /// An event of a `Watch`.
+    FsEvent(crate::procs::FsEvent),
     /// The request failed.
     Error(AgentError),
 }
@@ -266,6 +341,9 @@ pub struct ExecRequest {
     /// Keep stdin open for `Stdin` frames; otherwise stdin is `/dev/null`.
     #[serde(default)]
     pub stdin: bool,
+    /// Run as this guest user (a name from `/etc/passwd`); default root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Kill the process group after this many milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -274,6 +352,7 @@ pub struct ExecRequest {
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExitStatus {
     /// Exit code, when it exited.
     pub code: Option<i32>,

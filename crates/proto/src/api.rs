@@ -123,6 +123,9 @@ pub struct ExecBody {
     /// Kill the process group after this many seconds.
     #[serde(default)]
     pub timeout_secs: Option<f64>,
+    /// Run as this guest user (a name in the guest's `/etc/passwd`; default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Result of a buffered exec.

@@ -46,6 +46,9 @@ pub struct ExecRequest {
     /// Kill the process group after this many seconds.
     #[serde(default)]
     pub timeout_secs: Option<f64>,
+    /// Run as this guest user (zygote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Body of `POST /v1/sandboxes` with `snapshot_tag`: [`SpawnBody`](crate::api::SpawnBody) plus

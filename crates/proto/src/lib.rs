@@ -4,6 +4,7 @@
 //!   virtio-serial port named `agent`, and their codec.
 //! * [`api`]: the REST models of the daemon's v1 API.
 //! * [`compat`]: forkd's request and answer shapes on the routes it shares.
+//! * [`procs`]: payloads of the agent's process, terminal and file-tree messages.
 //!
 //! This crate owns no I/O: it encodes and decodes bytes and nothing else, so the
 //! guest agent can link it without pulling in the host's runtime.
@@ -11,6 +12,7 @@
 pub mod agent;
 pub mod api;
 pub mod compat;
+pub mod procs;
 
 /// The agent protocol version. The host refuses an agent whose major differs.
 pub const AGENT_PROTOCOL_VERSION: u32 = 1;
