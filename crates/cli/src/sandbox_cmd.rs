@@ -225,7 +225,7 @@ async fn stream_exec(c: &Client, id: &str, body: &ExecBody) -> Result<u8> {
             }
             Ok(exit_code_of(exit_code, signal, timed_out))
         }
-        ExecEvent::Error { error } => bail!("{error}"),
+        ExecEvent::Error { error, .. } => bail!("{error}"),
         ExecEvent::Started { .. } | ExecEvent::Stdout { .. } | ExecEvent::Stderr { .. } => {
             bail!("the exec stream ended early")
         }

@@ -250,6 +250,45 @@ pub(crate) fn exec(b: api::ExecBody) -> Result<eng::ExecSpec, ApiError> {
     })
 }
 
+/// The background process a body asks for.
+pub(crate) fn process(b: api::ProcessStart) -> Result<eng::ProcessSpec, ApiError> {
+    let api::ProcessStart {
+        argv,
+        cmd,
+        env,
+        cwd,
+        user,
+        stdin,
+        pty,
+        tag,
+        timeout_secs,
+    } = b;
+    let exec = exec(api::ExecBody {
+        argv,
+        cmd,
+        env,
+        cwd,
+        stdin: None,
+        stdin_b64: None,
+        timeout_secs,
+        user,
+    })?;
+    if let Some(t) = &tag {
+        if t.len() > 256 {
+            return Err(ApiError::bad_request(format!(
+                "tag is {} bytes: keep it under 256",
+                t.len()
+            )));
+        }
+    }
+    Ok(eng::ProcessSpec {
+        exec,
+        stdin,
+        pty: pty.map(|p| (p.rows, p.cols)),
+        tag,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

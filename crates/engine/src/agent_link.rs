@@ -334,6 +334,7 @@ async fn start_on(shared: &Arc<Shared>, msg: &Msg, payload: &[u8]) -> Result<Req
         r.insert(id, tx);
     }
     let req = Request {
+        cancel_on_drop: false,
         id,
         rx,
         shared: shared.clone(),
@@ -370,17 +371,31 @@ fn closed_reason(rx: &watch::Receiver<Option<String>>) -> String {
         .unwrap_or_else(|| "the agent link closed".to_string())
 }
 
-/// One request in flight. Dropping it forgets the id.
+/// One request in flight. Dropping it forgets the id (and, when asked for
+/// with [`Request::cancel_on_drop`], tells the agent to stop it).
 pub struct Request {
     id: u64,
     rx: mpsc::Receiver<Frame>,
     shared: Arc<Shared>,
+    cancel_on_drop: bool,
 }
 
 impl Request {
     /// The request's id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Send `Cancel` for this request when it is dropped before it ended (a
+    /// client that stopped following a stream stops what feeds it).
+    pub fn cancel_on_drop(mut self) -> Request {
+        self.cancel_on_drop = true;
+        self
+    }
+
+    /// The request ended: nothing to cancel when it is dropped.
+    pub fn ended(&mut self) {
+        self.cancel_on_drop = false;
     }
 
     /// Send a further frame for this request (stdin, file data).
@@ -411,6 +426,14 @@ impl Drop for Request {
     fn drop(&mut self) {
         if let Ok(mut r) = self.shared.routes.lock() {
             r.remove(&self.id);
+        }
+        if self.cancel_on_drop {
+            // Best effort: a full queue or a closed link means the agent will
+            // see the connection's end instead.
+            let _ = self
+                .shared
+                .out
+                .try_send(agent::encode_vec(self.id, &Msg::Cancel, &[]));
         }
     }
 }

@@ -6,13 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use zygote_proto::agent::{DirEntry, EvalResult, FileStat};
+use zygote_proto::procs::{FsEvent, ProcInfo, WalkEntry};
 
 use crate::error::Result;
 use crate::model::{
     ChildOutcome, CreateSpec, DeleteScope, EngineFacts, ExecItems, ExecSpec, FileRead, ForkSpec,
-    Forked, ImageView, SandboxView, SnapshotDeletion, SnapshotSpec, SnapshotView, SpawnSpec,
-    UploadStream,
+    Forked, ImageView, ProcessSpec, SandboxView, SnapshotDeletion, SnapshotSpec, SnapshotView,
+    SpawnSpec, UploadStream,
 };
 use crate::{BranchSpec, Engine};
 
@@ -71,6 +73,31 @@ pub trait EngineApi: Send + Sync + 'static {
     async fn delete_snapshot(&self, tag: &str, scope: DeleteScope) -> Result<SnapshotDeletion>;
     /// Bytes the persisted snapshots take on disk.
     fn persisted_snapshot_bytes(&self) -> u64;
+    /// Start a background process; its pid.
+    async fn start_process(&self, id: &str, spec: ProcessSpec) -> Result<u32>;
+    /// The background processes.
+    async fn processes(&self, id: &str) -> Result<Vec<ProcInfo>>;
+    /// Follow a background process (its kept output first with `replay`).
+    async fn attach(&self, id: &str, pid: u32, replay: bool) -> Result<ExecItems>;
+    /// Input for a background process; `eof` closes its stdin.
+    async fn process_input(&self, id: &str, pid: u32, data: Vec<u8>, eof: bool) -> Result<()>;
+    /// A signal to a background process.
+    async fn signal_process(&self, id: &str, pid: u32, signal: i32) -> Result<()>;
+    /// Resize a background process's terminal.
+    async fn resize_process(&self, id: &str, pid: u32, rows: u16, cols: u16) -> Result<()>;
+    /// Create a directory.
+    async fn make_dir(&self, id: &str, path: &str, parents: bool) -> Result<()>;
+    /// Rename a path.
+    async fn rename(&self, id: &str, from: &str, to: &str) -> Result<()>;
+    /// A directory tree down to `depth`.
+    async fn walk(&self, id: &str, path: &str, depth: u32) -> Result<Vec<WalkEntry>>;
+    /// Events under a directory.
+    async fn watch(
+        &self,
+        id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<BoxStream<'static, Result<FsEvent>>>;
 }
 
 #[async_trait::async_trait]
@@ -175,5 +202,50 @@ impl EngineApi for Arc<Engine> {
 
     fn persisted_snapshot_bytes(&self) -> u64 {
         self.snapshots.persisted_bytes()
+    }
+
+    async fn start_process(&self, id: &str, spec: ProcessSpec) -> Result<u32> {
+        self.get(id)?.start_process(spec).await
+    }
+
+    async fn processes(&self, id: &str) -> Result<Vec<ProcInfo>> {
+        self.get(id)?.processes().await
+    }
+
+    async fn attach(&self, id: &str, pid: u32, replay: bool) -> Result<ExecItems> {
+        self.get(id)?.attach(pid, replay).await
+    }
+
+    async fn process_input(&self, id: &str, pid: u32, data: Vec<u8>, eof: bool) -> Result<()> {
+        self.get(id)?.process_input(pid, &data, eof).await
+    }
+
+    async fn signal_process(&self, id: &str, pid: u32, signal: i32) -> Result<()> {
+        self.get(id)?.signal_process(pid, signal).await
+    }
+
+    async fn resize_process(&self, id: &str, pid: u32, rows: u16, cols: u16) -> Result<()> {
+        self.get(id)?.resize_process(pid, rows, cols).await
+    }
+
+    async fn make_dir(&self, id: &str, path: &str, parents: bool) -> Result<()> {
+        self.get(id)?.make_dir(path, parents).await
+    }
+
+    async fn rename(&self, id: &str, from: &str, to: &str) -> Result<()> {
+        self.get(id)?.rename(from, to).await
+    }
+
+    async fn walk(&self, id: &str, path: &str, depth: u32) -> Result<Vec<WalkEntry>> {
+        self.get(id)?.walk(path, depth).await
+    }
+
+    async fn watch(
+        &self,
+        id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<BoxStream<'static, Result<FsEvent>>> {
+        self.get(id)?.watch(path, recursive).await
     }
 }

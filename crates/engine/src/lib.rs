@@ -19,6 +19,7 @@ mod observe;
 pub mod ops;
 mod paths;
 mod pool;
+mod procs;
 mod rundir;
 mod sandbox;
 pub mod snapshot;

@@ -250,6 +250,19 @@ pub struct ExecSpec {
     pub user: Option<String>,
 }
 
+/// A background process to start in a sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSpec {
+    /// What to run (`stdin` bytes are not taken: send input after the start).
+    pub exec: ExecSpec,
+    /// Keep its stdin open for input.
+    pub stdin: bool,
+    /// Run it on a terminal of (rows, cols).
+    pub pty: Option<(u16, u16)>,
+    /// A label to find it by.
+    pub tag: Option<String>,
+}
+
 /// A sandbox as the engine reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxView {

@@ -49,6 +49,7 @@ impl ExecStream {
             Msg::Stderr => ExecItem::Stderr(Bytes::from(frame.payload)),
             Msg::Exit(st) => {
                 self.done = true;
+                self.req.ended();
                 ExecItem::Exit(st)
             }
             other => return Err(LinkError::Unexpected(format!("{other:?} during exec"))),
@@ -82,7 +83,8 @@ pub async fn exec(
     let deadline = req.timeout_ms.map(|ms| {
         tokio::time::Instant::now() + Duration::from_millis(ms) + Duration::from_secs(15)
     });
-    let r = link.start(&Msg::Exec(req), &[]).await?;
+    // A caller that stops reading (a client gone) stops the process.
+    let r = link.start(&Msg::Exec(req), &[]).await?.cancel_on_drop();
     if let Some(data) = stdin {
         let mut chunks = data.chunks(CHUNK).peekable();
         if chunks.peek().is_none() {

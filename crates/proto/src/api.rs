@@ -181,6 +181,11 @@ pub enum ExecEvent {
     Error {
         /// What went wrong.
         error: String,
+        /// The HTTP status the same failure answers outside a stream (404 no
+        /// such sandbox, 409 not running, 504 timed out, ...), so clients raise
+        /// the same typed error.
+        #[serde(default)]
+        status: Option<u16>,
     },
 }
 
@@ -527,4 +532,97 @@ pub struct SnapshotDeleted {
     /// Something worth knowing about what was (not) done.
     #[serde(default)]
     pub warning: Option<String>,
+}
+
+/// `POST /v1/sandboxes/{id}/processes`: a background process (or a terminal).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ProcessStart {
+    /// Program and arguments. Exactly one of `argv` and `cmd`.
+    #[serde(default)]
+    pub argv: Vec<String>,
+    /// A shell command line (`/bin/sh -c`).
+    #[serde(default)]
+    pub cmd: Option<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default `/`, or the user's home).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Run as this guest user (default root).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Keep its stdin open for `POST .../stdin` (a terminal always takes input).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Run it on a terminal of this size.
+    #[serde(default)]
+    pub pty: Option<crate::procs::PtySize>,
+    /// A label to find it by.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Kill its process group after this many seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
+}
+
+/// `POST /v1/sandboxes/{id}/processes/{pid}/signal`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SignalBody {
+    /// Signal number (e.g. 15 for SIGTERM, 9 for SIGKILL, 2 for SIGINT).
+    pub signal: i32,
+}
+
+/// `POST /v1/sandboxes/{id}/files/rename`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RenameBody {
+    /// Absolute source path.
+    pub from: String,
+    /// Absolute destination path.
+    pub to: String,
+}
+
+/// Answer of `GET /v1/sandboxes/{id}/files/walk`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WalkResult {
+    /// Directory walked.
+    pub path: String,
+    /// Depth walked.
+    pub depth: u32,
+    /// Entries, each directory right before its contents.
+    pub entries: Vec<crate::procs::WalkEntry>,
+}
+
+/// One file of `POST /v1/sandboxes/{id}/files/batch`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BatchFile {
+    /// Absolute guest path (parents are created).
+    pub path: String,
+    /// Text content. Exactly one of `data` and `data_b64`.
+    #[serde(default)]
+    pub data: Option<String>,
+    /// Bytes, base64.
+    #[serde(default)]
+    pub data_b64: Option<String>,
+    /// Octal permission bits as a string, e.g. "755".
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// `POST /v1/sandboxes/{id}/files/batch`: several files in one call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BatchWrite {
+    /// The files, written in order.
+    pub files: Vec<BatchFile>,
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use zygote_engine::*;
 use zygote_proto::agent::{DirEntry, EvalResult, ExitStatus, FileStat};
+use zygote_proto::procs::{FsEvent, FsEventKind, ProcInfo, WalkEntry};
 
 /// The fake.
 #[derive(Default)]
@@ -319,6 +320,104 @@ impl EngineApi for Fake {
 
     fn persisted_snapshot_bytes(&self) -> u64 {
         4096
+    }
+
+    async fn start_process(&self, id: &str, spec: ProcessSpec) -> Result<u32> {
+        self.known(id)?;
+        self.call(format!(
+            "start {id} {:?} stdin={} pty={:?} tag={:?} user={:?}",
+            spec.exec.program, spec.stdin, spec.pty, spec.tag, spec.exec.user
+        ))?;
+        Ok(77)
+    }
+
+    async fn processes(&self, id: &str) -> Result<Vec<ProcInfo>> {
+        self.known(id)?;
+        Ok(vec![ProcInfo {
+            pid: 77,
+            cmd: "python3 -m http.server".into(),
+            tag: Some("web".into()),
+            pty: false,
+            stdin: true,
+            started_unix: 1,
+            exit: None,
+        }])
+    }
+
+    async fn attach(&self, id: &str, pid: u32, replay: bool) -> Result<ExecItems> {
+        self.known(id)?;
+        self.call(format!("attach {id} {pid} replay={replay}"))?;
+        if pid != 77 {
+            return Err(EngineError::BadRequest(format!(
+                "no background process with pid {pid}"
+            )));
+        }
+        let items = vec![
+            Ok(ExecItem::Stdout(Bytes::from_static(b"serving\n"))),
+            Ok(ExecItem::Exit(ExitStatus {
+                code: None,
+                signal: Some(15),
+                timed_out: false,
+            })),
+        ];
+        Ok(futures::stream::iter(items).boxed())
+    }
+
+    async fn process_input(&self, id: &str, pid: u32, data: Vec<u8>, eof: bool) -> Result<()> {
+        self.known(id)?;
+        self.call(format!(
+            "input {id} {pid} {:?} eof={eof}",
+            String::from_utf8_lossy(&data)
+        ))
+    }
+
+    async fn signal_process(&self, id: &str, pid: u32, signal: i32) -> Result<()> {
+        self.known(id)?;
+        self.call(format!("signal {id} {pid} {signal}"))
+    }
+
+    async fn resize_process(&self, id: &str, pid: u32, rows: u16, cols: u16) -> Result<()> {
+        self.known(id)?;
+        self.call(format!("resize {id} {pid} {rows}x{cols}"))
+    }
+
+    async fn make_dir(&self, id: &str, path: &str, parents: bool) -> Result<()> {
+        self.known(id)?;
+        self.call(format!("mkdir {id} {path} parents={parents}"))
+    }
+
+    async fn rename(&self, id: &str, from: &str, to: &str) -> Result<()> {
+        self.known(id)?;
+        self.call(format!("rename {id} {from} {to}"))
+    }
+
+    async fn walk(&self, id: &str, path: &str, depth: u32) -> Result<Vec<WalkEntry>> {
+        self.known(id)?;
+        self.call(format!("walk {id} {path} {depth}"))?;
+        Ok(vec![WalkEntry {
+            path: format!("{path}/a"),
+            name: "a".into(),
+            kind: "dir".into(),
+            size: 0,
+            mode: 0o40755,
+            mtime: 1,
+            target: None,
+        }])
+    }
+
+    async fn watch(
+        &self,
+        id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<futures::stream::BoxStream<'static, Result<FsEvent>>> {
+        self.known(id)?;
+        self.call(format!("watch {id} {path} recursive={recursive}"))?;
+        let ev = FsEvent {
+            kind: FsEventKind::Create,
+            path: format!("{path}/new"),
+        };
+        Ok(futures::stream::iter(vec![Ok(ev)]).boxed())
     }
 }
 

@@ -56,6 +56,11 @@ const ROUTES: &[&str] = &[
     "/v1/sandboxes/sb1/ping",
     "/v1/snapshots",
     "/v1/snapshots/warm/spawn",
+    "/v1/sandboxes/sb1/processes",
+    "/v1/sandboxes/sb1/processes/77/signal",
+    "/v1/sandboxes/sb1/processes/77/resize",
+    "/v1/sandboxes/sb1/files/rename",
+    "/v1/sandboxes/sb1/files/batch",
 ];
 
 fn leaf() -> impl Strategy<Value = Value> {

@@ -619,3 +619,186 @@ async fn the_audit_line_names_what_a_call_made() {
     assert_eq!(lines[1]["sandbox"], "sb1");
     assert_eq!(lines[1]["status"], 200);
 }
+
+#[tokio::test]
+async fn background_processes() {
+    let h = harness();
+    let a = h
+        .post(
+            "/v1/sandboxes/sb1/processes",
+            json!({"cmd": "python3 -m http.server", "stdin": true, "tag": "web", "user": "app", "pty": {"rows": 24, "cols": 80}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(
+        (a.json()["pid"].as_u64(), a.json()["tag"].as_str()),
+        (Some(77), Some("web"))
+    );
+    let call = h.fake.calls().last().unwrap().clone();
+    assert!(
+        call.contains("stdin=true")
+            && call.contains("Some((24, 80))")
+            && call.contains("Some(\"app\")"),
+        "{call}"
+    );
+    for (body, needle) in [
+        (json!({"argv": ["a"], "cmd": "b"}), "both `argv` and `cmd`"),
+        (json!({"cmd": "x", "pty": {"rows": 24}}), "cols"),
+        (json!({"cmd": "x", "tag": "t".repeat(300)}), "tag"),
+    ] {
+        let a = h.post("/v1/sandboxes/sb1/processes", body.clone()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(a.error().contains(needle), "{body}: {}", a.error());
+    }
+    assert_eq!(
+        h.get("/v1/sandboxes/sb1/processes").await.json()[0]["cmd"],
+        "python3 -m http.server"
+    );
+    assert_eq!(
+        h.get("/v1/sandboxes/sb1/processes/77").await.json()["pid"],
+        77
+    );
+    assert_eq!(
+        h.get("/v1/sandboxes/sb1/processes/78").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        h.get("/v1/sandboxes/nope/processes").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let a = h
+        .get("/v1/sandboxes/sb1/processes/77/output?replay=false")
+        .await;
+    let lines: Vec<Value> = String::from_utf8(a.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        (lines[0]["type"].as_str(), lines[1]["type"].as_str()),
+        (Some("stdout"), Some("exit"))
+    );
+    assert_eq!(lines[1]["signal"], 15);
+    assert!(h.fake.calls().last().unwrap().ends_with("replay=false"));
+    // An error on a stream keeps its status.
+    let a = h.get("/v1/sandboxes/sb1/processes/5/output").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let a = h
+        .send(
+            Request::post("/v1/sandboxes/sb1/processes/77/stdin?eof=true")
+                .body(Body::from("hi\n"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.json()["bytes"], 3);
+    assert!(
+        h.fake
+            .calls()
+            .last()
+            .unwrap()
+            .contains("\"hi\\n\" eof=true"),
+        "{:?}",
+        h.fake.calls()
+    );
+    let a = h
+        .send(
+            Request::post("/v1/sandboxes/sb1/processes/77/stdin")
+                .body(Body::from(vec![0u8; (1 << 20) + 1]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let a = h
+        .post(
+            "/v1/sandboxes/sb1/processes/77/signal",
+            json!({"signal": 2}),
+        )
+        .await;
+    assert_eq!(a.json()["signal"], 2);
+    let a = h.delete("/v1/sandboxes/sb1/processes/77").await;
+    assert_eq!(a.json()["killed"], true);
+    assert!(h.fake.calls().last().unwrap().ends_with("77 9"));
+    let a = h
+        .post(
+            "/v1/sandboxes/sb1/processes/77/resize",
+            json!({"rows": 50, "cols": 132}),
+        )
+        .await;
+    assert_eq!(a.json(), json!({"rows": 50, "cols": 132}));
+}
+
+#[tokio::test]
+async fn directory_trees() {
+    let h = harness();
+    let a = h
+        .call(
+            Method::POST,
+            "/v1/sandboxes/sb1/files/mkdir?path=/a/b",
+            None,
+        )
+        .await;
+    assert_eq!(a.json()["created"], true);
+    assert!(h.fake.calls().last().unwrap().ends_with("parents=true"));
+    let a = h
+        .call(
+            Method::POST,
+            "/v1/sandboxes/sb1/files/mkdir?path=/a&parents=maybe",
+            None,
+        )
+        .await;
+    assert!(a.error().contains("parents `maybe`"));
+    let a = h
+        .post(
+            "/v1/sandboxes/sb1/files/rename",
+            json!({"from": "/a", "to": "/b"}),
+        )
+        .await;
+    assert_eq!(a.json()["to"], "/b");
+    let a = h.get("/v1/sandboxes/sb1/files/walk?path=/w&depth=3").await;
+    assert_eq!(
+        (
+            a.json()["depth"].as_u64(),
+            a.json()["entries"][0]["name"].as_str()
+        ),
+        (Some(3), Some("a"))
+    );
+    let a = h
+        .get("/v1/sandboxes/sb1/files/walk?path=/w&depth=deep")
+        .await;
+    assert!(a.error().contains("depth `deep`"));
+    let a = h
+        .get("/v1/sandboxes/sb1/files/watch?path=/w&recursive=true")
+        .await;
+    let line: Value =
+        serde_json::from_str(String::from_utf8(a.body).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (line["kind"].as_str(), line["path"].as_str()),
+        (Some("create"), Some("/w/new"))
+    );
+    let a = h
+        .post(
+            "/v1/sandboxes/sb1/files/batch",
+            json!({"files": [{"path": "/a.txt", "data": "hello"}, {"path": "/b.bin", "data_b64": "AAEC", "mode": "755"}]}),
+        )
+        .await;
+    assert_eq!(
+        a.json(),
+        json!([{"path": "/a.txt", "bytes": 5}, {"path": "/b.bin", "bytes": 3}])
+    );
+    assert!(h.fake.calls().last().unwrap().contains("mode=Some(493)"));
+    for (body, needle) in [
+        (
+            json!({"files": [{"path": "/x", "data": "a", "data_b64": "YQ=="}]}),
+            "both data",
+        ),
+        (
+            json!({"files": [{"path": "/x", "data_b64": "%%"}]}),
+            "not base64",
+        ),
+        (json!({"files": [{"path": "/x", "mode": "9"}]}), "mode `9`"),
+    ] {
+        let a = h.post("/v1/sandboxes/sb1/files/batch", body.clone()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(a.error().contains(needle), "{body}: {}", a.error());
+    }
+}

@@ -5,10 +5,12 @@
 //!
 //! - [`sandboxes`]: create (and forkd's spawn), list, get, remove, ping, exec,
 //!   eval, branch, fork;
-//! - [`files`]: guest files;
+//! - [`files`]: guest files and directory trees (mkdir, rename, walk, watch, batch);
+//! - [`processes`]: background processes and terminals;
 //! - [`snapshots`]: warm snapshots, list, get, delete, spawn.
 
 pub(crate) mod files;
+pub(crate) mod processes;
 pub(crate) mod sandboxes;
 pub(crate) mod snapshots;
 
@@ -96,6 +98,7 @@ pub(crate) fn only_params(q: &Params, allowed: &[&str]) -> Result<(), ApiError> 
 /// The router. `token` guards every route when set (TCP).
 pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
     use self::files as f;
+    use self::processes as pr;
     use self::sandboxes as sb;
     use self::snapshots as sn;
     let api = Router::new()
@@ -118,6 +121,29 @@ pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
         )
         .route("/v1/sandboxes/{id}/files/stat", get(f::stat))
         .route("/v1/sandboxes/{id}/files/list", get(f::list))
+        .route("/v1/sandboxes/{id}/files/walk", get(f::walk))
+        .route("/v1/sandboxes/{id}/files/watch", get(f::watch))
+        .route("/v1/sandboxes/{id}/files/mkdir", post(f::mkdir))
+        .route("/v1/sandboxes/{id}/files/rename", post(f::rename))
+        .route("/v1/sandboxes/{id}/files/batch", post(f::batch))
+        .route(
+            "/v1/sandboxes/{id}/processes",
+            get(pr::list).post(pr::start),
+        )
+        .route(
+            "/v1/sandboxes/{id}/processes/{pid}",
+            get(pr::get).delete(pr::kill),
+        )
+        .route("/v1/sandboxes/{id}/processes/{pid}/output", get(pr::output))
+        .route("/v1/sandboxes/{id}/processes/{pid}/stdin", post(pr::stdin))
+        .route(
+            "/v1/sandboxes/{id}/processes/{pid}/signal",
+            post(pr::signal),
+        )
+        .route(
+            "/v1/sandboxes/{id}/processes/{pid}/resize",
+            post(pr::resize),
+        )
         .route("/v1/snapshots", get(sn::list).post(sn::create))
         .route("/v1/snapshots/{tag}", get(sn::get).delete(sn::delete))
         .route("/v1/snapshots/{tag}/spawn", post(sn::spawn))

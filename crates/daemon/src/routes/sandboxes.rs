@@ -203,27 +203,7 @@ pub(crate) async fn exec_stream(
     let spec = wire::exec(body)?;
     let t0 = Instant::now();
     let items = s.engine.exec(&id, spec).await?;
-    let lines = items.map(move |item| {
-        let ev = match item {
-            Ok(ExecItem::Started(pid)) => ExecEvent::Started { pid },
-            Ok(ExecItem::Stdout(b)) => ExecEvent::Stdout {
-                data_b64: B64.encode(&b),
-            },
-            Ok(ExecItem::Stderr(b)) => ExecEvent::Stderr {
-                data_b64: B64.encode(&b),
-            },
-            Ok(ExecItem::Exit(x)) => ExecEvent::Exit {
-                exit_code: x.code,
-                signal: x.signal,
-                timed_out: x.timed_out,
-                duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
-            },
-            Err(e) => ExecEvent::Error {
-                error: e.to_string(),
-            },
-        };
-        Ok::<_, std::convert::Infallible>(line(&ev))
-    });
+    let lines = items.map(move |item| Ok::<_, std::convert::Infallible>(exec_event_line(item, t0)));
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(lines),
@@ -231,8 +211,34 @@ pub(crate) async fn exec_stream(
         .into_response())
 }
 
-fn line(ev: &ExecEvent) -> bytes::Bytes {
-    let mut v = serde_json::to_vec(ev).unwrap_or_default();
+/// One NDJSON line of a process's stream (an exec's, or a followed one's).
+pub(crate) fn exec_event_line(
+    item: Result<ExecItem, zygote_engine::EngineError>,
+    t0: Instant,
+) -> bytes::Bytes {
+    let ev = match item {
+        Ok(ExecItem::Started(pid)) => ExecEvent::Started { pid },
+        Ok(ExecItem::Stdout(b)) => ExecEvent::Stdout {
+            data_b64: B64.encode(&b),
+        },
+        Ok(ExecItem::Stderr(b)) => ExecEvent::Stderr {
+            data_b64: B64.encode(&b),
+        },
+        Ok(ExecItem::Exit(x)) => ExecEvent::Exit {
+            exit_code: x.code,
+            signal: x.signal,
+            timed_out: x.timed_out,
+            duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+        },
+        Err(e) => {
+            let status = ApiError::from(e);
+            ExecEvent::Error {
+                error: status.message,
+                status: Some(status.status.as_u16()),
+            }
+        }
+    };
+    let mut v = serde_json::to_vec(&ev).unwrap_or_default();
     v.push(b'\n');
     v.into()
 }
