@@ -145,10 +145,51 @@ command's exit code (128+N for a signal, 124 for --timeout). With --json,
 nothing streams: one JSON document with stdout, stderr, exit_code, signal and
 timed_out is printed when the command ends.
 
+With -d the command runs in the background: its pid is printed and the call
+returns (`zygote ps`, `attach`, `kill`); -i keeps its stdin open.
+
 Examples:
     zygote exec \"$id\" -- ls -l /
     zygote exec \"$id\" --timeout 10 --env PYTHONPATH=/src -- python3 job.py
-    zygote exec \"$id\" --json -- sh -c 'echo out; echo err >&2; exit 3'";
+    zygote exec \"$id\" --json -- sh -c 'echo out; echo err >&2; exit 3'
+    zygote exec -d \"$id\" --tag web -- python3 -m http.server 8000";
+
+pub(crate) const PS: &str = "\
+List a sandbox's background processes (started with `zygote exec -d`, a
+shell, or an SDK's background command): pid, running or how it exited, tag,
+whether it has a terminal, and its command line.
+
+Examples:
+    zygote ps \"$id\"
+    zygote ps \"$id\" --json";
+
+pub(crate) const KILL: &str = "\
+Send a signal to a background process's process group: SIGKILL unless -s
+names another (15 SIGTERM, 2 SIGINT, 1 SIGHUP).
+
+Examples:
+    zygote kill \"$id\" 1234
+    zygote kill \"$id\" 1234 -s 15";
+
+pub(crate) const ATTACH: &str = "\
+Follow a background process: what it printed so far (the last 256 KiB; not
+with --no-replay), then its live output until it exits; exits with its code.
+When it takes input (`exec -d -i`, or a terminal), this terminal's stdin is
+forwarded. Ctrl-C stops following; the process runs on.
+
+Examples:
+    zygote attach \"$id\" 1234
+    zygote attach \"$id\" 1234 --no-replay";
+
+pub(crate) const SHELL: &str = "\
+An interactive login shell in the sandbox on this terminal (raw mode; the
+guest's terminal follows this one's size). The shell is a background process
+with a terminal: leaving this program by closing the terminal leaves it
+running (`zygote ps`, `zygote attach`).
+
+Examples:
+    zygote shell \"$id\"
+    zygote shell \"$id\" --user app --shell /bin/sh";
 
 pub(crate) const EVAL: &str = "\
 Evaluate Python in the sandbox's warm interpreter (state persists between

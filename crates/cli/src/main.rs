@@ -11,6 +11,7 @@ mod env;
 mod help;
 mod image_cmd;
 mod output;
+mod proc_cmd;
 mod sandbox_cmd;
 mod snapshot_cmd;
 
@@ -67,6 +68,18 @@ enum Cmd {
     /// Evaluate Python in a sandbox's warm interpreter.
     #[command(long_about = help::EVAL)]
     Eval(sandbox_cmd::EvalArgs),
+    /// List a sandbox's background processes.
+    #[command(long_about = help::PS)]
+    Ps(proc_cmd::PsArgs),
+    /// Signal a background process (SIGKILL by default).
+    #[command(long_about = help::KILL)]
+    Kill(proc_cmd::KillArgs),
+    /// Follow a background process's output (and forward input to it).
+    #[command(long_about = help::ATTACH)]
+    Attach(proc_cmd::AttachArgs),
+    /// An interactive shell in a sandbox on this terminal.
+    #[command(long_about = help::SHELL)]
+    Shell(proc_cmd::ShellArgs),
     /// Copy a file into or out of a sandbox (`ID:/path` on exactly one side).
     #[command(long_about = help::CP)]
     Cp(sandbox_cmd::CpArgs),
@@ -198,7 +211,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(dispatch(cli.cmd)) {
+    let daemon = matches!(cli.cmd, Cmd::Daemon(_));
+    let r = rt.block_on(dispatch(cli.cmd));
+    if !daemon {
+        // A blocking read of the terminal (attach, shell) must not hold the
+        // exit. (The daemon waits for its blocking work, e.g. a snapshot being
+        // written, as the runtime's drop does.)
+        rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    }
+    match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -224,6 +245,10 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Snapshot(c) => snapshot_cmd::snapshot(c).await,
         Cmd::Branch(a) => snapshot_cmd::branch(a).await,
         Cmd::Spawn(a) => snapshot_cmd::spawn(a).await,
+        Cmd::Ps(a) => proc_cmd::ps(a).await,
+        Cmd::Kill(a) => proc_cmd::kill(a).await,
+        Cmd::Attach(a) => proc_cmd::attach(a).await,
+        Cmd::Shell(a) => proc_cmd::shell(a).await,
         Cmd::Fork(a) => snapshot_cmd::fork(a).await,
         Cmd::Doctor(a) => doctor::run(a).await,
         Cmd::Completions(a) => help::completions(a),

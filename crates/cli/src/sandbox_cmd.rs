@@ -98,6 +98,19 @@ pub(crate) struct ExecArgs {
     /// Do not stream: print one JSON document {stdout, stderr, exit_code, signal, timed_out, duration_ms} at the end.
     #[arg(long)]
     json: bool,
+    /// Run as this guest user (default root).
+    #[arg(long)]
+    user: Option<String>,
+    /// Run in the background: print its pid and return (see `zygote ps`,
+    /// `attach`, `kill`).
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// With --detach: keep its stdin open (`zygote attach` forwards input).
+    #[arg(long, short = 'i', requires = "detach")]
+    interactive: bool,
+    /// With --detach: a label `zygote ps` shows.
+    #[arg(long, requires = "detach")]
+    tag: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -289,7 +302,21 @@ pub(crate) async fn create(a: CreateArgs) -> Result<u8> {
 
 pub(crate) async fn exec(a: ExecArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
-    let body = exec_body(a.cmd, parse_env(&a.env)?, a.workdir, a.timeout);
+    if a.detach {
+        let body = zygote_proto::api::ProcessStart {
+            argv: a.cmd,
+            env: parse_env(&a.env)?,
+            cwd: a.workdir,
+            user: a.user,
+            stdin: a.interactive,
+            tag: a.tag,
+            timeout_secs: a.timeout,
+            ..Default::default()
+        };
+        return crate::proc_cmd::detached(&c, &a.id, body, a.json).await;
+    }
+    let mut body = exec_body(a.cmd, parse_env(&a.env)?, a.workdir, a.timeout);
+    body.user = a.user;
     if a.json {
         return json_exec(&c, &a.id, &body, serde_json::json!({ "sandbox": a.id })).await;
     }

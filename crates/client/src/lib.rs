@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+mod procs;
+
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
@@ -118,7 +120,7 @@ impl ClientError {
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-fn full(b: impl Into<Bytes>) -> BoxBody {
+pub(crate) fn full(b: impl Into<Bytes>) -> BoxBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
@@ -153,7 +155,10 @@ impl Client {
         &self.endpoint
     }
 
-    async fn send(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, ClientError> {
+    pub(crate) async fn send(
+        &self,
+        req: Request<BoxBody>,
+    ) -> Result<Response<Incoming>, ClientError> {
         let connect_err = |source| ClientError::Connect {
             endpoint: self.endpoint.to_string(),
             source,
@@ -175,7 +180,7 @@ impl Client {
             .map_err(|e| ClientError::Http(e.to_string()))
     }
 
-    fn builder(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+    pub(crate) fn builder(&self, method: Method, path: &str) -> hyper::http::request::Builder {
         let host = match &self.endpoint {
             Endpoint::Unix(_) => "localhost".to_string(),
             Endpoint::Tcp { authority, .. } => authority.clone(),
@@ -213,7 +218,7 @@ impl Client {
         Ok((status, bytes.to_vec()))
     }
 
-    async fn json<T: DeserializeOwned>(
+    pub(crate) async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -224,7 +229,7 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    async fn json_response(
+    pub(crate) async fn json_response(
         &self,
         method: Method,
         path: &str,
@@ -389,27 +394,7 @@ impl Client {
                 Some(body),
             )
             .await?;
-        let resp = ok(resp).await?;
-        let mut stream = BodyStream::new(resp.into_body());
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(frame) = stream.next().await {
-            let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
-            if let Ok(data) = frame.into_data() {
-                buf.extend_from_slice(&data);
-                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=nl).collect();
-                    let ev: ExecEvent = serde_json::from_slice(&line)
-                        .map_err(|e| ClientError::Decode(e.to_string()))?;
-                    on_event(&ev);
-                    if matches!(ev, ExecEvent::Exit { .. } | ExecEvent::Error { .. }) {
-                        return Ok(ev);
-                    }
-                }
-            }
-        }
-        Err(ClientError::Http(
-            "the exec stream ended without an exit status".into(),
-        ))
+        exec_events(ok(resp).await?, &mut on_event).await
     }
 
     /// `POST /v1/sandboxes/{id}/eval`
@@ -614,7 +599,34 @@ where
     Ok(sender)
 }
 
-async fn collect(resp: Response<Incoming>) -> Result<Bytes, ClientError> {
+/// Read NDJSON `ExecEvent` lines until `Exit` or `Error`, which is returned.
+pub(crate) async fn exec_events(
+    resp: Response<Incoming>,
+    on_event: &mut impl FnMut(&ExecEvent),
+) -> Result<ExecEvent, ClientError> {
+    let mut stream = BodyStream::new(resp.into_body());
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let ev: ExecEvent = serde_json::from_slice(&line)
+                    .map_err(|e| ClientError::Decode(e.to_string()))?;
+                on_event(&ev);
+                if matches!(ev, ExecEvent::Exit { .. } | ExecEvent::Error { .. }) {
+                    return Ok(ev);
+                }
+            }
+        }
+    }
+    Err(ClientError::Http(
+        "the stream ended without an exit status".into(),
+    ))
+}
+
+pub(crate) async fn collect(resp: Response<Incoming>) -> Result<Bytes, ClientError> {
     resp.into_body()
         .collect()
         .await
@@ -623,7 +635,7 @@ async fn collect(resp: Response<Incoming>) -> Result<Bytes, ClientError> {
 }
 
 /// Turn an error status into [`ClientError::Api`] with the daemon's message.
-async fn ok(resp: Response<Incoming>) -> Result<Response<Incoming>, ClientError> {
+pub(crate) async fn ok(resp: Response<Incoming>) -> Result<Response<Incoming>, ClientError> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
