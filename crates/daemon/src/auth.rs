@@ -131,10 +131,16 @@ pub fn load_token(path: &Path) -> Result<String, TokenError> {
     Ok(token)
 }
 
-/// Middleware: require `Authorization: Bearer <token>`.
+/// A request that came without the token (only `GET /healthz` is let through
+/// then, and it says nothing more than that the daemon answers).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Anonymous;
+
+/// Middleware: require `Authorization: Bearer <token>` (`/healthz` excepted:
+/// probes such as a load balancer's or Kubernetes' carry no token).
 pub(crate) async fn require_token(
     State(token): State<Arc<String>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let given = req
@@ -145,6 +151,9 @@ pub(crate) async fn require_token(
         .unwrap_or("");
     let ok: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
     if ok {
+        next.run(req).await
+    } else if req.uri().path() == "/healthz" && req.method() == axum::http::Method::GET {
+        req.extensions_mut().insert(Anonymous);
         next.run(req).await
     } else {
         ApiError {

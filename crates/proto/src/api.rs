@@ -266,8 +266,9 @@ pub struct VersionInfo {
 pub struct Health {
     /// Always true when the daemon answers.
     pub ok: bool,
-    /// Sandboxes the daemon holds.
-    pub sandboxes: usize,
+    /// Sandboxes the daemon holds (not told without the token on TCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandboxes: Option<usize>,
 }
 
 /// Answer of `DELETE /v1/sandboxes/{id}`.

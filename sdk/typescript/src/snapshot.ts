@@ -83,8 +83,8 @@ export class Snapshot {
   }
 }
 
-/** `GET /healthz`: the daemon answers, and how many sandboxes it holds. */
-export async function health(opts: ConnectionOptions = {}): Promise<{ ok: boolean; sandboxes: number }> {
+/** `GET /healthz`: the daemon answers, and (with the token, or on the Unix socket) how many sandboxes it holds. */
+export async function health(opts: ConnectionOptions = {}): Promise<{ ok: boolean; sandboxes?: number }> {
   return new Client(opts).json({ method: "GET", path: "/healthz" });
 }
 

@@ -114,6 +114,8 @@ async fn service_routes() {
     let a = h.get("/healthz").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json(), json!({"ok": true, "sandboxes": 2}));
+    let a = h.call(Method::POST, "/healthz", None).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
     let v = h.get("/version").await.json();
     assert_eq!(
         (v["qemu"].as_str(), v["accel"].as_str()),
@@ -566,7 +568,10 @@ async fn forkd_spawn_on_the_sandboxes_route() {
 #[tokio::test]
 async fn a_token_guards_every_route() {
     let h = harness_with(Some(TOKEN));
-    for uri in ["/healthz", "/v1/sandboxes", "/metrics", "/nowhere"] {
+    // Probes carry no token: /healthz answers, and says only that.
+    let a = h.get("/healthz").await;
+    assert_eq!((a.status, a.json()), (StatusCode::OK, json!({"ok": true})));
+    for uri in ["/v1/sandboxes", "/metrics", "/nowhere"] {
         let a = h.get(uri).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{uri}");
         assert!(!a.error().contains(TOKEN));

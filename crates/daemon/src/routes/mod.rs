@@ -176,10 +176,13 @@ async fn method_not_allowed(req: Request) -> ApiError {
 }
 
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
-pub(crate) async fn healthz(State(s): State<AppState>) -> Json<Health> {
+pub(crate) async fn healthz(
+    State(s): State<AppState>,
+    anonymous: Option<axum::Extension<crate::auth::Anonymous>>,
+) -> Json<Health> {
     Json(Health {
         ok: true,
-        sandboxes: s.engine.sandboxes().len(),
+        sandboxes: anonymous.is_none().then(|| s.engine.sandboxes().len()),
     })
 }
 
