@@ -191,6 +191,31 @@ Examples:
     zygote shell \"$id\"
     zygote shell \"$id\" --user app --shell /bin/sh";
 
+pub(crate) const PAUSE: &str = "\
+Pause a running sandbox: it is stored as a snapshot of itself (memory, device
+state, disk, written to disk), its VM stops and its memory is freed. It stays
+listed as paused under its id, survives a daemon restart, and `zygote resume`
+brings it back with its processes, interpreter state and files.
+
+Examples:
+    zygote pause \"$id\"
+    zygote resume \"$id\"";
+
+pub(crate) const RESUME: &str = "\
+Resume a paused sandbox under the same id, as it was when paused.
+
+Examples:
+    zygote resume \"$id\"
+    zygote resume \"$id\" --json";
+
+pub(crate) const TIMEOUT: &str = "\
+Give a sandbox a new lifetime of SECS from now (replacing the old one). When
+it runs out the sandbox is removed, or paused with --on-expiry pause.
+
+Examples:
+    zygote timeout \"$id\" 600
+    zygote timeout \"$id\" 3600 --on-expiry pause";
+
 pub(crate) const EVAL: &str = "\
 Evaluate Python in the sandbox's warm interpreter (state persists between
 calls). Prints captured stdout, then the value of a final expression; a

@@ -80,6 +80,15 @@ enum Cmd {
     /// An interactive shell in a sandbox on this terminal.
     #[command(long_about = help::SHELL)]
     Shell(proc_cmd::ShellArgs),
+    /// Pause a sandbox: store it, stop its VM, free its memory.
+    #[command(long_about = help::PAUSE)]
+    Pause(proc_cmd::IdArgs),
+    /// Resume a paused sandbox under its id.
+    #[command(long_about = help::RESUME)]
+    Resume(proc_cmd::IdArgs),
+    /// Give a sandbox a new lifetime, from now.
+    #[command(long_about = help::TIMEOUT)]
+    Timeout(proc_cmd::TimeoutArgs),
     /// Copy a file into or out of a sandbox (`ID:/path` on exactly one side).
     #[command(long_about = help::CP)]
     Cp(sandbox_cmd::CpArgs),
@@ -249,6 +258,9 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Kill(a) => proc_cmd::kill(a).await,
         Cmd::Attach(a) => proc_cmd::attach(a).await,
         Cmd::Shell(a) => proc_cmd::shell(a).await,
+        Cmd::Pause(a) => proc_cmd::pause(a).await,
+        Cmd::Resume(a) => proc_cmd::resume(a).await,
+        Cmd::Timeout(a) => proc_cmd::timeout(a).await,
         Cmd::Fork(a) => snapshot_cmd::fork(a).await,
         Cmd::Doctor(a) => doctor::run(a).await,
         Cmd::Completions(a) => help::completions(a),

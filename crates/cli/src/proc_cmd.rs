@@ -283,3 +283,75 @@ pub(crate) async fn detached(c: &Client, id: &str, body: ProcessStart, json: boo
     }
     Ok(0)
 }
+
+#[derive(Args, Debug)]
+pub(crate) struct IdArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Sandbox id.
+    id: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TimeoutArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Sandbox id.
+    id: String,
+    /// Seconds from now.
+    secs: u64,
+    /// What happens then: kill (remove it) or pause.
+    #[arg(long, value_parser = crate::sandbox_cmd::parse_on_expiry)]
+    on_expiry: Option<zygote_proto::api::OnExpiry>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn print_state(s: &zygote_proto::api::SandboxInfo, json: bool) -> Result<u8> {
+    if json {
+        print_json(s)?;
+    } else {
+        println!("{} {}", s.id, s.state.as_str());
+    }
+    Ok(0)
+}
+
+pub(crate) async fn pause(a: IdArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    let spin = crate::output::Spinner::start(format!("pausing {}", a.id));
+    let s = c.pause(&a.id).await?;
+    drop(spin);
+    print_state(&s, a.json)
+}
+
+pub(crate) async fn resume(a: IdArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    let spin = crate::output::Spinner::start(format!("resuming {}", a.id));
+    let s = c.resume(&a.id).await?;
+    drop(spin);
+    print_state(&s, a.json)
+}
+
+pub(crate) async fn timeout(a: TimeoutArgs) -> Result<u8> {
+    let c = client(&a.conn).await?;
+    let s = c.set_timeout(&a.id, a.secs, a.on_expiry).await?;
+    if a.json {
+        print_json(&s)?;
+    } else {
+        println!(
+            "{} ends at {} ({})",
+            s.id,
+            s.expires_at_unix.unwrap_or_default(),
+            if s.on_expiry == zygote_proto::api::OnExpiry::Pause {
+                "pause"
+            } else {
+                "kill"
+            }
+        );
+    }
+    Ok(0)
+}

@@ -13,13 +13,18 @@ use crate::connect::client;
 use crate::Conn;
 
 fn parse_env(kv: &[String]) -> Result<BTreeMap<String, String>> {
+    parse_pairs(kv, "--env")
+}
+
+/// `KEY=VALUE` arguments of `flag` as a map.
+pub(crate) fn parse_pairs(kv: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
     let mut m = BTreeMap::new();
     for s in kv {
         let Some((k, v)) = s.split_once('=') else {
-            bail!("--env `{s}` is not KEY=VALUE: pass e.g. --env FOO=bar");
+            bail!("{flag} `{s}` is not KEY=VALUE: pass e.g. {flag} FOO=bar");
         };
         if k.is_empty() {
-            bail!("--env `{s}` has an empty name: pass e.g. --env FOO=bar");
+            bail!("{flag} `{s}` has an empty name: pass e.g. {flag} FOO=bar");
         }
         m.insert(k.to_string(), v.to_string());
     }
@@ -72,12 +77,27 @@ pub(crate) struct CreateArgs {
     /// Environment for every exec (KEY=VALUE, repeatable).
     #[arg(long = "env", short = 'e')]
     env: Vec<String>,
-    /// Remove the sandbox after this many seconds.
+    /// Remove the sandbox after this many seconds (see --on-expiry).
     #[arg(long)]
     timeout: Option<u64>,
+    /// What happens when --timeout runs out: kill (remove it) or pause.
+    #[arg(long, value_parser = parse_on_expiry, requires = "timeout")]
+    on_expiry: Option<zygote_proto::api::OnExpiry>,
+    /// A label (KEY=VALUE, repeatable): find it with `zygote ls -l KEY=VALUE`.
+    #[arg(long = "label", short = 'l')]
+    labels: Vec<String>,
     /// Print a JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// `kill` or `pause`.
+pub(crate) fn parse_on_expiry(s: &str) -> Result<zygote_proto::api::OnExpiry, String> {
+    match s {
+        "kill" => Ok(zygote_proto::api::OnExpiry::Kill),
+        "pause" => Ok(zygote_proto::api::OnExpiry::Pause),
+        _ => Err(format!("`{s}` is not kill or pause")),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -146,6 +166,12 @@ pub(crate) struct CpArgs {
 pub(crate) struct LsArgs {
     #[command(flatten)]
     conn: Conn,
+    /// Only sandboxes with this label (KEY=VALUE, repeatable: all must match).
+    #[arg(long = "label", short = 'l')]
+    labels: Vec<String>,
+    /// Only sandboxes in this state (running, paused, dead).
+    #[arg(long)]
+    state: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -160,6 +186,9 @@ pub(crate) struct RmArgs {
     /// Remove every sandbox.
     #[arg(long, conflicts_with = "ids")]
     all: bool,
+    /// Remove every sandbox with this label (KEY=VALUE, repeatable: all must match).
+    #[arg(long = "label", short = 'l', conflicts_with_all = ["ids", "all"])]
+    labels: Vec<String>,
     /// Print JSON: [{id, removed, error}].
     #[arg(long)]
     json: bool,
@@ -176,6 +205,7 @@ fn create_body(
         vcpus: opts.vcpus,
         env,
         timeout_secs: timeout,
+        ..Default::default()
     }
 }
 
@@ -290,7 +320,10 @@ pub(crate) async fn create(a: CreateArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
     let env = parse_env(&a.env)?;
     let spin = crate::output::Spinner::start("booting a sandbox");
-    let info = c.create(&create_body(&a.opts, env, a.timeout)).await?;
+    let mut body = create_body(&a.opts, env, a.timeout);
+    body.on_expiry = a.on_expiry;
+    body.metadata = parse_pairs(&a.labels, "--label")?;
+    let info = c.create(&body).await?;
     drop(spin);
     if a.json {
         crate::output::print_json(&info)?;
@@ -437,7 +470,8 @@ fn table(list: &[SandboxInfo]) -> String {
 
 pub(crate) async fn ls(a: LsArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
-    let list = c.list().await?;
+    let labels: Vec<(String, String)> = parse_pairs(&a.labels, "--label")?.into_iter().collect();
+    let list = c.list_where(&labels, a.state.as_deref()).await?;
     if a.json {
         crate::output::print_json(&list)?;
     } else {
@@ -450,8 +484,16 @@ pub(crate) async fn rm(a: RmArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
     let ids: Vec<String> = if a.all {
         c.list().await?.into_iter().map(|i| i.id).collect()
+    } else if !a.labels.is_empty() {
+        let labels: Vec<(String, String)> =
+            parse_pairs(&a.labels, "--label")?.into_iter().collect();
+        c.list_where(&labels, None)
+            .await?
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
     } else if a.ids.is_empty() {
-        bail!("name the sandboxes to remove, or pass --all");
+        bail!("name the sandboxes to remove, or pass --all or --label KEY=VALUE");
     } else {
         a.ids
     };

@@ -28,6 +28,19 @@ pub(crate) enum SnapshotCmd {
         /// Python run in the warm interpreter first (e.g. `import numpy`).
         #[arg(long)]
         warmup: Option<String>,
+        /// A shell command started in the background first (a server); it
+        /// runs on in every child.
+        #[arg(long)]
+        warmup_cmd: Option<String>,
+        /// Wait until this shell command exits 0 before the snapshot.
+        #[arg(long, conflicts_with = "ready_port")]
+        ready_cmd: Option<String>,
+        /// Wait until this guest TCP port accepts before the snapshot.
+        #[arg(long)]
+        ready_port: Option<u16>,
+        /// How long readiness may take, in seconds (default 60).
+        #[arg(long)]
+        ready_timeout: Option<u64>,
         /// Guest RAM in MiB.
         #[arg(long = "memory")]
         memory: Option<u64>,
@@ -113,6 +126,16 @@ pub(crate) struct ForkArgs {
     /// With --private-memory: hugepage-backed child memory.
     #[arg(long, requires = "private_memory")]
     hugepages: bool,
+    /// Each child's lifetime in seconds (then it is removed, or paused with
+    /// --on-expiry pause).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// What happens when --timeout runs out: kill or pause.
+    #[arg(long, value_parser = crate::sandbox_cmd::parse_on_expiry, requires = "timeout")]
+    on_expiry: Option<zygote_proto::api::OnExpiry>,
+    /// A label on each child (KEY=VALUE, repeatable), over the snapshot's.
+    #[arg(long = "label", short = 'l')]
+    labels: Vec<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -253,6 +276,10 @@ pub(crate) async fn snapshot(cmd: SnapshotCmd) -> Result<u8> {
             image,
             tag,
             warmup,
+            warmup_cmd,
+            ready_cmd,
+            ready_port,
+            ready_timeout,
             memory,
             hugepages,
             wait,
@@ -265,6 +292,10 @@ pub(crate) async fn snapshot(cmd: SnapshotCmd) -> Result<u8> {
                     image,
                     tag,
                     warmup,
+                    warmup_cmd,
+                    ready_cmd,
+                    ready_port,
+                    ready_timeout_secs: ready_timeout,
                     memory_mib: memory,
                     vcpus: None,
                     hugepages,
@@ -395,6 +426,9 @@ async fn spawn_children(c: &zygote_client::Client, a: &ForkArgs) -> Result<u8> {
             n: Some(a.n),
             private_memory: a.private_memory,
             hugepages: a.hugepages,
+            timeout_secs: a.timeout,
+            on_expiry: a.on_expiry,
+            metadata: crate::sandbox_cmd::parse_pairs(&a.labels, "--label")?,
             ..Default::default()
         })
         .await?;
@@ -425,6 +459,9 @@ pub(crate) async fn fork(a: ForkArgs) -> Result<u8> {
                         tag: None,
                         private_memory: a.private_memory,
                         hugepages: a.hugepages,
+                        timeout_secs: a.timeout,
+                        on_expiry: a.on_expiry,
+                        metadata: crate::sandbox_cmd::parse_pairs(&a.labels, "--label")?,
                     },
                 )
                 .await?;

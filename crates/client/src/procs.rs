@@ -1,12 +1,74 @@
 //! Background processes, terminals and directory trees of a sandbox.
 
 use hyper::Method;
-use zygote_proto::api::{ExecEvent, ProcessStart, RenameBody, SignalBody, WalkResult};
+use zygote_proto::api::{
+    ExecEvent, OnExpiry, ProcessStart, RenameBody, SandboxInfo, SignalBody, TimeoutBody, WalkResult,
+};
 use zygote_proto::procs::{ProcInfo, PtySize};
 
 use crate::{encode_query, exec_events, full, ok, Client, ClientError};
 
 impl Client {
+    /// `GET /v1/sandboxes?metadata.K=V&state=S`: the sandboxes with every
+    /// label of `labels` (and in `state`, when given).
+    pub async fn list_where(
+        &self,
+        labels: &[(String, String)],
+        state: Option<&str>,
+    ) -> Result<Vec<SandboxInfo>, ClientError> {
+        let mut q: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("metadata.{}={}", encode_query(k), encode_query(v)))
+            .collect();
+        if let Some(s) = state {
+            q.push(format!("state={}", encode_query(s)));
+        }
+        let path = if q.is_empty() {
+            "/v1/sandboxes".to_string()
+        } else {
+            format!("/v1/sandboxes?{}", q.join("&"))
+        };
+        self.json(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/sandboxes/{id}/pause`
+    pub async fn pause(&self, id: &str) -> Result<SandboxInfo, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{}/pause", encode_query(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/sandboxes/{id}/resume`
+    pub async fn resume(&self, id: &str) -> Result<SandboxInfo, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{}/resume", encode_query(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/sandboxes/{id}/timeout`
+    pub async fn set_timeout(
+        &self,
+        id: &str,
+        timeout_secs: u64,
+        on_expiry: Option<OnExpiry>,
+    ) -> Result<SandboxInfo, ClientError> {
+        self.json(
+            Method::POST,
+            &format!("/v1/sandboxes/{}/timeout", encode_query(id)),
+            Some(&TimeoutBody {
+                timeout_secs,
+                on_expiry,
+            }),
+        )
+        .await
+    }
+
     /// `POST /v1/sandboxes/{id}/processes`
     pub async fn start_process(
         &self,

@@ -100,6 +100,7 @@ pub(crate) fn spawn_body(r: SpawnRequest) -> (SpawnBody, Vec<String>, bool) {
             memory_mib: r.memory_mib,
             vcpus: r.vcpus,
             env: r.env,
+            ..Default::default()
         },
         warn,
         forkd,

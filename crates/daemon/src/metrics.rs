@@ -361,7 +361,7 @@ impl Gauges {
             }
             let live = match s.state {
                 SandboxState::Booting | SandboxState::Running => true,
-                SandboxState::Stopping | SandboxState::Dead => false,
+                SandboxState::Paused | SandboxState::Stopping | SandboxState::Dead => false,
             };
             if live {
                 configured += s.memory_mib << 20;

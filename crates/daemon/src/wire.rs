@@ -19,6 +19,7 @@ pub(crate) fn state(s: eng::SandboxState) -> api::SandboxState {
     match s {
         eng::SandboxState::Booting => api::SandboxState::Booting,
         eng::SandboxState::Running => api::SandboxState::Running,
+        eng::SandboxState::Paused => api::SandboxState::Paused,
         eng::SandboxState::Stopping => api::SandboxState::Stopping,
         eng::SandboxState::Dead => api::SandboxState::Dead,
     }
@@ -59,9 +60,52 @@ pub(crate) fn sandbox(v: eng::SandboxView) -> api::SandboxInfo {
         created_at_unix: v.created_at_unix,
         boot_ms: v.boot_ms,
         expires_at_unix: v.expires_at_unix,
+        on_expiry: on_expiry(v.on_expiry),
         snapshot_tag: v.snapshot_tag,
         memory: v.memory.map(|m| m.as_str().to_string()),
+        metadata: v.metadata,
     }
+}
+
+pub(crate) fn on_expiry(e: eng::Expiry) -> api::OnExpiry {
+    match e {
+        eng::Expiry::Kill => api::OnExpiry::Kill,
+        eng::Expiry::Pause => api::OnExpiry::Pause,
+    }
+}
+
+/// A lifetime from a body's `timeout_secs` and `on_expiry`.
+pub(crate) fn lifetime(secs: Option<u64>, on: Option<api::OnExpiry>) -> eng::Lifetime {
+    eng::Lifetime {
+        secs,
+        on_expiry: match on.unwrap_or_default() {
+            api::OnExpiry::Kill => eng::Expiry::Kill,
+            api::OnExpiry::Pause => eng::Expiry::Pause,
+        },
+    }
+}
+
+/// A listing's query from `?state=` and `?metadata.KEY=VALUE` parameters.
+pub(crate) fn list_query(
+    q: &std::collections::HashMap<String, String>,
+) -> Result<eng::ListQuery, ApiError> {
+    let mut out = eng::ListQuery::default();
+    for (k, v) in q {
+        if let Some(key) = k.strip_prefix("metadata.") {
+            out.metadata.insert(key.to_string(), v.clone());
+        } else if k == "state" {
+            out.state = Some(eng::SandboxState::parse(v).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "state `{v}` is not a sandbox state: pass running, paused, dead, booting or stopping"
+                ))
+            })?);
+        } else if k != "limit" && k != "next_token" {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{k}`: allowed are state, limit, next_token and metadata.KEY"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn snapshot(v: eng::SnapshotView) -> api::SnapshotInfo {
@@ -106,7 +150,8 @@ pub(crate) fn create(b: api::CreateSandbox) -> eng::CreateSpec {
         memory_mib: b.memory_mib,
         vcpus: b.vcpus,
         env: b.env,
-        lifetime_secs: b.timeout_secs,
+        lifetime: lifetime(b.timeout_secs, b.on_expiry),
+        metadata: b.metadata,
     }
 }
 
@@ -134,6 +179,8 @@ pub(crate) fn spawn(tag: &str, b: api::SpawnBody) -> Result<eng::SpawnSpec, ApiE
         env: b.env,
         expect_memory_mib: b.memory_mib,
         expect_vcpus: b.vcpus,
+        lifetime: lifetime(b.timeout_secs, b.on_expiry),
+        metadata: b.metadata,
     })
 }
 
@@ -173,6 +220,8 @@ pub(crate) fn fork(b: api::ForkBody) -> eng::ForkSpec {
         tag: b.tag,
         private_memory: b.private_memory,
         hugepages: b.hugepages,
+        lifetime: lifetime(b.timeout_secs, b.on_expiry),
+        metadata: b.metadata,
     }
 }
 
@@ -183,15 +232,46 @@ pub(crate) fn forked(f: eng::Forked) -> api::ForkResult {
     }
 }
 
-pub(crate) fn warm_snapshot(b: api::CreateSnapshot) -> eng::SnapshotSpec {
-    eng::SnapshotSpec {
+pub(crate) fn warm_snapshot(b: api::CreateSnapshot) -> Result<eng::SnapshotSpec, ApiError> {
+    let ready = match (b.ready_cmd, b.ready_port) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "both ready_cmd and ready_port given: pass one readiness check",
+            ))
+        }
+        (Some(c), None) => Some(eng::Readiness::Command(c)),
+        (None, Some(0)) => {
+            return Err(ApiError::bad_request(
+                "ready_port 0 is not a port: pass 1-65535",
+            ))
+        }
+        (None, Some(p)) => Some(eng::Readiness::Port(p)),
+        (None, None) => None,
+    };
+    let ready_timeout = match b.ready_timeout_secs {
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "ready_timeout_secs 0 leaves no time: pass seconds, or omit it (60)",
+            ))
+        }
+        Some(t) if t > 3600 => {
+            return Err(ApiError::bad_request(format!(
+                "ready_timeout_secs {t} is over an hour: pass at most 3600"
+            )))
+        }
+        t => t.map(Duration::from_secs),
+    };
+    Ok(eng::SnapshotSpec {
         tag: b.tag,
         image: b.image,
         warmup: b.warmup,
+        warmup_cmd: b.warmup_cmd,
+        ready,
+        ready_timeout,
         memory_mib: b.memory_mib,
         vcpus: b.vcpus,
         hugepages: b.hugepages,
-    }
+    })
 }
 
 /// The exec a body asks for.

@@ -13,8 +13,8 @@ use zygote_proto::procs::{FsEvent, ProcInfo, WalkEntry};
 use crate::error::Result;
 use crate::model::{
     ChildOutcome, CreateSpec, DeleteScope, EngineFacts, ExecItems, ExecSpec, FileRead, ForkSpec,
-    Forked, ImageView, ProcessSpec, SandboxView, SnapshotDeletion, SnapshotSpec, SnapshotView,
-    SpawnSpec, UploadStream,
+    Forked, ImageView, Lifetime, ListQuery, ProcessSpec, SandboxView, SnapshotDeletion,
+    SnapshotSpec, SnapshotView, SpawnSpec, UploadStream,
 };
 use crate::{BranchSpec, Engine};
 
@@ -27,6 +27,14 @@ pub trait EngineApi: Send + Sync + 'static {
     fn images(&self) -> Result<Vec<ImageView>>;
     /// Every sandbox, oldest first.
     fn sandboxes(&self) -> Vec<SandboxView>;
+    /// The sandboxes a query matches, oldest first.
+    fn sandboxes_where(&self, q: &ListQuery) -> Vec<SandboxView>;
+    /// A new lifetime, from now.
+    async fn set_timeout(&self, id: &str, lifetime: Lifetime) -> Result<SandboxView>;
+    /// Pause a running sandbox (a stored snapshot of itself; no VM).
+    async fn pause(&self, id: &str) -> Result<SandboxView>;
+    /// Resume a paused sandbox under its id.
+    async fn resume(&self, id: &str) -> Result<SandboxView>;
     /// One sandbox.
     fn sandbox(&self, id: &str) -> Result<SandboxView>;
     /// Sandboxes being started right now (not yet listed).
@@ -120,6 +128,22 @@ impl EngineApi for Arc<Engine> {
 
     fn sandbox(&self, id: &str) -> Result<SandboxView> {
         Ok(self.get(id)?.view())
+    }
+
+    fn sandboxes_where(&self, q: &ListQuery) -> Vec<SandboxView> {
+        self.list_where(q)
+    }
+
+    async fn set_timeout(&self, id: &str, lifetime: Lifetime) -> Result<SandboxView> {
+        Engine::set_timeout(self, id, lifetime).await
+    }
+
+    async fn pause(&self, id: &str) -> Result<SandboxView> {
+        Engine::pause(self, id).await
+    }
+
+    async fn resume(&self, id: &str) -> Result<SandboxView> {
+        Engine::resume(self, id).await
     }
 
     fn starting(&self) -> usize {

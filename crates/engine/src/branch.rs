@@ -132,7 +132,7 @@ impl Engine {
         let sb = self.get(id)?;
         let span = sb.span.clone();
         let t0 = Instant::now();
-        let branched = self.branch_inner(&sb, &spec).instrument(span).await;
+        let branched = self.branch_inner(&sb, &spec, None).instrument(span).await;
         // The disk moved to a new overlay (even if the branch failed after the
         // switch): record it for a restarted daemon, outside the pause.
         if sb.state() == SandboxState::Running {
@@ -177,10 +177,12 @@ impl Engine {
         Ok(self.view_of(&snap))
     }
 
-    async fn branch_inner(
+    /// The branch itself; `owner` marks the snapshot as that paused sandbox.
+    pub(crate) async fn branch_inner(
         self: &Arc<Self>,
         sb: &Arc<Sandbox>,
         spec: &BranchSpec,
+        owner: Option<String>,
     ) -> Result<Arc<Snapshot>> {
         let _one = sb.branch_lock.lock().await;
         let memory = sb.memory.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -224,7 +226,8 @@ impl Engine {
                         reason: Some("its memory is gone".into()),
                     });
                 };
-                self.branch_copy(sb, &qmp, &src, &tag, spec.hugepages).await
+                self.branch_copy(sb, &qmp, &src, &tag, spec.hugepages, owner)
+                    .await
             }
             BranchMode::Live => {
                 let downtime = spec
@@ -235,7 +238,7 @@ impl Engine {
                         "downtime_limit_ms {downtime} is out of range: pass 1..=10000"
                     )));
                 }
-                self.branch_live(sb, &qmp, &tag, spec.hugepages, downtime)
+                self.branch_live(sb, &qmp, &tag, spec.hugepages, downtime, owner)
                     .await
             }
         }
@@ -248,6 +251,7 @@ impl Engine {
         src: &Arc<Region>,
         tag: &str,
         hugepages: bool,
+        owner: Option<String>,
     ) -> Result<Arc<Snapshot>> {
         let t_prep = Instant::now();
         let staging = self.snapshots.staging(tag)?;
@@ -331,6 +335,7 @@ impl Engine {
                 memory_bytes: stats.bytes,
                 vmstate_bytes,
                 warning,
+                owner,
             },
         );
         self.snapshots.commit(staging, meta, Arc::new(sealed))

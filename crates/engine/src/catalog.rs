@@ -7,13 +7,75 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
 use crate::error::{EngineError, Result};
 use crate::model::{
     BranchMode, BranchSpec, ChildMemory, CreateSpec, DeleteScope, ForkSpec, Forked,
     SnapshotDeletion, SnapshotSpec, SnapshotStatus, SnapshotView, SpawnSpec,
 };
+use crate::model::{ExecItem, ExecSpec, ProcessSpec, Program, Readiness};
+use crate::sandbox::Sandbox;
 use crate::snapshot::Snapshot;
 use crate::Engine;
+
+/// How long a warm-up's readiness may take by default.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Run a shell command to its end; its exit code.
+async fn run_to_exit(sb: &Sandbox, cmd: &str) -> Result<Option<i32>> {
+    let mut items = sb
+        .exec(ExecSpec {
+            program: Program::Shell(cmd.to_string()),
+            env: Default::default(),
+            cwd: None,
+            stdin: None,
+            timeout: Some(Duration::from_secs(10)),
+            user: None,
+        })
+        .await?;
+    while let Some(i) = items.next().await {
+        if let ExecItem::Exit(x) = i? {
+            return Ok(x.code);
+        }
+    }
+    Ok(None)
+}
+
+/// The last output of the warm-up process, for an error message.
+async fn warmup_tail(sb: &Sandbox, pid: u32) -> String {
+    let Ok(mut items) = sb.attach(pid, true).await else {
+        return String::new();
+    };
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(i))) = tokio::time::timeout(Duration::from_millis(300), items.next()).await
+    {
+        match i {
+            ExecItem::Stdout(b) | ExecItem::Stderr(b) => out.extend_from_slice(&b),
+            ExecItem::Exit(x) => {
+                out.extend_from_slice(format!("\n(it exited: {x:?})").as_bytes());
+                break;
+            }
+            ExecItem::Started(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    let tail: String = text
+        .chars()
+        .rev()
+        .take(2000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n--- warmup_cmd output ---\n{tail}")
+    }
+}
 
 impl Engine {
     /// Write `memory.bin` off the pause path; `status` goes writing → ready.
@@ -77,6 +139,7 @@ impl Engine {
                     )));
                 }
             }
+            self.warm_up_commands(&sb, &req).await?;
             self.branch(
                 &sandbox.id,
                 BranchSpec {
@@ -96,6 +159,61 @@ impl Engine {
             self.refill_pool(&req.tag);
         }
         res
+    }
+
+    /// A warm snapshot's shell warm-up: start `warmup_cmd` in the background,
+    /// then wait until the readiness check passes.
+    async fn warm_up_commands(&self, sb: &Sandbox, req: &SnapshotSpec) -> Result<()> {
+        let started = match &req.warmup_cmd {
+            Some(cmd) => Some(
+                sb.start_process(ProcessSpec {
+                    exec: ExecSpec {
+                        program: Program::Shell(cmd.clone()),
+                        env: Default::default(),
+                        cwd: None,
+                        stdin: None,
+                        timeout: None,
+                        user: None,
+                    },
+                    stdin: false,
+                    pty: None,
+                    tag: Some("warmup".into()),
+                })
+                .await?,
+            ),
+            None => None,
+        };
+        let Some(ready) = &req.ready else {
+            return Ok(());
+        };
+        let check = match ready {
+            Readiness::Command(c) => c.clone(),
+            Readiness::Port(p) => format!(
+                "if command -v python3 >/dev/null; then python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {p}), 1)' 2>/dev/null; else bash -c 'exec 3<>/dev/tcp/127.0.0.1/{p}' 2>/dev/null; fi"
+            ),
+        };
+        let limit = req.ready_timeout.unwrap_or(READY_TIMEOUT);
+        let deadline = Instant::now() + limit;
+        loop {
+            let exit = run_to_exit(sb, &check).await?;
+            if exit == Some(0) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let tail = match started {
+                    Some(pid) => warmup_tail(sb, pid).await,
+                    None => String::new(),
+                };
+                let what = match ready {
+                    Readiness::Command(c) => format!("`{c}` did not exit 0"),
+                    Readiness::Port(p) => format!("port {p} did not accept"),
+                };
+                return Err(EngineError::BadRequest(format!(
+                    "the warm-up was not ready within {limit:?}: {what}; check warmup_cmd and the readiness check{tail}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Branch a sandbox and start children from the snapshot in one call.
@@ -124,6 +242,8 @@ impl Engine {
                 snapshot: snapshot.tag.clone(),
                 count: spec.count,
                 memory,
+                lifetime: spec.lifetime,
+                metadata: spec.metadata.clone(),
                 ..Default::default()
             })
             .await?;
@@ -134,18 +254,30 @@ impl Engine {
         snap.view(self.pool.size(&snap.meta.tag))
     }
 
-    /// Snapshots, oldest first.
+    /// Snapshots, oldest first (not the ones paused sandboxes own).
     pub fn snapshots(&self) -> Vec<SnapshotView> {
         self.snapshots
             .all()
             .iter()
+            .filter(|s| s.meta.owner.is_none())
             .map(|s| self.view_of(s))
             .collect()
     }
 
+    /// A snapshot callers may use (a paused sandbox's own is not one).
+    pub(crate) fn public_snapshot(&self, tag: &str) -> Result<Arc<Snapshot>> {
+        let snap = self.snapshots.get(tag)?;
+        if snap.meta.owner.is_some() {
+            return Err(EngineError::SnapshotNotFound {
+                tag: tag.to_string(),
+            });
+        }
+        Ok(snap)
+    }
+
     /// One snapshot.
     pub fn snapshot(&self, tag: &str) -> Result<SnapshotView> {
-        let snap = self.snapshots.get(tag)?;
+        let snap = self.public_snapshot(tag)?;
         Ok(self.view_of(&snap))
     }
 
@@ -158,7 +290,7 @@ impl Engine {
         tag: &str,
         scope: DeleteScope,
     ) -> Result<SnapshotDeletion> {
-        self.snapshots.get(tag)?;
+        self.public_snapshot(tag)?;
         let mut subtree = BTreeSet::from([tag.to_string()]);
         let mut order = vec![tag.to_string()];
         if scope == DeleteScope::Cascade {
@@ -167,7 +299,8 @@ impl Engine {
                 let more: Vec<String> = all
                     .iter()
                     .filter(|s| {
-                        !subtree.contains(&s.meta.tag)
+                        s.meta.owner.is_none()
+                            && !subtree.contains(&s.meta.tag)
                             && s.meta
                                 .parent_snapshot
                                 .as_ref()

@@ -99,6 +99,8 @@ pub(crate) struct BranchFacts {
     pub(crate) memory_bytes: u64,
     pub(crate) vmstate_bytes: u64,
     pub(crate) warning: Option<String>,
+    /// The paused sandbox the snapshot is, if it is one.
+    pub(crate) owner: Option<String>,
 }
 
 /// The metadata of a snapshot of `sb` whose disk is `switch.frozen`.
@@ -125,5 +127,7 @@ pub(crate) fn snapshot_meta(
         vmstate_bytes: f.vmstate_bytes,
         created_at_unix: now_unix(),
         warning: f.warning,
+        metadata: sb.spec.metadata.clone(),
+        owner: f.owner,
     }
 }

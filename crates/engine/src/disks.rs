@@ -60,6 +60,11 @@ impl DiskHold {
         &self.paths
     }
 
+    /// A hold of nothing (from the same registry).
+    pub(crate) fn none(&self) -> DiskHold {
+        self.holds.hold(Vec::new())
+    }
+
     /// A hold of these files and `more`.
     pub(crate) fn extended(&self, more: PathBuf) -> DiskHold {
         let mut paths = self.paths.clone();

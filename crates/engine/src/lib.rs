@@ -18,6 +18,7 @@ mod model;
 mod observe;
 pub mod ops;
 mod paths;
+mod pause;
 mod pool;
 mod procs;
 mod rundir;
@@ -154,6 +155,18 @@ impl Engine {
             launches: AtomicUsize::new(0),
         });
         engine.recover().await?;
+        // Lifetimes: a few checks a second, for as long as the engine lives.
+        let weak = Arc::downgrade(&engine);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let Some(e) = weak.upgrade() else { return };
+                if e.check_open().is_err() {
+                    return;
+                }
+                e.expire_due().await;
+            }
+        });
         // After recovery: disk generations nothing references or holds go.
         engine.snapshots.gc_disks();
         Ok(engine)
@@ -288,14 +301,21 @@ impl Engine {
         }
     }
 
-    /// Stop every sandbox and refuse new work. Leaves no QEMU process, memfd,
-    /// overlay or socket behind.
+    /// Stop every running sandbox and refuse new work. Leaves no QEMU
+    /// process, memfd, overlay or socket behind; paused sandboxes stay.
     pub async fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.shutdown.send_replace(true);
         self.drain_pools().await;
-        let ids: Vec<String> = self.map().keys().cloned().collect();
-        info!(count = ids.len(), "stopping every sandbox");
+        // A paused sandbox is only its snapshot on disk: it stays for the
+        // next daemon, like any snapshot.
+        let ids: Vec<String> = self
+            .map()
+            .iter()
+            .filter(|(_, sb)| sb.state() != SandboxState::Paused)
+            .map(|(id, _)| id.clone())
+            .collect();
+        info!(count = ids.len(), "stopping every running sandbox");
         let stops = ids.iter().map(|id| {
             let e = self.clone();
             async move {

@@ -13,9 +13,9 @@ use tracing::{info, warn, Instrument};
 use zygote_qemu::QemuProcess;
 
 use crate::error::{EngineError, Result};
-use crate::model::{CreateSpec, SandboxState, SandboxView};
+use crate::model::{CreateSpec, Expiry, Lifetime, ListQuery, SandboxState, SandboxView};
 use crate::observe::Timing;
-use crate::sandbox::{Command, Sandbox, Spec};
+use crate::sandbox::{Command, Expires, Sandbox, Spec};
 use crate::vm::Running;
 use crate::{
     paths, Engine, DEFAULT_IMAGE, DEFAULT_MEMORY_MIB, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
@@ -25,6 +25,54 @@ use crate::{
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Lines of console shown in a boot error.
 const CONSOLE_TAIL_LINES: usize = 30;
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Most labels on one sandbox.
+const MAX_LABELS: usize = 64;
+
+/// Refuse labels that are too many, too long or oddly named.
+pub(crate) fn check_labels(m: &crate::model::Metadata) -> Result<()> {
+    if m.len() > MAX_LABELS {
+        return Err(EngineError::BadRequest(format!(
+            "{} metadata labels: pass at most {MAX_LABELS}",
+            m.len()
+        )));
+    }
+    for (k, v) in m {
+        let ok = !k.is_empty()
+            && k.len() <= 64
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+        if !ok {
+            return Err(EngineError::BadRequest(format!(
+                "metadata key `{k}` is invalid: use 1-64 characters from A-Z a-z 0-9 . _ - /"
+            )));
+        }
+        if v.len() > 512 {
+            return Err(EngineError::BadRequest(format!(
+                "metadata value of `{k}` is {} bytes: keep it under 512",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuse a lifetime of zero (it would end at once).
+pub(crate) fn check_lifetime(l: &crate::model::Lifetime) -> Result<()> {
+    if l.secs == Some(0) {
+        return Err(EngineError::BadRequest(
+            "timeout_secs 0 would remove the sandbox at once: pass a lifetime in seconds, or omit it".into(),
+        ));
+    }
+    Ok(())
+}
 
 pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
@@ -63,7 +111,8 @@ impl Engine {
             memory_mib,
             vcpus,
             env,
-            lifetime_secs,
+            lifetime,
+            metadata,
         } = req;
         let memory_mib = memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) {
@@ -80,11 +129,8 @@ impl Engine {
         for k in env.keys() {
             paths::env_name(k)?;
         }
-        if lifetime_secs == Some(0) {
-            return Err(EngineError::BadRequest(
-                "timeout_secs 0 would remove the sandbox at once: pass a lifetime in seconds, or omit it".into(),
-            ));
-        }
+        check_lifetime(&lifetime)?;
+        check_labels(&metadata)?;
         let image_name = image.unwrap_or_else(|| DEFAULT_IMAGE.to_string());
         zygote_image::validate_name(&image_name)?;
         let home = self.cfg.home.clone();
@@ -110,31 +156,82 @@ impl Engine {
             Spec {
                 image: image_name,
                 env,
-                expires_at_unix: lifetime_secs.map(|t| created + t),
+                metadata,
             },
+            Expires::from_now(lifetime),
             None,
             created,
         )?;
-        if let Some(secs) = lifetime_secs {
-            self.expire_after(&sb, Duration::from_secs(secs));
-        }
         Ok(sb.view())
     }
 
-    /// Remove `sb` when `after` has passed (if it is still there).
-    fn expire_after(self: &Arc<Self>, sb: &Arc<Sandbox>, after: Duration) {
-        let weak = Arc::downgrade(self);
-        let id = sb.id.clone();
-        tokio::spawn(
-            async move {
-                tokio::time::sleep(after).await;
-                if let Some(e) = weak.upgrade() {
-                    info!("lifetime over: removing");
-                    let _ = e.remove(&id).await;
-                }
+    /// A new lifetime for a sandbox, from now.
+    pub async fn set_timeout(
+        self: &Arc<Self>,
+        id: &str,
+        lifetime: Lifetime,
+    ) -> Result<SandboxView> {
+        check_lifetime(&lifetime)?;
+        let sb = self.get(id)?;
+        match sb.state() {
+            SandboxState::Running | SandboxState::Paused => {}
+            st @ (SandboxState::Booting | SandboxState::Stopping | SandboxState::Dead) => {
+                return Err(EngineError::NotRunning {
+                    id: id.to_string(),
+                    state: st.as_str(),
+                    reason: None,
+                })
             }
-            .instrument(sb.span.clone()),
-        );
+        }
+        sb.set_expires(Expires::from_now(lifetime));
+        Ok(sb.view())
+    }
+
+    /// Run what is due for every sandbox whose lifetime ran out (the engine's
+    /// expiry task calls this a few times a second).
+    pub(crate) async fn expire_due(self: &Arc<Self>) {
+        let now = now_ms();
+        let due: Vec<(Arc<Sandbox>, Expiry)> = self
+            .map()
+            .values()
+            .filter_map(|sb| sb.take_due(now).map(|a| (sb.clone(), a)))
+            .collect();
+        for (sb, action) in due {
+            let e = self.clone();
+            let span = sb.span.clone();
+            tokio::spawn(
+                async move {
+                    info!(?action, "lifetime over");
+                    let r = match action {
+                        Expiry::Pause if sb.state() == SandboxState::Running => {
+                            e.pause(&sb.id).await.map(|_| ())
+                        }
+                        Expiry::Pause => Ok(()),
+                        Expiry::Kill => e.remove(&sb.id).await,
+                    };
+                    if let Err(err) = r {
+                        warn!(error = %err, "the end of a lifetime failed");
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// Sandboxes matching `q`, oldest first.
+    pub fn list_where(&self, q: &ListQuery) -> Vec<SandboxView> {
+        let mut v: Vec<SandboxView> = self
+            .map()
+            .values()
+            .filter(|s| q.state.is_none_or(|st| s.state() == st) && s.has_labels(&q.metadata))
+            .map(|s| s.view())
+            .collect();
+        v.sort_by(|a, b| {
+            a.created_at_unix
+                .cmp(&b.created_at_unix)
+                .then(a.id.cmp(&b.id))
+        });
+        v
     }
 
     /// Remove a sandbox: stop QEMU, free its memory, delete its overlay,
@@ -153,6 +250,10 @@ impl Engine {
         }
         let _ = sb.set_state(SandboxState::Dead, Some("removed".into()));
         sb.dir.remove();
+        if let Some(p) = &sb.paused {
+            // A paused sandbox is its snapshot: it goes with it.
+            let _ = self.snapshots.delete(&p.snapshot);
+        }
         self.store.delete(id)?;
         info!(parent: &sb.span, "removed");
         Ok(())
@@ -165,6 +266,7 @@ impl Engine {
         self: &Arc<Self>,
         running: Running,
         spec: Spec,
+        expires: Expires,
         snapshot_tag: Option<String>,
         created_at_unix: u64,
     ) -> Result<Arc<Sandbox>> {
@@ -172,6 +274,7 @@ impl Engine {
         let (sb, process, cmds) = Sandbox::running(
             running,
             spec,
+            expires,
             snapshot_tag,
             created_at_unix,
             self.store.clone(),
@@ -190,6 +293,24 @@ impl Engine {
         for row in self.store.all()? {
             let reason = match row.state {
                 SandboxState::Dead => row.reason.clone(),
+                // A paused sandbox is its snapshot on disk: nothing runs.
+                SandboxState::Paused => {
+                    let id = row.id.clone();
+                    match Sandbox::paused_from_row(
+                        row,
+                        self.store.clone(),
+                        self.snapshots.hold(Vec::new()),
+                    ) {
+                        Some(sb) => {
+                            self.map().insert(id, Arc::new(sb));
+                        }
+                        None => {
+                            warn!(%id, "a paused sandbox's row names no snapshot; forgetting it");
+                            self.store.delete(&id)?;
+                        }
+                    }
+                    continue;
+                }
                 SandboxState::Booting | SandboxState::Running | SandboxState::Stopping => {
                     let dir = row.dir.to_string_lossy().to_string();
                     let alive = row.pid.filter(|pid| crate::stale::is_our_qemu(*pid, &dir));
@@ -255,19 +376,21 @@ impl Engine {
     ) -> Result<()> {
         let span = tracing::info_span!("sandbox", id = %row.id);
         let running = self.adopt_vm(row, pid, facts).instrument(span).await?;
-        let sb = self.register(
+        // The lifetime runs on: one that ended meanwhile acts at once.
+        self.register(
             running,
             Spec {
                 image: row.image.clone(),
                 env: facts.env.clone(),
-                expires_at_unix: facts.expires_at_unix,
+                metadata: facts.metadata.clone(),
+            },
+            Expires {
+                at_ms: facts.expires_at_ms,
+                on_expiry: facts.on_expiry,
             },
             row.snapshot_tag.clone(),
             row.created_at_unix,
         )?;
-        if let Some(at) = facts.expires_at_unix {
-            self.expire_after(&sb, Duration::from_secs(at.saturating_sub(now_unix())));
-        }
         Ok(())
     }
 }

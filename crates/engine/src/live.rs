@@ -126,6 +126,7 @@ impl Engine {
         tag: &str,
         hugepages: bool,
         downtime_ms: u64,
+        owner: Option<String>,
     ) -> Result<Arc<Snapshot>> {
         let staging = self.snapshots.staging(tag)?;
         let vmstate = staging.path().join("vmstate");
@@ -248,6 +249,7 @@ impl Engine {
                 memory_bytes: stats.pages * 4096,
                 vmstate_bytes,
                 warning,
+                owner,
             },
         );
         self.snapshots.commit(staging, meta, Arc::new(dst))

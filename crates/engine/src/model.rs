@@ -20,6 +20,9 @@ pub enum SandboxState {
     Booting,
     /// The agent answered; the sandbox takes work.
     Running,
+    /// Paused: a stored snapshot of itself, no QEMU, no memory; `resume`
+    /// brings it back under the same id.
+    Paused,
     /// Being removed.
     Stopping,
     /// QEMU exited or the guest stopped answering; the reason says why.
@@ -28,9 +31,10 @@ pub enum SandboxState {
 
 impl SandboxState {
     /// Every state, in lifecycle order.
-    pub const ALL: [SandboxState; 4] = [
+    pub const ALL: [SandboxState; 5] = [
         SandboxState::Booting,
         SandboxState::Running,
+        SandboxState::Paused,
         SandboxState::Stopping,
         SandboxState::Dead,
     ];
@@ -40,6 +44,7 @@ impl SandboxState {
         match self {
             SandboxState::Booting => "booting",
             SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
             SandboxState::Stopping => "stopping",
             SandboxState::Dead => "dead",
         }
@@ -132,6 +137,38 @@ pub enum ChildMemory {
     },
 }
 
+/// What happens when a sandbox's lifetime runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expiry {
+    /// Remove it.
+    #[default]
+    Kill,
+    /// Pause it (a stored snapshot of itself; `resume` brings it back).
+    Pause,
+}
+
+/// A sandbox's lifetime: when it ends and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lifetime {
+    /// Seconds from now (at the call); `None`: no end.
+    pub secs: Option<u64>,
+    /// What happens then.
+    pub on_expiry: Expiry,
+}
+
+/// Labels: a string map a caller finds sandboxes by.
+pub type Metadata = BTreeMap<String, String>;
+
+/// Which sandboxes a listing shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    /// Every one of these labels must be present with this value.
+    pub metadata: Metadata,
+    /// Only sandboxes in this state.
+    pub state: Option<SandboxState>,
+}
+
 /// A new sandbox booted from an image.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CreateSpec {
@@ -143,8 +180,10 @@ pub struct CreateSpec {
     pub vcpus: Option<u32>,
     /// Environment for every exec.
     pub env: BTreeMap<String, String>,
-    /// Lifetime in seconds; the sandbox is removed when it runs out.
-    pub lifetime_secs: Option<u64>,
+    /// Lifetime.
+    pub lifetime: Lifetime,
+    /// Labels.
+    pub metadata: Metadata,
 }
 
 /// Children of a snapshot.
@@ -162,6 +201,10 @@ pub struct SpawnSpec {
     pub expect_memory_mib: Option<u64>,
     /// When given, must equal the snapshot's vCPUs.
     pub expect_vcpus: Option<u32>,
+    /// Each child's lifetime.
+    pub lifetime: Lifetime,
+    /// Labels over the snapshot's (which children inherit).
+    pub metadata: Metadata,
 }
 
 /// A branch of a running sandbox into a snapshot.
@@ -192,6 +235,10 @@ pub struct ForkSpec {
     pub private_memory: bool,
     /// Hugepages for the snapshot and private children.
     pub hugepages: bool,
+    /// Each child's lifetime.
+    pub lifetime: Lifetime,
+    /// Labels over the parent's (which children inherit).
+    pub metadata: Metadata,
 }
 
 /// A warm snapshot made from an image: boot, warm up, branch, remove the sandbox.
@@ -203,12 +250,27 @@ pub struct SnapshotSpec {
     pub image: Option<String>,
     /// Python run in the warm interpreter before the snapshot.
     pub warmup: Option<String>,
+    /// A shell command started in the background (it runs on in children).
+    pub warmup_cmd: Option<String>,
+    /// Readiness: a shell command that must exit 0, or a port that must accept.
+    pub ready: Option<Readiness>,
+    /// How long readiness may take.
+    pub ready_timeout: Option<Duration>,
     /// Guest RAM in MiB.
     pub memory_mib: Option<u64>,
     /// vCPUs.
     pub vcpus: Option<u32>,
     /// Hugepage-backed snapshot memory.
     pub hugepages: bool,
+}
+
+/// What must hold before a warm snapshot is taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Readiness {
+    /// This shell command exits 0.
+    Command(String),
+    /// This guest TCP port accepts on 127.0.0.1.
+    Port(u16),
 }
 
 /// What to delete with a snapshot.
@@ -286,12 +348,16 @@ pub struct SandboxView {
     pub created_at_unix: u64,
     /// Milliseconds from QEMU start (or the spawn request) to the agent's answer.
     pub boot_ms: Option<u64>,
-    /// When the sandbox will be removed, seconds since the Unix epoch.
+    /// When its lifetime ends, seconds since the Unix epoch.
     pub expires_at_unix: Option<u64>,
+    /// What happens then.
+    pub on_expiry: Expiry,
     /// The snapshot it was spawned from.
     pub snapshot_tag: Option<String>,
     /// Where its guest RAM lives, while it holds any.
     pub memory: Option<MemoryKind>,
+    /// Labels.
+    pub metadata: Metadata,
 }
 
 /// A snapshot as the engine reports it.

@@ -39,6 +39,15 @@ impl RuntimeDir {
         }
     }
 
+    /// The name of a directory this value does not own (a paused sandbox's:
+    /// its VM, once resumed, owns it); never removed on drop.
+    pub(crate) fn unowned(path: PathBuf) -> RuntimeDir {
+        RuntimeDir {
+            path,
+            keep: true.into(),
+        }
+    }
+
     /// Leave the directory when dropped: its QEMU runs on for the next daemon.
     pub(crate) fn keep(&self) {
         self.keep.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -112,6 +121,10 @@ mod tests {
         assert!(!p.exists());
         // A directory that is already gone is fine.
         drop(RuntimeDir::existing(d.path().join("gone")));
+        // An unowned one stays.
+        std::fs::create_dir_all(d.path().join("s3")).unwrap();
+        drop(RuntimeDir::unowned(d.path().join("s3")));
+        assert!(d.path().join("s3").exists());
         // A kept one stays.
         let k = RuntimeDir::create(d.path(), "s2").unwrap();
         k.keep();

@@ -17,7 +17,8 @@ use crate::disks::DiskHold;
 use crate::error::{EngineError, Result};
 use crate::machine::Machine;
 use crate::model::{
-    ExecItems, ExecSpec, FileRead, MemoryKind, Program, SandboxState, SandboxView, UploadStream,
+    ExecItems, ExecSpec, Expiry, FileRead, Lifetime, MemoryKind, Metadata, Program, SandboxState,
+    SandboxView, UploadStream,
 };
 use crate::ops;
 use crate::paths;
@@ -52,8 +53,26 @@ pub(crate) struct Spec {
     pub(crate) image: String,
     /// Environment for every exec.
     pub(crate) env: BTreeMap<String, String>,
-    /// Lifetime end.
-    pub(crate) expires_at_unix: Option<u64>,
+    /// Labels.
+    pub(crate) metadata: Metadata,
+}
+
+/// When a sandbox's lifetime ends (milliseconds since the Unix epoch) and
+/// what happens then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Expires {
+    pub(crate) at_ms: Option<u64>,
+    pub(crate) on_expiry: Expiry,
+}
+
+impl Expires {
+    /// A lifetime starting now.
+    pub(crate) fn from_now(l: Lifetime) -> Expires {
+        Expires {
+            at_ms: l.secs.map(|s| crate::lifecycle::now_ms() + s * 1000),
+            on_expiry: l.on_expiry,
+        }
+    }
 }
 
 /// Where a sandbox's guest RAM lives.
@@ -86,13 +105,16 @@ impl SandboxMemory {
 /// What a restarted daemon needs to re-adopt a sandbox in this state.
 fn runtime_facts(
     spec: &Spec,
+    expires: Expires,
     disk: &DiskState,
     memory: &SandboxMemory,
     boot_ms: Option<u64>,
 ) -> RuntimeFacts {
     RuntimeFacts {
         env: spec.env.clone(),
-        expires_at_unix: spec.expires_at_unix,
+        metadata: spec.metadata.clone(),
+        expires_at_ms: expires.at_ms,
+        on_expiry: expires.on_expiry,
         boot_ms,
         disk_top: disk.top.clone(),
         disk_chain: disk.chain.paths().to_vec(),
@@ -100,6 +122,7 @@ fn runtime_facts(
         disk_generation: disk.generation,
         memory: memory.kind().into(),
         memfd: memory.region().name().to_string(),
+        paused_snapshot: None,
     }
 }
 
@@ -115,6 +138,15 @@ pub(crate) struct DiskState {
     pub(crate) virtual_size: u64,
     /// Generation counter (names the next overlay).
     pub(crate) generation: u32,
+}
+
+/// What a paused sandbox is: the snapshot of itself it owns.
+#[derive(Debug, Clone)]
+pub(crate) struct Paused {
+    /// The snapshot's tag.
+    pub(crate) snapshot: String,
+    /// It ran on memory of its own (it resumes so).
+    pub(crate) own_memory: bool,
 }
 
 /// The live parts of a running sandbox.
@@ -136,10 +168,14 @@ pub struct Sandbox {
     /// The snapshot a child was spawned from.
     pub(crate) snapshot_tag: Option<String>,
     pub(crate) boot_ms: Option<u64>,
-    /// `None` for a sandbox a previous daemon left (dead).
+    /// `None` for a sandbox a previous daemon left (dead), or a paused one.
     pub(crate) guest: Option<Guest>,
+    /// Set when it is paused.
+    pub(crate) paused: Option<Paused>,
     /// Dropped when QEMU is gone.
     pub(crate) memory: Mutex<Option<SandboxMemory>>,
+    /// Its lifetime (changed by `set_timeout`).
+    expires: Mutex<Expires>,
     pub(crate) disk: Mutex<DiskState>,
     state: watch::Sender<(SandboxState, Option<String>)>,
     store: Arc<Store>,
@@ -154,6 +190,7 @@ impl Sandbox {
     pub(crate) fn running(
         running: Running,
         spec: Spec,
+        expires: Expires,
         snapshot_tag: Option<String>,
         created_at_unix: u64,
         store: Arc<Store>,
@@ -171,7 +208,7 @@ impl Sandbox {
             machine: vm.machine.clone(),
             created_at_unix,
             snapshot_tag: snapshot_tag.clone(),
-            runtime: Some(runtime_facts(&spec, &vm.disk, &vm.memory, boot_ms)),
+            runtime: Some(runtime_facts(&spec, expires, &vm.disk, &vm.memory, boot_ms)),
         };
         store.insert(&row)?;
         let (cmd, cmd_rx) = mpsc::channel(4);
@@ -190,7 +227,9 @@ impl Sandbox {
                 link: Arc::new(link),
                 cmd,
             }),
+            paused: None,
             memory: Mutex::new(Some(vm.memory)),
+            expires: Mutex::new(expires),
             disk: Mutex::new(vm.disk),
             state: watch::channel((SandboxState::Running, None)).0,
             store,
@@ -212,7 +251,11 @@ impl Sandbox {
             spec: Spec {
                 image: row.image,
                 env: BTreeMap::new(),
-                expires_at_unix: None,
+                metadata: row
+                    .runtime
+                    .as_ref()
+                    .map(|f| f.metadata.clone())
+                    .unwrap_or_default(),
             },
             machine: row.machine,
             dir: RuntimeDir::existing(row.dir),
@@ -220,7 +263,9 @@ impl Sandbox {
             snapshot_tag: row.snapshot_tag,
             boot_ms: None,
             guest: None,
+            paused: None,
             memory: Mutex::new(None),
+            expires: Mutex::new(Expires::default()),
             disk: Mutex::new(DiskState {
                 top: Default::default(),
                 chain: no_disk,
@@ -235,6 +280,91 @@ impl Sandbox {
         }
     }
 
+    /// The paused sandbox this running one becomes (same id, labels and
+    /// lifetime; no VM); `snapshot` is the snapshot of itself it owns.
+    pub(crate) fn paused(&self, snapshot: String, own_memory: bool) -> Sandbox {
+        Sandbox {
+            id: self.id.clone(),
+            spec: self.spec.clone(),
+            machine: self.machine.clone(),
+            dir: RuntimeDir::unowned(self.dir.path().to_path_buf()),
+            created_at_unix: self.created_at_unix,
+            snapshot_tag: self.snapshot_tag.clone(),
+            boot_ms: None,
+            guest: None,
+            paused: Some(Paused {
+                snapshot,
+                own_memory,
+            }),
+            memory: Mutex::new(None),
+            expires: Mutex::new(self.expires()),
+            disk: Mutex::new(DiskState {
+                top: Default::default(),
+                // Its snapshot references the disk chain; it holds nothing.
+                chain: self
+                    .disk
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .chain
+                    .none(),
+                virtual_size: 0,
+                generation: 0,
+            }),
+            state: watch::channel((SandboxState::Paused, None)).0,
+            store: self.store.clone(),
+            span: self.span.clone(),
+            branch_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Record in the database that it is paused (no pid; its snapshot named).
+    pub(crate) fn record_paused(&self) -> Result<()> {
+        let Some(p) = &self.paused else {
+            return Ok(());
+        };
+        let facts = RuntimeFacts {
+            env: self.spec.env.clone(),
+            metadata: self.spec.metadata.clone(),
+            expires_at_ms: self.expires().at_ms,
+            on_expiry: self.expires().on_expiry,
+            boot_ms: None,
+            disk_top: Default::default(),
+            disk_chain: Vec::new(),
+            disk_bytes: 0,
+            disk_generation: 0,
+            memory: if p.own_memory {
+                crate::store::MemoryKindCol::Own
+            } else {
+                crate::store::MemoryKindCol::Cow
+            },
+            memfd: String::new(),
+            paused_snapshot: Some(p.snapshot.clone()),
+        };
+        Ok(self.store.set_paused(&self.id, &facts)?)
+    }
+
+    /// A paused sandbox from its database row.
+    pub(crate) fn paused_from_row(
+        row: SandboxRow,
+        store: Arc<Store>,
+        no_disk: DiskHold,
+    ) -> Option<Sandbox> {
+        let facts = row.runtime.clone()?;
+        let snapshot = facts.paused_snapshot.clone()?;
+        let mut sb = Sandbox::dead(row, None, store, no_disk);
+        sb.dir = RuntimeDir::unowned(sb.dir.path().to_path_buf());
+        sb.paused = Some(Paused {
+            snapshot,
+            own_memory: facts.memory == crate::store::MemoryKindCol::Own,
+        });
+        sb.expires = Mutex::new(Expires {
+            at_ms: facts.expires_at_ms,
+            on_expiry: facts.on_expiry,
+        });
+        sb.state = watch::channel((SandboxState::Paused, None)).0;
+        Some(sb)
+    }
+
     /// Record what re-adoption needs now (after a branch moved the disk).
     pub(crate) fn record_runtime(&self) {
         let memory = self
@@ -244,10 +374,37 @@ impl Sandbox {
             .clone();
         let Some(memory) = memory else { return };
         let disk = self.disk.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let facts = runtime_facts(&self.spec, &disk, &memory, self.boot_ms);
+        let facts = runtime_facts(&self.spec, self.expires(), &disk, &memory, self.boot_ms);
         if let Err(e) = self.store.set_runtime(&self.id, &facts) {
             tracing::warn!(parent: &self.span, error = %e, "cannot record the sandbox's disk chain");
         }
+    }
+
+    /// Its lifetime.
+    pub(crate) fn expires(&self) -> Expires {
+        *self.expires.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new lifetime, recorded for a restarted daemon.
+    pub(crate) fn set_expires(&self, e: Expires) {
+        *self.expires.lock().unwrap_or_else(|p| p.into_inner()) = e;
+        self.record_runtime();
+    }
+
+    /// The action due at `now_ms`, if its lifetime ran out (taken: it is due once).
+    pub(crate) fn take_due(&self, now_ms: u64) -> Option<Expiry> {
+        let mut e = self.expires.lock().unwrap_or_else(|p| p.into_inner());
+        if e.at_ms.is_some_and(|at| at <= now_ms) {
+            e.at_ms = None;
+            return Some(e.on_expiry);
+        }
+        None
+    }
+
+    /// Whether every label of `want` is on it.
+    pub(crate) fn has_labels(&self, want: &Metadata) -> bool {
+        want.iter()
+            .all(|(k, v)| self.spec.metadata.get(k) == Some(v))
     }
 
     /// Its id.
@@ -270,9 +427,11 @@ impl Sandbox {
             pid: self.guest.as_ref().map(|g| g.pid),
             created_at_unix: self.created_at_unix,
             boot_ms: self.boot_ms,
-            expires_at_unix: self.spec.expires_at_unix,
+            expires_at_unix: self.expires().at_ms.map(|ms| ms.div_ceil(1000)),
+            on_expiry: self.expires().on_expiry,
             snapshot_tag: self.snapshot_tag.clone(),
             memory: self.memory_kind(),
+            metadata: self.spec.metadata.clone(),
         }
     }
 
@@ -328,9 +487,10 @@ impl Sandbox {
     pub(crate) fn guest(&self) -> Result<&Guest> {
         match self.state() {
             SandboxState::Running => self.guest.as_ref().ok_or_else(|| self.not_running()),
-            SandboxState::Booting | SandboxState::Stopping | SandboxState::Dead => {
-                Err(self.not_running())
-            }
+            SandboxState::Booting
+            | SandboxState::Paused
+            | SandboxState::Stopping
+            | SandboxState::Dead => Err(self.not_running()),
         }
     }
 

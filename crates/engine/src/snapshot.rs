@@ -67,6 +67,13 @@ pub struct SnapshotMeta {
     pub created_at_unix: u64,
     /// Fallback warnings.
     pub warning: Option<String>,
+    /// Labels of the sandbox it was taken from (its children inherit them).
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// The paused sandbox this snapshot is (hidden from listings; resuming
+    /// or removing that sandbox deletes it).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// `meta.json` format 1, read and converted to the current format.
@@ -138,6 +145,8 @@ impl SnapshotMetaV1 {
             vmstate_bytes: self.vmstate_bytes,
             created_at_unix: self.created_at_unix,
             warning: self.warning,
+            metadata: Default::default(),
+            owner: None,
         })
     }
 }

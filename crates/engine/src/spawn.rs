@@ -15,7 +15,7 @@ use crate::lifecycle::new_id;
 use crate::model::{Child, ChildMemory, ChildOutcome, SpawnSpec};
 use crate::observe::Timing;
 use crate::pool::Prestarted;
-use crate::sandbox::Spec;
+use crate::sandbox::{Expires, Spec};
 use crate::snapshot::Snapshot;
 use crate::{paths, Engine};
 
@@ -27,7 +27,7 @@ impl Engine {
     pub async fn spawn(self: &Arc<Self>, spec: SpawnSpec) -> Result<Vec<ChildOutcome>> {
         self.check_open()?;
         let t0 = Instant::now();
-        let snap = self.snapshots.get(&spec.snapshot)?;
+        let snap = self.public_snapshot(&spec.snapshot)?;
         let m = &snap.meta;
         if let Some(mib) = spec.expect_memory_mib {
             if mib != m.machine.memory_mib {
@@ -55,6 +55,8 @@ impl Engine {
         for k in spec.env.keys() {
             paths::env_name(k)?;
         }
+        crate::lifecycle::check_lifetime(&spec.lifetime)?;
+        crate::lifecycle::check_labels(&spec.metadata)?;
         let snap_mem = {
             let s = snap.clone();
             tokio::task::spawn_blocking(move || s.memory())
@@ -124,13 +126,17 @@ impl Engine {
             ready_ms,
             prestarted,
         });
+        // Labels: the snapshot's, with the spawn's over them.
+        let mut metadata = snap.meta.metadata.clone();
+        metadata.extend(spec.metadata.clone());
         let sb = self.register(
             running,
             Spec {
                 image: snap.meta.image.clone(),
                 env: spec.env.clone(),
-                expires_at_unix: None,
+                metadata,
             },
+            Expires::from_now(spec.lifetime),
             Some(snap.meta.tag.clone()),
             crate::lifecycle::now_unix(),
         )?;

@@ -25,8 +25,15 @@ use crate::model::{MemoryKind, SandboxState};
 pub struct RuntimeFacts {
     /// Environment for every exec.
     pub env: std::collections::BTreeMap<String, String>,
-    /// Lifetime end.
-    pub expires_at_unix: Option<u64>,
+    /// Labels.
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Lifetime end, ms since the Unix epoch.
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+    /// What happens then.
+    #[serde(default)]
+    pub on_expiry: crate::model::Expiry,
     /// Start to agent ready, ms.
     pub boot_ms: Option<u64>,
     /// The overlay QEMU writes now.
@@ -41,6 +48,9 @@ pub struct RuntimeFacts {
     pub memory: MemoryKindCol,
     /// The memfd's name (`/memfd:<name>` in QEMU's descriptors).
     pub memfd: String,
+    /// A paused sandbox: the snapshot of itself it owns.
+    #[serde(default)]
+    pub paused_snapshot: Option<String>,
 }
 
 /// [`MemoryKind`] as stored.
@@ -283,6 +293,19 @@ impl Store {
         })
     }
 
+    /// Record a paused sandbox: no pid, and what resuming it needs.
+    pub fn set_paused(&self, id: &str, facts: &RuntimeFacts) -> Result<(), StoreError> {
+        let json = serde_json::to_string(facts)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        self.with(|c| {
+            c.execute(
+                "UPDATE sandboxes SET state = ?2, pid = NULL, runtime = ?3 WHERE id = ?1",
+                params![id, StateCol(SandboxState::Paused), json],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Forget a sandbox.
     pub fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.with(|c| {
@@ -396,7 +419,9 @@ mod tests {
             snapshot_tag: Some("t".into()),
             runtime: Some(RuntimeFacts {
                 env: [("A".to_string(), "1".to_string())].into(),
-                expires_at_unix: Some(9),
+                metadata: [("team".to_string(), "x".to_string())].into(),
+                expires_at_ms: Some(9000),
+                on_expiry: crate::model::Expiry::Pause,
                 boot_ms: Some(2000),
                 disk_top: "/x/disk-g2.qcow2".into(),
                 disk_chain: vec!["/h/disks/t-1.qcow2".into()],
@@ -404,6 +429,7 @@ mod tests {
                 disk_generation: 2,
                 memory: MemoryKindCol::Cow,
                 memfd: "zygote-snap-t".into(),
+                paused_snapshot: None,
             }),
         }
     }

@@ -26,9 +26,40 @@ pub struct CreateSandbox {
     /// Environment applied to every exec in this sandbox.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Lifetime in seconds; the sandbox is removed when it runs out.
+    /// Lifetime in seconds; when it runs out the sandbox is removed (or
+    /// paused, with `on_expiry: "pause"`).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// What happens when the lifetime runs out (default `kill`).
+    #[serde(default)]
+    pub on_expiry: Option<OnExpiry>,
+    /// Labels (at most 64; keys of A-Z a-z 0-9 . _ - /, values under 512 bytes).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What happens when a sandbox's lifetime runs out.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub enum OnExpiry {
+    /// Remove it.
+    #[default]
+    Kill,
+    /// Pause it (resume brings it back).
+    Pause,
+}
+
+/// `POST /v1/sandboxes/{id}/timeout`: a new lifetime, from now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TimeoutBody {
+    /// Seconds from now.
+    pub timeout_secs: u64,
+    /// What happens then (default: unchanged, or `kill`).
+    #[serde(default)]
+    pub on_expiry: Option<OnExpiry>,
 }
 
 /// Lifecycle state of a sandbox.
@@ -40,6 +71,8 @@ pub enum SandboxState {
     Booting,
     /// The agent answered; the sandbox takes work.
     Running,
+    /// Paused: a stored snapshot of itself, no VM (`POST .../resume`).
+    Paused,
     /// Being removed.
     Stopping,
     /// QEMU exited or the guest stopped answering; `reason` says why.
@@ -52,6 +85,7 @@ impl SandboxState {
         match self {
             SandboxState::Booting => "booting",
             SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
             SandboxState::Stopping => "stopping",
             SandboxState::Dead => "dead",
         }
@@ -85,9 +119,15 @@ pub struct SandboxInfo {
     /// Milliseconds from QEMU start to the agent's answer.
     #[serde(default)]
     pub boot_ms: Option<u64>,
-    /// When the sandbox will be removed, seconds since the Unix epoch.
+    /// When its lifetime ends, seconds since the Unix epoch.
     #[serde(default)]
     pub expires_at_unix: Option<u64>,
+    /// What happens then.
+    #[serde(default)]
+    pub on_expiry: OnExpiry,
+    /// Labels.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
     /// The snapshot it was spawned from.
     #[serde(default)]
     pub snapshot_tag: Option<String>,
@@ -418,6 +458,19 @@ pub struct CreateSnapshot {
     /// Python run in the warm interpreter before the snapshot (e.g. `import numpy`).
     #[serde(default)]
     pub warmup: Option<String>,
+    /// A shell command started in the background before the snapshot (a
+    /// server, a database); it runs on in every child.
+    #[serde(default)]
+    pub warmup_cmd: Option<String>,
+    /// A shell command retried until it exits 0 before the snapshot is taken.
+    #[serde(default)]
+    pub ready_cmd: Option<String>,
+    /// A guest TCP port that must accept (on 127.0.0.1) before the snapshot.
+    #[serde(default)]
+    pub ready_port: Option<u16>,
+    /// How long readiness may take (default 60 s).
+    #[serde(default)]
+    pub ready_timeout_secs: Option<u64>,
     /// Guest RAM in MiB.
     #[serde(default)]
     pub memory_mib: Option<u64>,
@@ -457,6 +510,15 @@ pub struct SpawnBody {
     /// Environment for every exec in each child.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Each child's lifetime in seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// What happens when it runs out (default `kill`).
+    #[serde(default)]
+    pub on_expiry: Option<OnExpiry>,
+    /// Labels over the snapshot's (children inherit the snapshot's).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// One child of a spawn: a sandbox or why it failed.
@@ -501,6 +563,15 @@ pub struct ForkBody {
     /// Hugepages for the snapshot and private children.
     #[serde(default)]
     pub hugepages: bool,
+    /// Each child's lifetime in seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// What happens when it runs out (default `kill`).
+    #[serde(default)]
+    pub on_expiry: Option<OnExpiry>,
+    /// Labels over the parent's (children inherit the parent's).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Answer of `POST /v1/sandboxes/{id}/fork`.

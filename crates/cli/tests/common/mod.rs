@@ -142,6 +142,40 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("exec `{cmd}` failed: {e}"))
     }
 
+    /// Start a new daemon on the same home and socket, once the previous one
+    /// has exited (`stop`, or killed by the test).
+    pub async fn relaunch(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "the previous daemon still runs");
+        let log = std::fs::File::options()
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new(zygote_bin())
+                .arg("daemon")
+                .arg("--socket")
+                .arg(&self.socket)
+                .arg("--home")
+                .arg(&self.home)
+                .args(extra)
+                .env("ZYGOTE_LOG", "info,zygote_engine=debug")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start the daemon again"),
+        );
+        let t0 = Instant::now();
+        while self.client.health().await.is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "daemon did not come back: {}",
+                tail(&self.log(), 60)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGTERM the daemon and wait for it to exit (at most 30 s).
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");

@@ -36,8 +36,14 @@ pub(crate) fn sandbox(id: &str) -> SandboxView {
         created_at_unix: 1_700_000_000,
         boot_ms: Some(2000),
         expires_at_unix: None,
+        on_expiry: Expiry::Kill,
         snapshot_tag: Some("warm".into()),
         memory: Some(MemoryKind::Cow),
+        metadata: [(
+            "team".to_string(),
+            if id == "sb2" { "b" } else { "a" }.to_string(),
+        )]
+        .into(),
     }
 }
 
@@ -125,6 +131,42 @@ impl EngineApi for Fake {
 
     fn sandbox(&self, id: &str) -> Result<SandboxView> {
         self.known(id)?;
+        Ok(sandbox(id))
+    }
+
+    fn sandboxes_where(&self, q: &ListQuery) -> Vec<SandboxView> {
+        ["sb1", "sb2", "sb3"]
+            .iter()
+            .map(|id| sandbox(id))
+            .filter(|s| q.metadata.iter().all(|(k, v)| s.metadata.get(k) == Some(v)))
+            .filter(|s| q.state.is_none_or(|st| st == s.state))
+            .collect()
+    }
+
+    async fn set_timeout(&self, id: &str, lifetime: Lifetime) -> Result<SandboxView> {
+        self.known(id)?;
+        self.call(format!(
+            "timeout {id} {:?} {:?}",
+            lifetime.secs, lifetime.on_expiry
+        ))?;
+        let mut v = sandbox(id);
+        v.expires_at_unix = lifetime.secs.map(|s| 1_700_000_000 + s);
+        v.on_expiry = lifetime.on_expiry;
+        Ok(v)
+    }
+
+    async fn pause(&self, id: &str) -> Result<SandboxView> {
+        self.known(id)?;
+        self.call(format!("pause {id}"))?;
+        let mut v = sandbox(id);
+        v.state = SandboxState::Paused;
+        v.memory = None;
+        Ok(v)
+    }
+
+    async fn resume(&self, id: &str) -> Result<SandboxView> {
+        self.known(id)?;
+        self.call(format!("resume {id}"))?;
         Ok(sandbox(id))
     }
 

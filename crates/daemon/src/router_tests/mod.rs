@@ -178,7 +178,7 @@ async fn sandboxes_create_list_get_remove() {
         )]
     );
     let a = h.get("/v1/sandboxes").await;
-    assert_eq!(a.json().as_array().unwrap().len(), 2);
+    assert_eq!(a.json().as_array().unwrap().len(), 3);
     assert_eq!(a.json()[0]["state"], "running");
     let a = h.get("/v1/sandboxes/sb1").await;
     assert_eq!(
@@ -806,4 +806,86 @@ async fn directory_trees() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
         assert!(a.error().contains(needle), "{body}: {}", a.error());
     }
+}
+
+#[tokio::test]
+async fn labels_pages_lifetimes_pause_resume() {
+    let h = harness();
+    let a = h.get("/v1/sandboxes?metadata.team=a").await;
+    let v = a.json();
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["sb1", "sb3"]);
+    assert_eq!(a.json()[0]["metadata"]["team"], "a");
+    let a = h.get("/v1/sandboxes?limit=2").await;
+    assert_eq!(a.json().as_array().unwrap().len(), 2);
+    let token = a.headers["x-next-token"].to_str().unwrap().to_string();
+    let a = h
+        .get(&format!("/v1/sandboxes?limit=2&next_token={token}"))
+        .await;
+    assert_eq!(a.json().as_array().unwrap().len(), 1);
+    assert!(
+        a.headers.get("x-next-token").is_none(),
+        "the last page names no next one"
+    );
+    for (uri, needle) in [
+        ("/v1/sandboxes?state=sleeping", "state `sleeping`"),
+        ("/v1/sandboxes?limit=0", "limit `0`"),
+        ("/v1/sandboxes?next_token=zz", "next_token `zz`"),
+        ("/v1/sandboxes?team=a", "unknown query parameter `team`"),
+    ] {
+        let a = h.get(uri).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(a.error().contains(needle), "{uri}: {}", a.error());
+    }
+    let a = h
+        .post(
+            "/v1/sandboxes",
+            json!({"metadata": {"team": "x"}, "timeout_secs": 30, "on_expiry": "pause"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let a = h
+        .post("/v1/sandboxes", json!({"on_expiry": "explode"}))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let a = h
+        .post(
+            "/v1/sandboxes/sb1/timeout",
+            json!({"timeout_secs": 60, "on_expiry": "pause"}),
+        )
+        .await;
+    assert_eq!(
+        (
+            a.json()["expires_at_unix"].as_u64(),
+            a.json()["on_expiry"].as_str()
+        ),
+        (Some(1_700_000_060), Some("pause"))
+    );
+    let a = h
+        .post("/v1/sandboxes/sb1/timeout", json!({"timeout_secs": 60}))
+        .await;
+    assert_eq!(a.json()["on_expiry"], "kill", "unchanged when not given");
+    let a = h.post("/v1/sandboxes/sb1/pause", json!({})).await;
+    assert_eq!(
+        (a.json()["state"].as_str(), a.json()["memory"].clone()),
+        (Some("paused"), Value::Null)
+    );
+    let a = h.post("/v1/sandboxes/sb1/resume", json!({})).await;
+    assert_eq!(a.json()["state"], "running");
+    assert_eq!(
+        h.post("/v1/sandboxes/nope/pause", json!({})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    h.fail_next(EngineError::Conflict(
+        "sandbox `sb1` is running: only a paused sandbox can be resumed".into(),
+    ));
+    assert_eq!(
+        h.post("/v1/sandboxes/sb1/resume", json!({})).await.status,
+        StatusCode::CONFLICT
+    );
 }

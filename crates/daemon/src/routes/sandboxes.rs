@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,20 +20,96 @@ use zygote_proto::compat::{
     BranchRequest, EvalAnswer, ExecRequest, ForkdChild, PingAnswer, SpawnRequest,
 };
 
-use super::{from_value, ApiJson};
+use super::{from_value, ApiJson, Params};
 use crate::error::ApiError;
 use crate::observe::Found;
 use crate::{forkd, wire, AppState};
 
-#[utoipa::path(get, path = "/v1/sandboxes", responses((status = 200, body = [SandboxInfo])))]
-pub(crate) async fn list(State(s): State<AppState>) -> Json<Vec<SandboxInfo>> {
-    Json(
-        s.engine
-            .sandboxes()
-            .into_iter()
-            .map(wire::sandbox)
-            .collect(),
-    )
+/// Most sandboxes one page lists.
+const MAX_PAGE: usize = 1000;
+
+#[utoipa::path(get, path = "/v1/sandboxes", params(
+        ("state" = Option<String>, Query, description = "only sandboxes in this state"),
+        ("metadata.KEY" = Option<String>, Query, description = "only sandboxes labelled KEY=value (repeatable)"),
+        ("limit" = Option<usize>, Query, description = "at most this many (1-1000); the `X-Next-Token` header then names the next page"),
+        ("next_token" = Option<String>, Query, description = "the page after the one that answered this token")),
+    responses((status = 200, body = [SandboxInfo])))]
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<Params>,
+) -> Result<Response, ApiError> {
+    let query = wire::list_query(&q)?;
+    let all = s.engine.sandboxes_where(&query);
+    let limit = match q.get("limit") {
+        None => None,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Some(n),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit `{l}` is out of range: pass 1-{MAX_PAGE}"
+                )))
+            }
+        },
+    };
+    // The token is the last id of the previous page (ids are unique; the
+    // order is creation time, then id).
+    let start = match q.get("next_token") {
+        None => 0,
+        Some(t) => all
+            .iter()
+            .position(|v| &v.id == t)
+            .map(|i| i + 1)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "next_token `{t}` names no sandbox in this listing: start again without it"
+                ))
+            })?,
+    };
+    let end = limit.map_or(all.len(), |n| (start + n).min(all.len()));
+    let page: Vec<SandboxInfo> = all[start..end].iter().cloned().map(wire::sandbox).collect();
+    let mut resp = Json(page).into_response();
+    if end < all.len() && end > start {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&all[end - 1].id) {
+            resp.headers_mut().insert("x-next-token", v);
+        }
+    }
+    Ok(resp)
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", params(("id" = String, Path)),
+    description = "Stores the sandbox as a snapshot of itself (memory, device state, disk), stops its VM and frees its memory; it stays listed, `paused`. `POST .../resume` brings it back under the same id.",
+    responses((status = 200, body = SandboxInfo), (status = 409, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn pause(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    Ok(Json(wire::sandbox(s.engine.pause(&id).await?)))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", params(("id" = String, Path)),
+    responses((status = 200, body = SandboxInfo), (status = 409, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn resume(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    Ok(Json(wire::sandbox(s.engine.resume(&id).await?)))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/timeout", params(("id" = String, Path)), request_body = zygote_proto::api::TimeoutBody,
+    description = "A new lifetime from now (it replaces the old one); when it runs out the sandbox is removed, or paused with `on_expiry: \"pause\"`.",
+    responses((status = 200, body = SandboxInfo)))]
+pub(crate) async fn timeout(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<zygote_proto::api::TimeoutBody>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    let current = s.engine.sandbox(&id)?.on_expiry;
+    let on = b.on_expiry.unwrap_or(wire::on_expiry(current));
+    let v = s
+        .engine
+        .set_timeout(&id, wire::lifetime(Some(b.timeout_secs), Some(on)))
+        .await?;
+    Ok(Json(wire::sandbox(v)))
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes", request_body = CreateSandbox,

@@ -35,7 +35,7 @@ pub(crate) async fn create(
         ));
     }
     let body: CreateSnapshot = from_value(v)?;
-    let info = wire::snapshot(s.engine.create_snapshot(wire::warm_snapshot(body)).await?);
+    let info = wire::snapshot(s.engine.create_snapshot(wire::warm_snapshot(body)?).await?);
     let found = Found::snapshot(&info.tag);
     Ok(found.on((StatusCode::CREATED, Json(info))))
 }
