@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Tests of the Python SDK (sdk/python) and the MCP server (sdk/mcp) against a
-# real daemon booting real guests. Creates a venv under target/py-venv (or
-# $ZYGOTE_PY_VENV), installs both packages and pytest into it, and runs both
-# suites. Each suite starts its own `zygote daemon` on a private socket and home
-# ($ZYGOTE_BIN, default target/release/zygote; images from $ZYGOTE_TEST_HOME) and
-# stops it with SIGTERM at the end.
+# real daemon booting real guests. First checks that the SDK's sync API
+# (_sync.py) is what sdk/python/scripts/unasync.py generates from _async.py.
+# Creates a venv under target/py-venv (or $ZYGOTE_PY_VENV), installs both
+# packages and pytest into it, and runs both suites. Each suite starts its own
+# `zygote daemon` on a private socket and home ($ZYGOTE_BIN, default
+# target/release/zygote; images from $ZYGOTE_TEST_HOME) and stops it with
+# SIGTERM at the end.
 #
 # With ZYGOTE_E2E=1 (as scripts/test.sh sets it) a test that cannot run here
 # (not root, no image, no binary) fails; without it, it is skipped with the reason.
@@ -20,11 +22,16 @@ py=${PYTHON:-python3}
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "Python venv ($venv)"
 if ! "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
   echo "test-python: $py is $("$py" --version 2>&1); the SDK needs Python >= 3.11 (set PYTHON=)" >&2
   exit 1
 fi
+
+step "sdk/python: _sync.py is what scripts/unasync.py generates from _async.py"
+"$py" sdk/python/scripts/unasync.py --check
+echo "_sync.py up to date"
+
+step "Python venv ($venv)"
 if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
   rm -rf "$venv"
   if ! "$py" -m venv "$venv" 2>/dev/null; then

@@ -1,7 +1,8 @@
 //! Finding the daemon: `--socket`, `--url` (+ `ZYGOTE_TOKEN`), or the default
 //! socket, where a daemon is started automatically when none answers.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -35,7 +36,18 @@ pub(crate) async fn client(conn: &Conn) -> Result<Client> {
     }
 }
 
-async fn start_daemon(socket: &std::path::Path) -> Result<()> {
+/// The benches reach the daemon as every other command does.
+impl zygote_bench::Connect for Conn {
+    fn client(&self) -> impl Future<Output = Result<Client>> {
+        client(self)
+    }
+
+    fn socket(&self) -> Option<&Path> {
+        self.socket.as_deref()
+    }
+}
+
+async fn start_daemon(socket: &Path) -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!(

@@ -4,7 +4,6 @@
 //! REST API. Data goes to stdout, logs to stderr; `--json` prints one JSON
 //! document for scripts.
 
-mod bench;
 mod connect;
 mod doctor;
 mod env;
@@ -120,24 +119,8 @@ enum Cmd {
     #[command(long_about = help::MAN)]
     Man,
     /// Benchmarks (not tests): tables of p50/p99/max, CSV and PNG charts.
-    #[command(subcommand, long_about = bench::HELP)]
-    Bench(BenchCmd),
-}
-
-#[derive(Subcommand, Debug)]
-enum BenchCmd {
-    /// Cold boot, exec round trip, file throughput, host memory; beside a
-    /// copy-on-write child (writes CSV and PNG into --out).
-    #[command(alias = "sandbox", long_about = bench::HELP_BOOT)]
-    Boot(bench::BootArgs),
-    /// Children of a snapshot: copy-on-write or private memory, 4 KiB or
-    /// hugepages, n per spawn; time to running and ready, memory per child.
-    #[command(long_about = bench::HELP_SPAWN)]
-    Spawn(bench::SpawnArgs),
-    /// Parent pause of a branch: modes (copy, copy+hugepages, live) x load
-    /// in the parent (idle, rewrite:MIB, touch:MIB).
-    #[command(long_about = bench::HELP_BRANCH)]
-    Branch(bench::BranchArgs),
+    #[command(subcommand, long_about = zygote_bench::HELP)]
+    Bench(zygote_bench::BenchCmd<Conn>),
 }
 
 #[derive(Args, Debug)]
@@ -248,9 +231,7 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Cp(a) => sandbox_cmd::cp(a).await,
         Cmd::Ls(a) => sandbox_cmd::ls(a).await,
         Cmd::Rm(a) => sandbox_cmd::rm(a).await,
-        Cmd::Bench(BenchCmd::Boot(a)) => bench::boot(a).await,
-        Cmd::Bench(BenchCmd::Spawn(a)) => bench::spawn(a).await,
-        Cmd::Bench(BenchCmd::Branch(a)) => bench::branch(a).await,
+        Cmd::Bench(c) => zygote_bench::run(c).await,
         Cmd::Snapshot(c) => snapshot_cmd::snapshot(c).await,
         Cmd::Branch(a) => snapshot_cmd::branch(a).await,
         Cmd::Spawn(a) => snapshot_cmd::spawn(a).await,

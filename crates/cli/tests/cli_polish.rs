@@ -3,11 +3,9 @@
 //! aligned human tables with headers, no progress output when stderr is not a
 //! terminal; plus the man-style `--help`, shell completions and `zygote man`.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::*;
+use zygote_tests::*;
 
 fn zygote_env(socket: Option<&std::path::Path>, args: &[&str]) -> Output {
     let mut c = Command::new(zygote_bin());

@@ -4,12 +4,10 @@
 //! installed), and leaves no sandbox or snapshot behind; bad options fail
 //! before anything boots.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use zygote_tests::*;
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 

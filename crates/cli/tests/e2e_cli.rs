@@ -1,10 +1,8 @@
 //! End-to-end: the CLI contract scripts depend on (exit codes, --json, cp, rm).
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::*;
+use zygote_tests::*;
 
 fn zygote(d: &Daemon, args: &[&str]) -> Output {
     Command::new(zygote_bin())

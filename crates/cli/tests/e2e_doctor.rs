@@ -3,12 +3,10 @@
 //! real daemon is reachable on its socket and on TCP, where the right token is
 //! accepted and a wrong or missing one refused. No guest is booted.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use zygote_tests::*;
 
 /// Every check, in report order (the documented contract of `doctor --json`).
 const CHECKS: &[&str] = &[

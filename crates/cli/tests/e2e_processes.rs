@@ -2,15 +2,13 @@
 //! guests, through the REST client and the CLI (the shell driven under tmux,
 //! as a person would).
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::*;
 use zygote_proto::api::{ExecBody, ExecEvent, ProcessStart};
 use zygote_proto::procs::PtySize;
+use zygote_tests::*;
 
 fn text(ev: &ExecEvent) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;

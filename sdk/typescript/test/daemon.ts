@@ -1,6 +1,6 @@
 // Test harness: a real `zygote daemon` on a private socket, home and TCP port
 // (bearer token), booting real guests under TCG from the image scripts/test.sh
-// builds. Mirrors crates/cli/tests/common/mod.rs.
+// builds. Mirrors crates/tests/src/lib.rs.
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";

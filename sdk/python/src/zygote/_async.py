@@ -1,11 +1,15 @@
+# unasync: async-only
+# _sync.py is generated from this file by scripts/unasync.py: run it after an
+# edit (its docstring lists what it renames); code that differs is marked `unasync:`.
+# unasync: end
 """The asynchronous API: :class:`AsyncSandbox`, its ``commands`` and ``files``,
-and :class:`AsyncSnapshot`. Same calls as the sync API, awaited."""
+and :class:`AsyncSnapshot`."""
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import inspect
+import inspect  # unasync: async-only
 import os
 import stat
 from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
@@ -50,7 +54,9 @@ def _endpoint(
 
 
 async def _children(
-    transport: AsyncTransport, results: Any, endpoint: Endpoint
+    transport: AsyncTransport,
+    results: Any,
+    endpoint: Endpoint,
 ) -> builtins.list[AsyncSandbox]:
     """Sandboxes from a list of ``SpawnResult``; on any failure kill the others and raise."""
     ok, errors = [], []
@@ -63,7 +69,7 @@ async def _children(
         for info in ok:
             try:
                 await transport.send(
-                    _api.Call("DELETE", f"/v1/sandboxes/{_api.seg(info.id, 'id')}")
+                    _api.Call("DELETE", f"/v1/sandboxes/{_api.seg(info.id, 'id')}"),
                 )
             except NotFoundError:
                 pass
@@ -92,6 +98,7 @@ async def _spawn(
         await t.close()
 
 
+# unasync: async-only
 class PendingSandbox:
     """What :meth:`AsyncSandbox.create` returns: await it for the sandbox, or
     ``async with`` it to have the sandbox removed at the end of the block."""
@@ -115,6 +122,9 @@ class PendingSandbox:
     ) -> None:
         if self._sb is not None:
             await self._sb.__aexit__(exc_type, exc, tb)
+
+
+# unasync: end
 
 
 class AsyncCommands:
@@ -170,9 +180,13 @@ class AsyncCommands:
                     for kind, text in dec.feed(line):
                         cb = on_stdout if kind == "stdout" else on_stderr
                         if cb is not None:
+                            # unasync: async-only
                             r = cb(text)
                             if inspect.isawaitable(r):
                                 await r
+                            # unasync: sync-only
+                            # cb(text)
+                            # unasync: end
                     if dec.result is not None:
                         break
             result = dec.finish()
@@ -219,7 +233,8 @@ class AsyncFiles:
             raise ConfigError(f"format={format!r}: pass 'text' or 'bytes'")
         call = _api.files_call("GET", self._sb.id, path)
         call.timeout = None
-        data = (await self._sb._transport.send(call)).content
+        resp = await self._sb._transport.send(call)
+        data = resp.content
         return data if format == "bytes" else data.decode("utf-8", "replace")
 
     async def download(self, path: str, dest: str | os.PathLike[str] | BinaryIO) -> int:
@@ -284,13 +299,14 @@ class AsyncFiles:
 
 
 class AsyncSandbox:
-    """A running sandbox (async API): a Linux microVM with a warm Python interpreter.
+    """A running sandbox: a Linux microVM with a warm Python interpreter.
 
     Create one with :meth:`create` (or reattach with :meth:`connect`); use it as a
     context manager to have it removed at the end::
 
         async with AsyncSandbox.create() as sb:
-            print((await sb.commands.run("uname -r")).stdout)
+            r = await sb.commands.run("uname -r")
+            print(r.stdout)
 
     Attributes:
         id: The sandbox id.
@@ -333,9 +349,8 @@ class AsyncSandbox:
     ) -> PendingSandbox:
         """Boot a sandbox from an image, or start one from a snapshot.
 
-        Await the result (``sb = await AsyncSandbox.create()``) or use it directly
-        as an async context manager (``async with AsyncSandbox.create() as sb:``),
-        which removes the sandbox at the end.
+        The sandbox: ``sb = await AsyncSandbox.create()``, or as a context manager
+        that removes it at the end of the block: ``async with AsyncSandbox.create() as sb:``.
 
         Args:
             image: Image to boot (default ``python``). Not with ``snapshot``.
@@ -354,19 +369,22 @@ class AsyncSandbox:
             token: Bearer token for ``url`` (default ``ZYGOTE_TOKEN``).
             request_timeout: Seconds one API call may take.
         """
-        return PendingSandbox(
-            cls._create(
-                image,
-                snapshot,
-                memory_mib,
-                vcpus,
-                env,
-                timeout,
-                private_memory,
-                hugepages,
-                _endpoint(socket, url, token, request_timeout),
-            )
+        created = cls._create(
+            image,
+            snapshot,
+            memory_mib,
+            vcpus,
+            env,
+            timeout,
+            private_memory,
+            hugepages,
+            _endpoint(socket, url, token, request_timeout),
         )
+        # unasync: async-only
+        return PendingSandbox(created)
+        # unasync: sync-only
+        # return created
+        # unasync: end
 
     @classmethod
     async def _create(
@@ -421,7 +439,7 @@ class AsyncSandbox:
         t = AsyncTransport(_endpoint(socket, url, token, request_timeout))
         try:
             doc = await t.json(
-                _api.Call("GET", f"/v1/sandboxes/{_api.seg(sandbox_id, 'sandbox id')}")
+                _api.Call("GET", f"/v1/sandboxes/{_api.seg(sandbox_id, 'sandbox id')}"),
             )
         except BaseException:
             await t.close()
@@ -439,9 +457,8 @@ class AsyncSandbox:
         """Every sandbox the daemon holds."""
         t = AsyncTransport(_endpoint(socket, url, token, request_timeout))
         try:
-            return [
-                SandboxInfo.from_json(d) for d in await t.json(_api.Call("GET", "/v1/sandboxes"))
-            ]
+            docs = await t.json(_api.Call("GET", "/v1/sandboxes"))
+            return [SandboxInfo.from_json(d) for d in docs]
         finally:
             await t.close()
 
@@ -462,7 +479,7 @@ class AsyncSandbox:
     async def get_info(self) -> SandboxInfo:
         """Fetch the sandbox's current state (also stored in :attr:`info`)."""
         doc = await self._transport.json(
-            _api.Call("GET", f"/v1/sandboxes/{_api.seg(self.id, 'id')}")
+            _api.Call("GET", f"/v1/sandboxes/{_api.seg(self.id, 'id')}"),
         )
         self.info = SandboxInfo.from_json(doc)
         return self.info
@@ -470,7 +487,8 @@ class AsyncSandbox:
     async def is_running(self) -> bool:
         """True while the daemon has the sandbox in state ``running``."""
         try:
-            return (await self.get_info()).state == "running"
+            info = await self.get_info()
+            return info.state == "running"
         except NotFoundError:
             return False
 
@@ -543,7 +561,7 @@ class AsyncSandbox:
         """Remove the sandbox (stops its VM, deletes its disk). False if it was already gone."""
         try:
             await self._transport.send(
-                _api.Call("DELETE", f"/v1/sandboxes/{_api.seg(self.id, 'id')}")
+                _api.Call("DELETE", f"/v1/sandboxes/{_api.seg(self.id, 'id')}"),
             )
         except NotFoundError:
             return False
@@ -621,9 +639,8 @@ class AsyncSnapshot:
         """Every snapshot."""
         t = AsyncTransport(_endpoint(socket, url, token, DEFAULT_REQUEST_TIMEOUT))
         try:
-            return [
-                SnapshotInfo.from_json(d) for d in await t.json(_api.Call("GET", "/v1/snapshots"))
-            ]
+            docs = await t.json(_api.Call("GET", "/v1/snapshots"))
+            return [SnapshotInfo.from_json(d) for d in docs]
         finally:
             await t.close()
 

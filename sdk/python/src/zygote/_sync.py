@@ -1,5 +1,6 @@
-"""The synchronous API: :class:`Sandbox`, its ``commands`` and ``files``, and
-:class:`Snapshot`."""
+# Generated from _async.py by sdk/python/scripts/unasync.py: edit _async.py, then run it.
+"""The synchronous API: :class:`Sandbox`, its ``commands`` and ``files``,
+and :class:`Snapshot`."""
 
 from __future__ import annotations
 
@@ -48,7 +49,11 @@ def _endpoint(
     return resolve(socket=socket, url=url, token=token, request_timeout=request_timeout)
 
 
-def _children(transport: SyncTransport, results: Any, endpoint: Endpoint) -> builtins.list[Sandbox]:
+def _children(
+    transport: SyncTransport,
+    results: Any,
+    endpoint: Endpoint,
+) -> builtins.list[Sandbox]:
     """Sandboxes from a list of ``SpawnResult``; on any failure kill the others and raise."""
     ok, errors = [], []
     for r in results or []:
@@ -59,7 +64,9 @@ def _children(transport: SyncTransport, results: Any, endpoint: Endpoint) -> bui
     if errors or not ok:
         for info in ok:
             try:
-                transport.send(_api.Call("DELETE", f"/v1/sandboxes/{_api.seg(info.id, 'id')}"))
+                transport.send(
+                    _api.Call("DELETE", f"/v1/sandboxes/{_api.seg(info.id, 'id')}"),
+                )
             except NotFoundError:
                 pass
         raise SandboxError(
@@ -187,7 +194,8 @@ class Files:
             raise ConfigError(f"format={format!r}: pass 'text' or 'bytes'")
         call = _api.files_call("GET", self._sb.id, path)
         call.timeout = None
-        data = self._sb._transport.send(call).content
+        resp = self._sb._transport.send(call)
+        data = resp.content
         return data if format == "bytes" else data.decode("utf-8", "replace")
 
     def download(self, path: str, dest: str | os.PathLike[str] | BinaryIO) -> int:
@@ -258,7 +266,8 @@ class Sandbox:
     context manager to have it removed at the end::
 
         with Sandbox.create() as sb:
-            print(sb.commands.run("uname -r").stdout)
+            r = sb.commands.run("uname -r")
+            print(r.stdout)
 
     Attributes:
         id: The sandbox id.
@@ -301,6 +310,9 @@ class Sandbox:
     ) -> Sandbox:
         """Boot a sandbox from an image, or start one from a snapshot.
 
+        The sandbox: ``sb = Sandbox.create()``, or as a context manager
+        that removes it at the end of the block: ``with Sandbox.create() as sb:``.
+
         Args:
             image: Image to boot (default ``python``). Not with ``snapshot``.
             snapshot: Tag of a snapshot to start from (copy-on-write, a fraction
@@ -318,7 +330,32 @@ class Sandbox:
             token: Bearer token for ``url`` (default ``ZYGOTE_TOKEN``).
             request_timeout: Seconds one API call may take.
         """
-        ep = _endpoint(socket, url, token, request_timeout)
+        created = cls._create(
+            image,
+            snapshot,
+            memory_mib,
+            vcpus,
+            env,
+            timeout,
+            private_memory,
+            hugepages,
+            _endpoint(socket, url, token, request_timeout),
+        )
+        return created
+
+    @classmethod
+    def _create(
+        cls,
+        image: str | None,
+        snapshot: str | None,
+        memory_mib: int | None,
+        vcpus: int | None,
+        env: Mapping[str, str] | None,
+        timeout: float | None,
+        private_memory: bool,
+        hugepages: bool,
+        ep: Endpoint,
+    ) -> Sandbox:
         if snapshot is not None:
             if image is not None:
                 raise ConfigError(
@@ -329,7 +366,8 @@ class Sandbox:
                     "timeout= is not supported for children of a snapshot (the daemon has "
                     "no lifetime for them): remove it with kill() or a `with` block"
                 )
-            return _spawn(ep, snapshot, 1, memory_mib, vcpus, env, private_memory, hugepages)[0]
+            kids = _spawn(ep, snapshot, 1, memory_mib, vcpus, env, private_memory, hugepages)
+            return kids[0]
         if private_memory or hugepages:
             raise ConfigError("private_memory= and hugepages= apply to snapshot= children only")
         t = SyncTransport(ep)
@@ -357,7 +395,9 @@ class Sandbox:
         """
         t = SyncTransport(_endpoint(socket, url, token, request_timeout))
         try:
-            doc = t.json(_api.Call("GET", f"/v1/sandboxes/{_api.seg(sandbox_id, 'sandbox id')}"))
+            doc = t.json(
+                _api.Call("GET", f"/v1/sandboxes/{_api.seg(sandbox_id, 'sandbox id')}"),
+            )
         except BaseException:
             t.close()
             raise
@@ -374,7 +414,8 @@ class Sandbox:
         """Every sandbox the daemon holds."""
         t = SyncTransport(_endpoint(socket, url, token, request_timeout))
         try:
-            return [SandboxInfo.from_json(d) for d in t.json(_api.Call("GET", "/v1/sandboxes"))]
+            docs = t.json(_api.Call("GET", "/v1/sandboxes"))
+            return [SandboxInfo.from_json(d) for d in docs]
         finally:
             t.close()
 
@@ -394,14 +435,17 @@ class Sandbox:
 
     def get_info(self) -> SandboxInfo:
         """Fetch the sandbox's current state (also stored in :attr:`info`)."""
-        doc = self._transport.json(_api.Call("GET", f"/v1/sandboxes/{_api.seg(self.id, 'id')}"))
+        doc = self._transport.json(
+            _api.Call("GET", f"/v1/sandboxes/{_api.seg(self.id, 'id')}"),
+        )
         self.info = SandboxInfo.from_json(doc)
         return self.info
 
     def is_running(self) -> bool:
         """True while the daemon has the sandbox in state ``running``."""
         try:
-            return self.get_info().state == "running"
+            info = self.get_info()
+            return info.state == "running"
         except NotFoundError:
             return False
 
@@ -473,7 +517,9 @@ class Sandbox:
     def kill(self) -> bool:
         """Remove the sandbox (stops its VM, deletes its disk). False if it was already gone."""
         try:
-            self._transport.send(_api.Call("DELETE", f"/v1/sandboxes/{_api.seg(self.id, 'id')}"))
+            self._transport.send(
+                _api.Call("DELETE", f"/v1/sandboxes/{_api.seg(self.id, 'id')}"),
+            )
         except NotFoundError:
             return False
         return True
@@ -550,7 +596,8 @@ class Snapshot:
         """Every snapshot."""
         t = SyncTransport(_endpoint(socket, url, token, DEFAULT_REQUEST_TIMEOUT))
         try:
-            return [SnapshotInfo.from_json(d) for d in t.json(_api.Call("GET", "/v1/snapshots"))]
+            docs = t.json(_api.Call("GET", "/v1/snapshots"))
+            return [SnapshotInfo.from_json(d) for d in docs]
         finally:
             t.close()
 

@@ -1,5 +1,5 @@
 """A private ``zygote daemon`` for tests (the Python twin of
-crates/cli/tests/common/mod.rs).
+crates/tests/src/lib.rs).
 
 :class:`TestDaemon` starts ``zygote daemon --socket <tmp>/d.sock --home <tmp>/home``
 with ``<tmp>/home/images`` linked to ``$ZYGOTE_TEST_HOME/images`` (default

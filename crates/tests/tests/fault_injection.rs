@@ -14,15 +14,13 @@
 //! runs hundreds) and `ZYGOTE_FAULT_SEED` the random seed (printed, so a failing
 //! run can be replayed).
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use rand::{Rng, SeedableRng};
 use zygote_proto::api::{BranchBody, BranchMode, CreateSnapshot, SandboxState, SpawnBody};
+use zygote_tests::*;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -4,17 +4,15 @@
 //! with the token while plain HTTP to that port fails cleanly; weak token files
 //! and unusable TLS files stop the daemon before it starts.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zygote_client::{Client, Endpoint};
 use zygote_proto::api::{BranchBody, SnapshotStatus, SpawnBody};
+use zygote_tests::*;
 
 const TOKEN: &str = "Ops-e2e-Token-5f1c9a7e3b2d4068";
 

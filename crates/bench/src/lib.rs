@@ -1,4 +1,5 @@
-//! `zygote bench boot|spawn|branch`: benchmarks, not tests. Every subcommand
+//! `zygote bench boot|spawn|branch`, the benchmark suite: a client of the
+//! daemon's REST API like the CLI that runs it. Benchmarks, not tests. Every subcommand
 //! visits all its cells once per iteration (round-robin, the starting cell
 //! rotating), so drift on a shared host spreads over every cell; measures a
 //! cold boot in the same run for a ratio; prints a table of p50/p99/max with n;
@@ -14,6 +15,10 @@
 //!
 //! Sandboxes and snapshots the bench makes are tagged `bench-<pid>-...` and
 //! removed at the end, on error and on Ctrl-C.
+//!
+//! The CLI owns how the daemon is reached (its `--socket`/`--url` options and
+//! the daemon it may start): it hands them in as a [`Connect`], flattened first
+//! into every bench's options, and calls [`run`].
 
 mod boot;
 mod branch;
@@ -23,28 +28,65 @@ mod report;
 mod spawn;
 mod stats;
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use zygote_client::Client;
 use zygote_proto::api::{
     BranchBody, CreateSandbox, ExecBody, SnapshotStatus, SpawnBody, SpawnResult,
 };
 
-pub(crate) use boot::BootArgs;
-pub(crate) use branch::BranchArgs;
-pub(crate) use spawn::SpawnArgs;
+pub use boot::BootArgs;
+pub use branch::BranchArgs;
+pub use spawn::SpawnArgs;
 
-use crate::connect::client;
-use crate::Conn;
 use report::Run;
 
+/// How a bench reaches the daemon: the caller's connection options (a clap
+/// [`Args`] group, flattened first into every bench's options) and its way
+/// of connecting with them.
+pub trait Connect: Args + Clone + Debug {
+    /// A client of the daemon these options name. Called once per run, after
+    /// the options were checked and before anything boots.
+    fn client(&self) -> impl Future<Output = Result<Client>>;
+    /// The daemon's Unix socket when one was named: the bench finds the
+    /// daemon's pid by it (for the daemon's memory), else any `zygote daemon`.
+    fn socket(&self) -> Option<&Path>;
+}
+
+/// `zygote bench`'s subcommands; `C` is the caller's connection options.
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd<C: Connect> {
+    /// Cold boot, exec round trip, file throughput, host memory; beside a
+    /// copy-on-write child (writes CSV and PNG into --out).
+    #[command(alias = "sandbox", long_about = HELP_BOOT)]
+    Boot(BootArgs<C>),
+    /// Children of a snapshot: copy-on-write or private memory, 4 KiB or
+    /// hugepages, n per spawn; time to running and ready, memory per child.
+    #[command(long_about = HELP_SPAWN)]
+    Spawn(SpawnArgs<C>),
+    /// Parent pause of a branch: modes (copy, copy+hugepages, live) x load
+    /// in the parent (idle, rewrite:MIB, touch:MIB).
+    #[command(long_about = HELP_BRANCH)]
+    Branch(BranchArgs<C>),
+}
+
+/// Runs one bench; its exit code (1 when a boot or branch failed).
+pub async fn run<C: Connect>(cmd: BenchCmd<C>) -> Result<u8> {
+    match cmd {
+        BenchCmd::Boot(a) => boot::run(a).await,
+        BenchCmd::Spawn(a) => spawn::run(a).await,
+        BenchCmd::Branch(a) => branch::run(a).await,
+    }
+}
+
 /// Long help of `zygote bench`.
-pub(crate) const HELP: &str = "\
+pub const HELP: &str = "\
 Benchmarks, not tests. Every subcommand visits all its cells once per
 iteration (round-robin), measures a cold boot of the same size in the same run
 (column cold/this), prints p50/p99/max with n, and writes into --out DIR
@@ -57,7 +99,7 @@ Examples:
     zygote bench branch --memory-mib 1024 --iterations 10 --out /tmp/b";
 
 /// Long help of `zygote bench boot`.
-pub(crate) const HELP_BOOT: &str = "\
+const HELP_BOOT: &str = "\
 Cold boot to agent ready (and the daemon's QEMU-start-to-agent time), one
 copy-on-write child of a warm snapshot beside it, exec round trips of `true`,
 upload and download throughput, then host memory of idle sandboxes and of the
@@ -68,7 +110,7 @@ Examples:
     zygote bench boot --iterations 3 --no-charts --json";
 
 /// Long help of `zygote bench spawn`.
-pub(crate) const HELP_SPAWN: &str = "\
+const HELP_SPAWN: &str = "\
 Children of one warm snapshot: copy-on-write (--cow N,...) and private memory
 (--private N,... x --pages 4k,2m). Time to running and to agent ready (first
 and all), host memory per child (guest-RAM PSS and unique, whole-QEMU PSS and
@@ -81,7 +123,7 @@ Examples:
     zygote bench spawn --memory-mib 512 --iterations 10 --private \"\" --cow 1,4,16";
 
 /// Long help of `zygote bench branch`.
-pub(crate) const HELP_BRANCH: &str = "\
+const HELP_BRANCH: &str = "\
 The parent's pause (QMP STOP to RESUME) when a running sandbox is branched,
 per mode (copy, copy+hugepages, live, live+hugepages) and per load in the
 parent (idle, rewrite:MIB rewritten continuously, touch:MIB touched once).
@@ -92,23 +134,11 @@ Examples:
     zygote bench branch --memory-mib 1024 --iterations 10
     zygote bench branch --modes live --loads rewrite:64 --downtime-limit-ms 10";
 
-pub(crate) async fn boot(a: BootArgs) -> Result<u8> {
-    boot::run(a).await
-}
-
-pub(crate) async fn spawn(a: SpawnArgs) -> Result<u8> {
-    spawn::run(a).await
-}
-
-pub(crate) async fn branch(a: BranchArgs) -> Result<u8> {
-    branch::run(a).await
-}
-
 /// Options every bench takes.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct Common {
+struct Common<C: Connect> {
     #[command(flatten)]
-    conn: Conn,
+    conn: C,
     /// Directory for the CSV files, the table and the PNG charts (created).
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
@@ -128,7 +158,7 @@ pub(crate) struct Common {
 
 /// Checks what can be checked before any guest boots (output directory,
 /// font) and connects.
-async fn prepare(c: &Common) -> Result<Client> {
+async fn prepare<C: Connect>(c: &Common<C>) -> Result<Client> {
     std::fs::create_dir_all(&c.out)
         .with_context(|| format!("cannot create the output directory {}", c.out.display()))?;
     let probe = c.out.join(".zygote-bench-probe");
@@ -138,7 +168,7 @@ async fn prepare(c: &Common) -> Result<Client> {
     if !c.no_charts {
         chart::load_font(&c.font)?;
     }
-    let cl = client(&c.conn).await?;
+    let cl = c.conn.client().await?;
     cl.health()
         .await
         .context("the daemon does not answer /healthz")?;
@@ -147,9 +177,9 @@ async fn prepare(c: &Common) -> Result<Client> {
 
 /// Prints the table (or JSON), writes the CSV files and, unless `--no-charts`,
 /// the charts `draw` makes.
-fn finish(
+fn finish<C: Connect>(
     run: &Run,
-    c: &Common,
+    c: &Common<C>,
     draw: impl FnOnce(&Run, &Path) -> Result<Vec<PathBuf>>,
 ) -> Result<()> {
     if c.json {

@@ -25,13 +25,14 @@ use super::chart::{self, Bars};
 use super::report::Run;
 use super::{
     at_least_one, cold_boot, finish, guarded, host, ms, prepare, rotation, sh, tag, wait_persisted,
-    Common, Held,
+    Common, Connect, Held,
 };
 
+/// Options of `zygote bench branch`; `C` is the caller's connection options.
 #[derive(Args, Debug)]
-pub(crate) struct BranchArgs {
+pub struct BranchArgs<C: Connect> {
     #[command(flatten)]
-    common: Common,
+    common: Common<C>,
     /// Iterations; each visits every cell once (round-robin).
     #[arg(long, default_value_t = 10)]
     iterations: usize,
@@ -185,7 +186,7 @@ fn parse_loads(s: &str, memory_mib: u64) -> Result<Vec<Load>> {
     Ok(v)
 }
 
-pub(super) async fn run(a: BranchArgs) -> Result<u8> {
+pub(super) async fn run<C: Connect>(a: BranchArgs<C>) -> Result<u8> {
     at_least_one("--iterations", a.iterations)?;
     let modes = parse_modes(&a.modes)?;
     let loads = parse_loads(&a.loads, a.memory_mib)?;
@@ -232,10 +233,10 @@ fn cell_label(m: Mode, l: Load) -> String {
     format!("{} [{}]", m.label(), l.label())
 }
 
-async fn body(
+async fn body<C: Connect>(
     c: &Client,
     held: &Held,
-    a: &BranchArgs,
+    a: &BranchArgs<C>,
     modes: &[Mode],
     loads: &[Load],
     run: &mut Run,
@@ -364,15 +365,15 @@ async fn body(
 }
 
 /// Branches a parent once and records the result.
-struct Brancher<'a> {
+struct Brancher<'a, C: Connect> {
     c: &'a Client,
     held: &'a Held,
-    a: &'a BranchArgs,
+    a: &'a BranchArgs<C>,
     seq: usize,
     failures: usize,
 }
 
-impl Brancher<'_> {
+impl<C: Connect> Brancher<'_, C> {
     /// Lets a rewriting parent's writer run (and reach a steady dirty rate).
     async fn resume(&self, parent: &str, load: Load) -> Result<()> {
         if matches!(load, Load::Rewrite(_)) {

@@ -4,14 +4,12 @@
 //! from it and while its memory is being written. After each, nothing is
 //! half-written and nothing is left.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
 use zygote_proto::api::{BranchBody, BranchMode, ExecBody, SnapshotStatus, SpawnBody};
+use zygote_tests::*;
 
 /// No staging directory, and every disk generation belongs to a snapshot the
 /// daemon lists (call with no sandbox left, so no chain is in use).

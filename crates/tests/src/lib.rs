@@ -1,13 +1,18 @@
 //! End-to-end test harness: a real `zygote daemon` on a private socket and home,
-//! booting real guests under TCG from the image `scripts/test.sh` builds.
+//! booting real guests under TCG from the image `scripts/test.sh` builds. The
+//! tests of this crate (`tests/`: the daemon and the engine through REST) and
+//! the CLI's own tests use it; it is the only code of this crate.
 //!
 //! Tests call [`require_e2e`] first: without root, QEMU or a built image they
 //! print why and return, unless `ZYGOTE_E2E=1` (CI), where that is a failure.
-
-#![allow(dead_code, unreachable_pub)]
+//!
+//! The binary under test is found by [`zygote_bin`]: this crate cannot name
+//! the CLI's binary, so `cargo test -p zygote-tests` alone does not build it
+//! (`cargo test --workspace` and `scripts/test.sh` do).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use zygote_client::{Client, Endpoint};
@@ -55,9 +60,45 @@ pub struct Daemon {
     pub client: Client,
 }
 
+/// Names the `zygote` binary the tests run: `$ZYGOTE_BIN` if set, else the one
+/// cargo built for the test executable's profile (tests run from
+/// `target/<profile>/deps/`, the binary is `target/<profile>/zygote`). Panics,
+/// naming the command that builds it, when there is none.
 pub fn zygote_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_zygote")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let (bin, how) = match std::env::var_os(ENV_BIN) {
+            Some(p) => (PathBuf::from(p), format!("{ENV_BIN} names it")),
+            None => {
+                let exe = std::env::current_exe().expect("the test executable's path");
+                let profile = exe
+                    .parent()
+                    .and_then(Path::parent)
+                    .expect("a test executable in target/<profile>/deps/");
+                let build = match profile.file_name().and_then(|n| n.to_str()) {
+                    Some("debug") => "cargo build -p zygote-cli".to_string(),
+                    Some("release") => "cargo build --release -p zygote-cli".to_string(),
+                    Some(other) => format!("cargo build --profile {other} -p zygote-cli"),
+                    None => "cargo build -p zygote-cli".to_string(),
+                };
+                (
+                    profile.join("zygote"),
+                    format!("build it first with `{build}`, or set {ENV_BIN}"),
+                )
+            }
+        };
+        if !bin.is_file() {
+            panic!("no zygote binary at {} ({how})", bin.display());
+        }
+        bin.to_str()
+            .unwrap_or_else(|| panic!("{} is not UTF-8", bin.display()))
+            .to_string()
+    })
 }
+
+/// Environment variable naming the `zygote` binary to test (as the SDK
+/// suites' `scripts/test-python.sh` and `scripts/test-typescript.sh` use it).
+pub const ENV_BIN: &str = "ZYGOTE_BIN";
 
 impl Daemon {
     pub async fn start() -> Daemon {

@@ -17,13 +17,14 @@ use super::chart::{self, Bars, Line};
 use super::report::Run;
 use super::{
     at_least_one, cold_boot, counts, finish, guarded, host, ms, prepare, rotation, tag, Common,
-    Held,
+    Connect, Held,
 };
 
+/// Options of `zygote bench spawn`; `C` is the caller's connection options.
 #[derive(Args, Debug)]
-pub(crate) struct SpawnArgs {
+pub struct SpawnArgs<C: Connect> {
     #[command(flatten)]
-    common: Common,
+    common: Common<C>,
     /// Iterations; each visits every cell once (round-robin).
     #[arg(long, default_value_t = 10)]
     iterations: usize,
@@ -94,7 +95,7 @@ fn parse_pages(s: &str) -> Result<Vec<bool>> {
     Ok(v)
 }
 
-pub(super) async fn run(a: SpawnArgs) -> Result<u8> {
+pub(super) async fn run<C: Connect>(a: SpawnArgs<C>) -> Result<u8> {
     at_least_one("--iterations", a.iterations)?;
     let cow = counts("--cow", &a.cow)?;
     let private = counts("--private", &a.private)?;
@@ -144,7 +145,13 @@ pub(super) async fn run(a: SpawnArgs) -> Result<u8> {
     Ok(0)
 }
 
-async fn body(c: &Client, held: &Held, a: &SpawnArgs, kinds: &[Kind], run: &mut Run) -> Result<()> {
+async fn body<C: Connect>(
+    c: &Client,
+    held: &Held,
+    a: &SpawnArgs<C>,
+    kinds: &[Kind],
+    run: &mut Run,
+) -> Result<()> {
     let mem = a.memory_mib.to_string();
     let cells: Vec<usize> = kinds
         .iter()

@@ -4,12 +4,10 @@
 //! memory, interpreter state and processes, and can still exec, branch (`copy`
 //! needs its memory taken back) and be spawned from.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use zygote_proto::api::{BranchBody, BranchMode, SandboxState, SpawnBody};
+use zygote_tests::*;
 
 /// How the first daemon goes.
 #[derive(Clone, Copy, Debug)]

@@ -3,13 +3,11 @@
 //! forkd client sends (its SDKs' bodies), and reading the answers by forkd's
 //! field names. One boot (the snapshot) and four restores.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zygote_tests::*;
 
 const TOKEN: &str = "forkd-compat-Token-0123456789abcdef";
 

@@ -3,12 +3,10 @@
 //! as faithful as children started on demand. Deleting the snapshot, stopping
 //! the daemon or a daemon crash leave none behind.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
 use zygote_proto::api::{CreateSnapshot, SpawnBody};
+use zygote_tests::*;
 
 async fn prestarted(d: &Daemon, tag: &str) -> u32 {
     d.client.snapshot(tag).await.unwrap().prestarted

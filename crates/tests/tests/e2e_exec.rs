@@ -1,11 +1,9 @@
 //! End-to-end: exec and eval in a real guest.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use zygote_proto::api::{CreateSandbox, ExecBody, ExecEvent};
+use zygote_tests::*;
 
 fn body(argv: &[&str]) -> ExecBody {
     ExecBody {

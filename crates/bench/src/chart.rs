@@ -375,7 +375,7 @@ pub(crate) fn lines(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::stats::stats;
+    use crate::stats::stats;
 
     /// Renders both chart kinds with the default font when it is installed
     /// (CI installs fonts-dejavu-core) and checks a PNG came out.

@@ -1,12 +1,10 @@
 //! End-to-end: several sandboxes at once, isolation, removal and daemon
 //! shutdown leaving nothing behind, QEMU death, boot reliability.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use zygote_proto::api::{CreateSandbox, SandboxState};
+use zygote_tests::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn four_sandboxes_at_once_are_isolated() {

@@ -1,13 +1,11 @@
 //! The daemon on TCP: bearer token required and compared, refused off loopback
 //! without one, weak token files refused. No guest is booted here.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use zygote_client::{Client, Endpoint};
+use zygote_tests::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tcp_needs_the_bearer_token() {

@@ -1,14 +1,12 @@
 //! End-to-end: branch a running sandbox, spawn children from the snapshot, and
 //! check what they inherited, what they did not, and that they are fresh.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
 use zygote_proto::api::{
     BranchBody, BranchMode, CreateSnapshot, ExecBody, SnapshotStatus, SpawnBody,
 };
+use zygote_tests::*;
 
 fn now() -> f64 {
     SystemTime::now()

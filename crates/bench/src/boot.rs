@@ -14,13 +14,15 @@ use zygote_proto::api::{CreateSandbox, ExecBody, SpawnBody};
 use super::chart::{self, Bars};
 use super::report::Run;
 use super::{
-    at_least_one, cold_boot, finish, guarded, host, ms, prepare, rotation, tag, Common, Held,
+    at_least_one, cold_boot, finish, guarded, host, ms, prepare, rotation, tag, Common, Connect,
+    Held,
 };
 
+/// Options of `zygote bench boot`; `C` is the caller's connection options.
 #[derive(Args, Debug)]
-pub(crate) struct BootArgs {
+pub struct BootArgs<C: Connect> {
     #[command(flatten)]
-    common: Common,
+    common: Common<C>,
     /// Iterations; each visits every cell once: a cold boot, a copy-on-write
     /// child, `--execs` exec round trips, one upload and one download.
     #[arg(long, alias = "boots", default_value_t = 10)]
@@ -42,7 +44,7 @@ pub(crate) struct BootArgs {
 
 const CELLS: [&str; 4] = ["cold boot", "cow child", "exec", "files"];
 
-pub(super) async fn run(a: BootArgs) -> Result<u8> {
+pub(super) async fn run<C: Connect>(a: BootArgs<C>) -> Result<u8> {
     at_least_one("--iterations", a.iterations)?;
     at_least_one("--execs", a.execs)?;
     at_least_one("--file-mib", a.file_mib)?;
@@ -61,14 +63,14 @@ pub(super) async fn run(a: BootArgs) -> Result<u8> {
     Ok(code)
 }
 
-async fn body(c: &zygote_client::Client, held: &Held, a: &BootArgs, run: &mut Run) -> Result<u8> {
+async fn body<C: Connect>(
+    c: &zygote_client::Client,
+    held: &Held,
+    a: &BootArgs<C>,
+    run: &mut Run,
+) -> Result<u8> {
     let mem = a.memory_mib.to_string();
-    let socket = a
-        .common
-        .conn
-        .socket
-        .as_ref()
-        .map(|p| p.display().to_string());
+    let socket = a.common.conn.socket().map(|p| p.display().to_string());
     let dpid = host::daemon_pid(socket.as_deref());
     let daemon_rss_idle = dpid.and_then(host::rss_kib);
     let create = CreateSandbox {

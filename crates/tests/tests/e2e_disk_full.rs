@@ -4,14 +4,12 @@
 //! half-written remains; the daemon keeps serving; once space is freed the
 //! next branch works.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use zygote_client::{Client, Endpoint};
 use zygote_proto::api::{BranchBody, SnapshotStatus};
+use zygote_tests::*;
 
 /// A tmpfs of `mib` MiB mounted on `dir`, unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);

@@ -1,10 +1,8 @@
 //! End-to-end: bad input gets a clear 4xx naming the value, and the daemon
 //! keeps serving (the same sandbox still runs commands afterwards).
 
-mod common;
-
-use common::*;
 use zygote_proto::api::{CreateSandbox, ExecBody};
+use zygote_tests::*;
 
 fn error_of(body: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(body)

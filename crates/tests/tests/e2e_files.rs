@@ -1,10 +1,8 @@
 //! End-to-end: files in and out of a real guest, byte-exact.
 
-mod common;
-
-use common::*;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use zygote_tests::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn four_mib_random_round_trip_both_ways() {
