@@ -1,12 +1,10 @@
 //! End-to-end: pause and resume, lifetimes, labels and warm-up servers, on
 //! real guests.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use zygote_proto::api::{CreateSandbox, CreateSnapshot, OnExpiry, SandboxState, SpawnBody};
+use zygote_tests::*;
 
 async fn counter(d: &Daemon, id: &str) -> u64 {
     let out = d.sh(id, "cat /tmp/counter").await.stdout;
