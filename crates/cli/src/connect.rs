@@ -14,8 +14,7 @@ use crate::{env, Conn};
 /// none answers (when running as root).
 pub(crate) async fn client(conn: &Conn) -> Result<Client> {
     if let Some(url) = &conn.url {
-        let token = std::env::var(env::TOKEN).ok().filter(|t| !t.is_empty());
-        return Ok(Client::new(Endpoint::from_url(url, token)?));
+        return Ok(Client::new(url_endpoint(conn, url)?));
     }
     let default = conn.socket.is_none();
     let socket = conn
@@ -34,6 +33,13 @@ pub(crate) async fn client(conn: &Conn) -> Result<Client> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The endpoint of `--url` (`ZYGOTE_URL`), with `ZYGOTE_TOKEN` and `--ca`
+/// (`ZYGOTE_CA`).
+pub(crate) fn url_endpoint(conn: &Conn, url: &str) -> Result<Endpoint, zygote_client::ClientError> {
+    let token = std::env::var(env::TOKEN).ok().filter(|t| !t.is_empty());
+    Endpoint::from_url(url, token, conn.ca.as_deref())
 }
 
 /// The benches reach the daemon as every other command does.

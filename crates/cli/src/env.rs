@@ -6,6 +6,8 @@ pub(crate) const SOCKET: &str = "ZYGOTE_SOCKET";
 pub(crate) const URL: &str = "ZYGOTE_URL";
 /// Bearer token sent with `ZYGOTE_URL` (clients).
 pub(crate) const TOKEN: &str = "ZYGOTE_TOKEN";
+/// PEM CA file an `https://` `ZYGOTE_URL` is checked against (clients).
+pub(crate) const CA: &str = "ZYGOTE_CA";
 /// Home directory: state database, images, sandboxes (daemon, `image`).
 pub(crate) const HOME: &str = "ZYGOTE_HOME";
 /// Path of the static guest agent binary installed into images (`image build`).

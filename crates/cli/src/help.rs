@@ -27,8 +27,9 @@ under TCG (software emulation) otherwise; `zygote doctor` says which and why.";
 
 const ENVIRONMENT: &str = "\
 ZYGOTE_SOCKET     Unix socket of the daemon (default /run/zygote/zygote.sock)
-ZYGOTE_URL        base URL of a daemon on TCP, e.g. http://127.0.0.1:8889
+ZYGOTE_URL        base URL of a daemon on TCP, e.g. http://127.0.0.1:8889 or https://host:8443
 ZYGOTE_TOKEN      bearer token sent with ZYGOTE_URL
+ZYGOTE_CA         PEM CA file an https:// daemon's certificate must chain to (default: system roots)
 ZYGOTE_HOME       home: state, images, sandboxes (default /var/lib/zygote)
 ZYGOTE_AGENT_BIN  static guest agent installed by `image build`
 ZYGOTE_QEMU       qemu-system-x86_64 to use instead of the one on PATH

@@ -42,9 +42,13 @@ pub(crate) struct Conn {
     /// Unix socket of the daemon.
     #[arg(long, env = env::SOCKET)]
     socket: Option<PathBuf>,
-    /// Base URL of a daemon on TCP (token from ZYGOTE_TOKEN).
+    /// Base URL of a daemon on TCP: http:// or https:// (token from ZYGOTE_TOKEN).
     #[arg(long, env = env::URL, conflicts_with = "socket")]
     url: Option<String>,
+    /// PEM CA certificate(s) an https:// daemon's certificate must chain to
+    /// (default: the system's roots).
+    #[arg(long, env = env::CA, requires = "url")]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 
 mod procs;
+mod tls;
+
+pub use tls::Tls;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -27,12 +30,15 @@ use zygote_proto::api::{
 pub enum Endpoint {
     /// A Unix socket path.
     Unix(PathBuf),
-    /// `host:port` over TCP, with an optional bearer token.
+    /// `host:port` over TCP (TLS when `tls` is set), with an optional bearer
+    /// token.
     Tcp {
         /// `host:port`.
         authority: String,
         /// Bearer token.
         token: Option<String>,
+        /// TLS settings of an `https://` daemon.
+        tls: Option<Tls>,
     },
 }
 
@@ -40,26 +46,67 @@ impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
-            Endpoint::Tcp { authority, .. } => write!(f, "http://{authority}"),
+            Endpoint::Tcp {
+                authority,
+                tls: None,
+                ..
+            } => write!(f, "http://{authority}"),
+            Endpoint::Tcp {
+                authority,
+                tls: Some(_),
+                ..
+            } => write!(f, "https://{authority}"),
         }
     }
 }
 
 impl Endpoint {
-    /// Parse `http://host:port[/]` (the base URL of a daemon on TCP).
-    pub fn from_url(url: &str, token: Option<String>) -> Result<Endpoint, ClientError> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            ClientError::BadUrl(format!(
-                "`{url}` is not an http:// URL: pass e.g. http://127.0.0.1:8889"
-            ))
-        })?;
+    /// Parse `http://host:port[/]` or `https://host:port[/]` (the base URL of
+    /// a daemon on TCP). An `https://` daemon's certificate is checked against
+    /// the CA certificates in PEM file `ca`, or the system's roots when `None`.
+    pub fn from_url(
+        url: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Endpoint, ClientError> {
+        let (rest, secure) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => {
+                return Err(ClientError::BadUrl(format!(
+                    "`{url}` is not an http:// or https:// URL: pass e.g. http://127.0.0.1:8889"
+                )))
+            }
+        };
         let authority = rest.trim_end_matches('/').to_string();
-        if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host,
+            _ => {
+                return Err(ClientError::BadUrl(format!(
+                    "`{url}` needs a host and port and no path: pass e.g. http://127.0.0.1:8889"
+                )))
+            }
+        };
+        if authority.contains('/') {
             return Err(ClientError::BadUrl(format!(
                 "`{url}` needs a host and port and no path: pass e.g. http://127.0.0.1:8889"
             )));
         }
-        Ok(Endpoint::Tcp { authority, token })
+        let tls = match (secure, ca) {
+            (true, ca) => Some(Tls::new(host, ca)?),
+            (false, Some(ca)) => {
+                return Err(ClientError::BadUrl(format!(
+                    "a CA file ({}) was named for `{url}`, which is plain http://: use https:// or drop the CA",
+                    ca.display()
+                )))
+            }
+            (false, None) => None,
+        };
+        Ok(Endpoint::Tcp {
+            authority,
+            token,
+            tls,
+        })
     }
 }
 
@@ -69,6 +116,16 @@ pub enum ClientError {
     /// Nothing answers at the endpoint.
     #[error("no zygote daemon answers at {endpoint}: start one with `zygote daemon` (as root)")]
     Connect {
+        /// Where we tried.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (an untrusted or mismatched certificate, or
+    /// not a TLS server).
+    #[error("TLS handshake with {endpoint} failed: {source} (is the daemon's CA trusted? set ZYGOTE_CA to its PEM file)")]
+    Tls {
         /// Where we tried.
         endpoint: String,
         /// The cause.
@@ -168,10 +225,15 @@ impl Client {
                 let s = UnixStream::connect(p).await.map_err(connect_err)?;
                 handshake(s).await?
             }
-            Endpoint::Tcp { authority, .. } => {
+            Endpoint::Tcp { authority, tls, .. } => {
                 let s = TcpStream::connect(authority).await.map_err(connect_err)?;
                 let _ = s.set_nodelay(true);
-                handshake(s).await?
+                match tls {
+                    Some(tls) => {
+                        handshake(tls.connect(s, &self.endpoint.to_string()).await?).await?
+                    }
+                    None => handshake(s).await?,
+                }
             }
         };
         sender
@@ -661,16 +723,23 @@ fn status_text(s: StatusCode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn urls() {
         assert!(matches!(
-            Endpoint::from_url("http://127.0.0.1:8889/", None),
-            Ok(Endpoint::Tcp { .. })
+            Endpoint::from_url("http://127.0.0.1:8889/", None, None),
+            Ok(Endpoint::Tcp { tls: None, .. })
         ));
-        assert!(Endpoint::from_url("https://x:1", None).is_err());
-        assert!(Endpoint::from_url("http://x", None).is_err());
-        assert!(Endpoint::from_url("http://x:1/api", None).is_err());
+        assert!(Endpoint::from_url("ftp://x:1", None, None).is_err());
+        assert!(Endpoint::from_url("http://x", None, None).is_err());
+        assert!(Endpoint::from_url("http://x:1/api", None, None).is_err());
+        assert!(Endpoint::from_url("http://:1", None, None).is_err());
+        let e = Endpoint::from_url("http://x:1", None, Some(Path::new("/ca.pem"))).unwrap_err();
+        assert!(e.to_string().contains("plain http://"), "{e}");
+        let e = Endpoint::from_url("https://x:1", None, Some(Path::new("/nonexistent/ca.pem")))
+            .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 
     #[test]

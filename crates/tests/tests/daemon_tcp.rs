@@ -21,6 +21,7 @@ async fn tcp_needs_the_bearer_token() {
         Endpoint::from_url(
             &format!("http://{addr}"),
             Some("s3cr3t-Token-For-Tests-0123456789".into()),
+            None,
         )
         .unwrap(),
     );
@@ -33,8 +34,9 @@ async fn tcp_needs_the_bearer_token() {
         Some("wrong".to_string()),
         Some("s3cr3t-Token-For-Tests-012345678".to_string()),
     ] {
-        let bad =
-            Client::new(Endpoint::from_url(&format!("http://{addr}"), token.clone()).unwrap());
+        let bad = Client::new(
+            Endpoint::from_url(&format!("http://{addr}"), token.clone(), None).unwrap(),
+        );
         let e = bad.list().await.unwrap_err();
         assert_eq!(e.status(), Some(401), "token {token:?}: {e}");
         assert!(e.to_string().contains("Bearer"), "{e}");

@@ -379,8 +379,9 @@ async fn tls_round_trip_with_the_token_and_plain_http_fails_cleanly() {
     );
 
     // Plain HTTP to the TLS port: a clean 400 naming https, not a hang or garbage.
-    let plain =
-        Client::new(Endpoint::from_url(&format!("http://{addr}"), Some(TOKEN.into())).unwrap());
+    let plain = Client::new(
+        Endpoint::from_url(&format!("http://{addr}"), Some(TOKEN.into()), None).unwrap(),
+    );
     let e = plain.list().await.unwrap_err();
     assert_eq!(e.status(), Some(400), "{e}");
     assert!(e.to_string().contains("https://"), "{e}");

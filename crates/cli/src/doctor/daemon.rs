@@ -12,16 +12,15 @@ use crate::{env, Conn};
 pub(super) async fn checks(conn: &Conn) -> Vec<Check> {
     let (dn, tn) = ("daemon", "token");
     if let Some(url) = &conn.url {
-        let token = std::env::var(env::TOKEN).ok().filter(|t| !t.is_empty());
-        let sent = token.is_some();
-        let c = match Endpoint::from_url(url, token) {
+        let sent = std::env::var(env::TOKEN).is_ok_and(|t| !t.is_empty());
+        let c = match crate::connect::url_endpoint(conn, url) {
             Ok(e) => Client::new(e),
             Err(e) => {
                 return vec![
                     Check::fail(
                         dn,
                         e.to_string(),
-                        "pass --url http://HOST:PORT (env ZYGOTE_URL)",
+                        "pass --url http://HOST:PORT or https://HOST:PORT (env ZYGOTE_URL; ZYGOTE_CA for a private CA)",
                     ),
                     Check::skip(tn, "no usable URL"),
                 ]
