@@ -1,8 +1,10 @@
-//! Pre-started children: for each hot snapshot a few QEMU processes are kept
-//! ready, started with `-incoming defer -S` over the snapshot's memory, their
-//! RAM-less vmstate already loaded, paused. A copy-on-write spawn takes one and
-//! only has to resume it, so the first child of a request skips the QEMU start,
-//! the overlay and the vmstate load.
+//! Pre-started children: for each hot snapshot a few children are kept warm:
+//! started with `-incoming defer -S` over the snapshot's memory, their
+//! RAM-less vmstate loaded, resumed once with an identity of their own (id,
+//! hostname, fresh entropy, the clock) and the agent's answer, then stopped
+//! again (QMP `stop`). A copy-on-write spawn takes one and only has to `cont`
+//! it and set its clock, so the first children of a request skip the QEMU
+//! start, the overlay, the vmstate load and the guest's first pass.
 //!
 //! A snapshot is hot once it has been spawned from, or when it was made by
 //! `POST /v1/snapshots` (a warm-up snapshot exists to be forked). The pool is
@@ -21,20 +23,20 @@ use tracing::{debug, info, warn, Instrument};
 use crate::lifecycle::new_id;
 use crate::model::ChildMemory;
 use crate::snapshot::Snapshot;
-use crate::vm::Vm;
+use crate::vm::Running;
 use crate::Engine;
 
-/// A paused, loaded child QEMU waiting to be claimed. Dropping it kills QEMU
-/// and removes its runtime directory (the [`Vm`] owns both).
+/// A warm child, stopped, waiting to be claimed. Dropping it kills QEMU and
+/// removes its runtime directory (its [`Running`] owns both).
 pub(crate) struct Prestarted {
     snap: Arc<Snapshot>,
-    vm: Vm,
+    running: Running,
 }
 
 impl Prestarted {
-    /// The loaded VM; the caller resumes and registers it.
-    pub(crate) fn into_vm(self) -> Vm {
-        self.vm
+    /// The stopped child; the caller wakes and registers it.
+    pub(crate) fn into_running(self) -> Running {
+        self.running
     }
 }
 
@@ -205,19 +207,10 @@ impl Engine {
             };
             let id = new_id();
             let t = Instant::now();
-            let entry = match self
-                .load_child(
-                    &id,
-                    &snap,
-                    mem,
-                    ChildMemory::CopyOnWrite,
-                    crate::volumes::VolumeLease::existing(Vec::new()),
-                )
-                .await
-            {
-                Ok(vm) => Prestarted {
+            let entry = match self.warm_child(&id, &snap, mem).await {
+                Ok(running) => Prestarted {
                     snap: snap.clone(),
-                    vm,
+                    running,
                 },
                 Err(e) => {
                     warn!(error = %e, "pre-starting a child failed; the pool stops filling");
@@ -237,6 +230,32 @@ impl Engine {
                 .or_default()
                 .push(entry);
         }
+    }
+
+    /// A child of `snap` as `id`, loaded, resumed once (its identity given,
+    /// the agent's answer in), then stopped.
+    async fn warm_child(
+        &self,
+        id: &str,
+        snap: &Arc<Snapshot>,
+        mem: Arc<zygote_mem::Region>,
+    ) -> crate::error::Result<Running> {
+        let vm = self
+            .load_child(
+                id,
+                snap,
+                mem,
+                ChildMemory::CopyOnWrite,
+                crate::volumes::VolumeLease::existing(Vec::new()),
+            )
+            .await?;
+        let (running, _) = self.resume_child(vm, Instant::now()).await?;
+        running
+            .vm
+            .qmp
+            .execute("stop", serde_json::Value::Null)
+            .await?;
+        Ok(running)
     }
 
     /// Kill the pre-started children of `tag`.

@@ -103,11 +103,11 @@ impl Engine {
         t0: Instant,
     ) -> ChildOutcome {
         let prestarted = pre.is_some();
-        let (vm, id) = match pre {
+        let (warm, id) = match pre {
             Some(p) => {
-                let vm = p.into_vm();
-                let id = vm.id.clone();
-                (Some(vm), id)
+                let running = p.into_running();
+                let id = running.vm.id.clone();
+                (Some(running), id)
             }
             None => (None, new_id()),
         };
@@ -120,15 +120,16 @@ impl Engine {
                 .await?;
             // Every child starts with its slots empty (pre-started ones too):
             // its volumes go in once its parent's are cleared.
-            let vm = match vm {
-                Some(vm) => vm,
+            let (mut running, running_ms) = match warm {
+                Some(w) => self.wake_child(w, t0).await?,
                 None => {
                     let empty = VolumeLease::existing(Vec::new());
-                    self.load_child(&id, snap, snap_mem, spec.memory, empty)
-                        .await?
+                    let vm = self
+                        .load_child(&id, snap, snap_mem, spec.memory, empty)
+                        .await?;
+                    self.resume_child(vm, t0).await?
                 }
             };
-            let (mut running, running_ms) = self.resume_child(vm, t0).await?;
             crate::volumes::fill_child(&mut running, &snap.meta.volume_slots_used, lease).await?;
             Ok::<_, EngineError>((running, running_ms))
         });

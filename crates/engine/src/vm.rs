@@ -337,19 +337,30 @@ impl Engine {
         // The clock above was read before `cont` and reached the guest a cold
         // pass later (tens to hundreds of ms under TCG): set it again now that
         // the path is warm, before anyone is told the child is ready.
-        let clock = Msg::Resumed {
-            sandbox_id: String::new(),
-            hostname: String::new(),
-            unix_nanos: unix_nanos(),
-            entropy_bytes: 0,
-        };
-        match link.start(&clock, &[]).await {
-            Ok(mut r) => await_resumed(&mut r).await,
-            Err(e) => warn!(error = %e, "could not correct the child's clock"),
-        }
+        set_clock(&link).await;
         let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
         info!(running_ms, linked_ms, ready_ms, "child running");
         Ok((Running { vm, link, ready_ms }, running_ms))
+    }
+
+    /// Wake a warm child the pool stopped (see `pool.rs`): `cont`, then set
+    /// its clock, which stood still while it waited. Returns it and the
+    /// milliseconds from `t0` to `cont`.
+    pub(crate) async fn wake_child(
+        &self,
+        mut running: Running,
+        t0: Instant,
+    ) -> Result<(Running, f64)> {
+        running.vm.qmp.execute("cont", json!(null)).await?;
+        let running_ms = t0.elapsed().as_secs_f64() * 1e3;
+        set_clock(&running.link).await;
+        running.ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+        info!(
+            running_ms,
+            ready_ms = running.ready_ms,
+            "warm child running"
+        );
+        Ok((running, running_ms))
     }
 }
 
@@ -414,6 +425,20 @@ impl Engine {
         );
         let ready_ms = facts.boot_ms.unwrap_or(0) as f64;
         Ok(Running { vm, link, ready_ms })
+    }
+}
+
+/// Set a child's wall clock to the host's (a clock-only `Resumed`).
+async fn set_clock(link: &AgentLink) {
+    let clock = Msg::Resumed {
+        sandbox_id: String::new(),
+        hostname: String::new(),
+        unix_nanos: unix_nanos(),
+        entropy_bytes: 0,
+    };
+    match link.start(&clock, &[]).await {
+        Ok(mut r) => await_resumed(&mut r).await,
+        Err(e) => warn!(error = %e, "could not correct the child's clock"),
     }
 }
 
