@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""Writes the synchronous API, ``src/zygote/_sync.py``, from the asynchronous one,
-``src/zygote/_async.py`` (the one to edit).
+"""Writes the synchronous API, ``src/zygote/_sync*.py``, from the asynchronous
+one, ``src/zygote/_async*.py`` (the ones to edit): ``_async.py`` -> ``_sync.py``,
+``_async_commands.py`` -> ``_sync_commands.py``, ``_async_files.py`` ->
+``_sync_files.py`` (:data:`PAIRS`).
 
     python3 sdk/python/scripts/unasync.py           # rewrite _sync.py
-    python3 sdk/python/scripts/unasync.py --check   # exit 1, with a diff, if _sync.py differs
+    python3 sdk/python/scripts/unasync.py --check   # exit 1, with a diff, if a _sync file differs
 
 Line by line, as httpx's family of libraries does it:
 
 - ``async def`` / ``async with`` / ``async for`` lose ``async``; ``await `` goes;
 - ``Async``-prefixed names lose the prefix (``AsyncSandbox`` -> ``Sandbox``),
-  except ``AsyncTransport`` -> ``SyncTransport``;
+  except ``AsyncTransport`` -> ``SyncTransport``; modules ``._async*`` become
+  ``._sync*``;
 - httpx's ``aiter_*`` / ``aread`` / ``aclose`` and the async dunders, context
   managers and iterator types become their sync names;
 - ``EXPLICIT`` below: the few wording and signature differences, each of which
-  must still match something (so a stale rule is noticed).
+  must still match something in one of the files (so a stale rule is noticed).
 
 What is not a rename is marked in ``_async.py``:
 
@@ -35,24 +38,35 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "zygote"
-ASYNC = SRC / "_async.py"
-SYNC = SRC / "_sync.py"
+PAIRS: list[tuple[Path, Path]] = [
+    (SRC / "_async.py", SRC / "_sync.py"),
+    (SRC / "_async_commands.py", SRC / "_sync_commands.py"),
+    (SRC / "_async_files.py", SRC / "_sync_files.py"),
+]
+ASYNC, SYNC = PAIRS[0]
 
-HEADER = (
-    "# Generated from _async.py by sdk/python/scripts/unasync.py: edit _async.py, then run it.\n"
-)
+
+def header(name: str = "_async.py") -> str:
+    """The first line of a generated file."""
+    return (
+        f"# Generated from {name} by sdk/python/scripts/unasync.py: edit {name}, then run it.\n"
+    )
+
+
+HEADER = header()
 
 # Wording and signatures that differ beyond the mechanical renames below.
 EXPLICIT: list[tuple[str, str]] = [
-    (r"The asynchronous API", "The synchronous API"),
-    (r"; may be a coroutine function", ""),
+    (r"\bThe asynchronous\b", "The synchronous"),
+    (r"[;,] may be a coroutine function", ""),
     # PendingSandbox is async-only: the sync create() returns the sandbox.
     (r"-> PendingSandbox:", "-> AsyncSandbox:"),
-    (r"\bCallable, Coroutine, Generator, Mapping\b", "Callable, Mapping"),
+    (r"\bCoroutine, Generator, Mapping\b", "Mapping"),
 ]
 
 MECHANICAL: list[tuple[str, str]] = [
     (r"\bAsyncTransport\b", "SyncTransport"),
+    (r"(?<=\.)_async(\w*)\b", r"_sync\1"),
     (r"\baiter_(\w+)", r"iter_\1"),
     (r"\baread\b", "read"),
     (r"\baclose\b", "close"),
@@ -132,9 +146,13 @@ def _trim_blank_lines(lines: list[str]) -> list[str]:
     return out
 
 
-def unasync(text: str) -> str:
-    """The sync module for the async module ``text``."""
-    used = [False] * len(EXPLICIT)
+def unasync(text: str, name: str = "_async.py", used: list[bool] | None = None) -> str:
+    """The sync module for the async module ``text`` (named ``name``). With
+    ``used``, the EXPLICIT rules that matched are marked there and a stale rule
+    is the caller's to report; without, it is refused here."""
+    check_stale = used is None
+    if used is None:
+        used = [False] * len(EXPLICIT)
     rules = [(re.compile(p), r) for p, r in EXPLICIT + MECHANICAL]
     lines: list[str] = []
     for line in _select(text.splitlines()):
@@ -143,9 +161,8 @@ def unasync(text: str) -> str:
             if n and i < len(EXPLICIT):
                 used[i] = True
         lines.append(line)
-    stale = [p for (p, _), u in zip(EXPLICIT, used, strict=True) if not u]
-    if stale:
-        raise UnasyncError(f"EXPLICIT rules that match nothing any more: {stale}")
+    if check_stale:
+        _refuse_stale(used)
     lines = _trim_blank_lines(lines)
     left = [
         f"  {n}: {line}"
@@ -153,8 +170,22 @@ def unasync(text: str) -> str:
         if LEFTOVER.search(line.split("#", 1)[0] if "#" in line else line)
     ]
     if left:
-        raise UnasyncError("async left in the sync module:\n" + "\n".join(left))
-    return HEADER + "\n".join(lines) + "\n"
+        raise UnasyncError(f"async left in the sync module of {name}:\n" + "\n".join(left))
+    return header(name) + "\n".join(lines) + "\n"
+
+
+def _refuse_stale(used: list[bool]) -> None:
+    stale = [p for (p, _), u in zip(EXPLICIT, used, strict=True) if not u]
+    if stale:
+        raise UnasyncError(f"EXPLICIT rules that match nothing any more: {stale}")
+
+
+def generate() -> dict[Path, str]:
+    """Every sync module, by path, from its async module."""
+    used = [False] * len(EXPLICIT)
+    out = {sync: unasync(a.read_text(), a.name, used) for a, sync in PAIRS}
+    _refuse_stale(used)
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -163,30 +194,34 @@ def main(argv: list[str]) -> int:
         print(f"usage: {argv[0]} [--check]", file=sys.stderr)
         return 2
     try:
-        want = unasync(ASYNC.read_text())
+        wanted = generate()
     except UnasyncError as e:
         print(f"unasync: {e}", file=sys.stderr)
         return 1
-    have = SYNC.read_text() if SYNC.exists() else ""
-    if have == want:
-        return 0
-    if check:
-        diff = difflib.unified_diff(
-            have.splitlines(keepends=True),
-            want.splitlines(keepends=True),
-            "src/zygote/_sync.py (in the tree)",
-            "src/zygote/_sync.py (generated from _async.py)",
-        )
-        sys.stderr.writelines(diff)
-        print(
-            "unasync: _sync.py is not what scripts/unasync.py writes from _async.py: "
-            "edit _async.py, then run `python3 sdk/python/scripts/unasync.py`",
-            file=sys.stderr,
-        )
-        return 1
-    SYNC.write_text(want)
-    print(f"unasync: wrote {SYNC}")
-    return 0
+    status = 0
+    for sync, want in wanted.items():
+        have = sync.read_text() if sync.exists() else ""
+        if have == want:
+            continue
+        if check:
+            src = sync.name.replace("_sync", "_async", 1)
+            diff = difflib.unified_diff(
+                have.splitlines(keepends=True),
+                want.splitlines(keepends=True),
+                f"src/zygote/{sync.name} (in the tree)",
+                f"src/zygote/{sync.name} (generated from {src})",
+            )
+            sys.stderr.writelines(diff)
+            print(
+                f"unasync: {sync.name} is not what scripts/unasync.py writes from {src}: "
+                f"edit {src}, then run `python3 sdk/python/scripts/unasync.py`",
+                file=sys.stderr,
+            )
+            status = 1
+            continue
+        sync.write_text(want)
+        print(f"unasync: wrote {sync}")
+    return status
 
 
 if __name__ == "__main__":
