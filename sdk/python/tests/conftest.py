@@ -18,13 +18,13 @@ WARM_PORT = 7777
 """Where the warm snapshot's server listens in the guest."""
 # A database-like server: it answers each client with how many it has served.
 WARM_SERVER = (
-    "python3 -u -c \"import socket; s=socket.socket(); "
+    'python3 -u -c "import socket; s=socket.socket(); '
     "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
     f"s.bind(('127.0.0.1', {WARM_PORT})); s.listen(); n=0\n"
     "while True:\n c,_=s.accept(); n+=1; c.sendall(b'pg-like %d\\n' % n); c.close()\""
 )
 ASK_WARM = (
-    "python3 -c \"import socket; "
+    'python3 -c "import socket; '
     f"print(socket.create_connection(('127.0.0.1', {WARM_PORT})).recv(64).decode().strip())\""
 )
 

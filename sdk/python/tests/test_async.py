@@ -9,7 +9,6 @@ import os
 import time
 
 import pytest
-
 from conftest import ASK_WARM
 
 from zygote import (

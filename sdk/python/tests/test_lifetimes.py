@@ -110,7 +110,8 @@ def test_pause_then_resume_keeps_the_interpreter_and_a_background_counter(
     try:
         sb.eval("kept = 'paused-and-back'")
         counter = sb.commands.run(
-            "i=0; while true; do i=$((i+1)); echo $i > /tmp/c.t; mv /tmp/c.t /tmp/c; sleep 0.1; done",
+            "i=0; while true; do i=$((i+1)); echo $i > /tmp/c.t; mv /tmp/c.t /tmp/c; "
+            "sleep 0.1; done",
             background=True,
             tag="counter",
         )

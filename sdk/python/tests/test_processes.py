@@ -18,7 +18,7 @@ from zygote import (
 from zygote.testing import TestDaemon
 
 FETCH = (
-    "python3 -c \"import urllib.request as u; "
+    'python3 -c "import urllib.request as u; '
     "print(u.urlopen('http://127.0.0.1:8000/?hello').status)\""
 )
 
@@ -88,7 +88,7 @@ def test_background_server_listed_reattached_from_another_client_and_killed(
 
 def test_stdin_user_envs_and_exit_codes(sandbox: Sandbox) -> None:
     h = sandbox.commands.run(
-        "tr a-z A-Z; echo \"$WHO\" >&2; exit 4",
+        'tr a-z A-Z; echo "$WHO" >&2; exit 4',
         background=True,
         stdin=True,
         envs={"WHO": "env-seen"},

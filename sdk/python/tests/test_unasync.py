@@ -34,12 +34,12 @@ def test_the_tree_sync_modules_are_generated(unasync: ModuleType) -> None:
 
 def test_module_names_and_headers(unasync: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(unasync, "EXPLICIT", [])
-    src = "from ._async_files import AsyncFiles\nfrom ._async import AsyncSandbox\n"
-    out = unasync.unasync(src, "_async_x.py")
-    assert out == unasync.header("_async_x.py") + (
-        "from ._sync_files import Files\nfrom ._sync import Sandbox\n"
+    src = "from ._files_async import AsyncFiles\nfrom ._async import AsyncSandbox\n"
+    out = unasync.unasync(src, "_x_async.py")
+    assert out == unasync.header("_x_async.py") + (
+        "from ._files_sync import Files\nfrom ._sync import Sandbox\n"
     )
-    assert "edit _async_x.py" in out.splitlines()[0]
+    assert "from _x_async.py: edit that" in out.splitlines()[0]
 
 
 def test_renames_and_markers(unasync: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,8 +21,8 @@ else ``/run/zygote/zygote.sock``.
 """
 
 from ._async import AsyncSandbox, AsyncSnapshot, PendingSandbox
-from ._async_commands import AsyncCommands, AsyncPty
-from ._async_files import AsyncFiles
+from ._commands_async import AsyncCommands, AsyncPty
+from ._commands_sync import Commands, Pty
 from ._config import DEFAULT_SOCKET, ENV_SOCKET, ENV_TOKEN, ENV_URL, Endpoint, resolve
 from ._errors import (
     ApiError,
@@ -45,6 +45,8 @@ from ._errors import (
     UnavailableError,
     ZygoteError,
 )
+from ._files_async import AsyncFiles
+from ._files_sync import Files
 from ._handles import AsyncCommandHandle, CommandHandle
 from ._models import (
     BranchMode,
@@ -68,8 +70,6 @@ from ._models import (
     WriteInfo,
 )
 from ._sync import Sandbox, Snapshot
-from ._sync_commands import Commands, Pty
-from ._sync_files import Files
 from ._watch import AsyncWatchHandle, WatchHandle
 
 __version__ = "0.1.0"

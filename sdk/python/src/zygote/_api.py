@@ -147,8 +147,7 @@ def list_sandboxes(
     if state is not None:
         if not isinstance(state, str):
             raise ConfigError(
-                f"state={state!r}: pass one state, e.g. 'running' or 'paused' "
-                "(list twice for two)"
+                f"state={state!r}: pass one state, e.g. 'running' or 'paused' (list twice for two)"
             )
         q["state"] = state
     if (n := _positive_int(limit, "limit")) is not None:

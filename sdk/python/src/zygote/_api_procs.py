@@ -124,9 +124,7 @@ def pty_env(envs: Mapping[str, str] | None) -> dict[str, str]:
 
 def make_dir(sandbox_id: str, path: str, parents: bool) -> Call:
     """``POST .../files/mkdir?path=&parents=``."""
-    return files_call(
-        "POST", sandbox_id, path, "/mkdir", parents="true" if parents else "false"
-    )
+    return files_call("POST", sandbox_id, path, "/mkdir", parents="true" if parents else "false")
 
 
 def rename(sandbox_id: str, old_path: str, new_path: str) -> Call:
@@ -145,9 +143,7 @@ def walk(sandbox_id: str, path: str, depth: int | None) -> Call:
 
 def watch(sandbox_id: str, path: str, recursive: bool) -> Call:
     """``GET .../files/watch?path=&recursive=``: NDJSON ``FsEvent`` lines, no read limit."""
-    c = files_call(
-        "GET", sandbox_id, path, "/watch", recursive="true" if recursive else "false"
-    )
+    c = files_call("GET", sandbox_id, path, "/watch", recursive="true" if recursive else "false")
     c.timeout = None
     return c
 

@@ -3,7 +3,7 @@
 # edit (its docstring lists what it renames); code that differs is marked `unasync:`.
 # unasync: end
 """The asynchronous API: :class:`AsyncSandbox` (its ``commands``, ``pty`` and
-``files`` are in ``_async_commands.py`` and ``_async_files.py``) and
+``files`` are in ``_commands_async.py`` and ``_files_async.py``) and
 :class:`AsyncSnapshot`."""
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from . import _api
-from ._async_commands import AsyncCommands, AsyncPty
-from ._async_files import AsyncFiles
+from ._commands_async import AsyncCommands, AsyncPty
 from ._config import DEFAULT_REQUEST_TIMEOUT, Endpoint, resolve
 from ._errors import (
     ConfigError,
@@ -26,6 +25,7 @@ from ._errors import (
     SandboxError,
     ZygoteError,
 )
+from ._files_async import AsyncFiles
 from ._models import (
     EvalResult,
     ImageInfo,
@@ -257,7 +257,15 @@ class AsyncSandbox:
                     "pass image= or snapshot=, not both: a child has its snapshot's image"
                 )
             kids = await _spawn(
-                ep, snapshot, 1, memory_mib, vcpus, env, private_memory, hugepages, life
+                ep,
+                snapshot,
+                1,
+                memory_mib,
+                vcpus,
+                env,
+                private_memory,
+                hugepages,
+                life,
             )
             return kids[0]
         if private_memory or hugepages:
@@ -276,6 +284,7 @@ class AsyncSandbox:
         sandbox_id: str,
         *,
         timeout: float | None = None,
+        resume: bool = True,
         socket: str | os.PathLike[str] | None = None,
         url: str | None = None,
         token: str | None = None,
@@ -287,6 +296,7 @@ class AsyncSandbox:
 
         Args:
             timeout: A new lifetime in seconds from now (:meth:`set_timeout`).
+            resume: ``False``: leave a paused sandbox paused (zygote's addition).
 
         Raises:
             NotFoundError: No sandbox has that id.
@@ -294,7 +304,7 @@ class AsyncSandbox:
         t = AsyncTransport(_endpoint(socket, url, token, request_timeout))
         try:
             sb = cls(SandboxInfo.from_json(await t.json(_api.sandbox_call("GET", sandbox_id))), t)
-            if sb.info.state == "paused":
+            if resume and sb.info.state == "paused":
                 await sb.resume()
             if timeout is not None:
                 await sb.set_timeout(timeout)

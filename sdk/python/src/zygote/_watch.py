@@ -87,9 +87,7 @@ class WatchHandle(_Events):
         self._stopping = False
         self.error: BaseException | None = None
         """What ended the watch, when something did."""
-        self._thread = threading.Thread(
-            target=self._read, name=f"zygote-watch {path}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._read, name=f"zygote-watch {path}", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:

@@ -1,5 +1,5 @@
 # unasync: async-only
-# _sync_commands.py is generated from this file by scripts/unasync.py: run it
+# _commands_sync.py is generated from this file by scripts/unasync.py: run it
 # after an edit; code that differs is marked `unasync:`.
 # unasync: end
 """The asynchronous ``sandbox.commands`` (foreground and background commands)
@@ -24,7 +24,9 @@ AsyncOutputCallback = Callable[[str], Any]
 """Called with each decoded chunk of output as it arrives; may be a coroutine function."""
 
 
-def _envs(env: Mapping[str, str] | None, envs: Mapping[str, str] | None) -> Mapping[str, str] | None:
+def _envs(
+    env: Mapping[str, str] | None, envs: Mapping[str, str] | None
+) -> Mapping[str, str] | None:
     if env is not None and envs is not None:
         raise ConfigError("pass envs= (E2B's name) or env=, not both")
     return envs if envs is not None else env
@@ -127,9 +129,7 @@ class AsyncCommands:
         if background:
             if check:
                 raise ConfigError("check= is for the foreground: a handle's wait() raises already")
-            return await self._start(
-                cmd, env, user, cwd, stdin, timeout, tag, on_stdout, on_stderr
-            )
+            return await self._start(cmd, env, user, cwd, stdin, timeout, tag, on_stdout, on_stderr)
         if isinstance(stdin, bool):
             raise ConfigError(
                 "stdin=True keeps a background command's stdin open: pass background=True, "
@@ -200,7 +200,13 @@ class AsyncCommands:
         # resp = None  # the sync handle opens it when read
         # unasync: end
         return AsyncCommandHandle(
-            self, t, pid, call, resp, on_stdout=on_stdout, on_stderr=on_stderr
+            self,
+            t,
+            pid,
+            call,
+            resp,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
         )
 
     async def connect(

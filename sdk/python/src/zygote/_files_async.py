@@ -1,5 +1,8 @@
-# Generated from _async_files.py by sdk/python/scripts/unasync.py: edit _async_files.py, then run it.
-"""The synchronous ``sandbox.files``: moving files in and out, directory trees
+# unasync: async-only
+# _files_sync.py is generated from this file by scripts/unasync.py: run it
+# after an edit; code that differs is marked `unasync:`.
+# unasync: end
+"""The asynchronous ``sandbox.files``: moving files in and out, directory trees
 and watches."""
 
 from __future__ import annotations
@@ -22,19 +25,19 @@ from ._models import (
     entries_from_walk,
     write_info_from_json,
 )
-from ._watch import WatchHandle
+from ._watch import AsyncWatchHandle
 
 if TYPE_CHECKING:
-    from ._sync import Sandbox
+    from ._async import AsyncSandbox
 
 
-class Files:
+class AsyncFiles:
     """``sandbox.files``: the guest's filesystem. Paths are absolute guest paths."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: AsyncSandbox) -> None:
         self._sb = sandbox
 
-    def write(self, path: str, data: Any, *, mode: int | None = None) -> WriteInfo:
+    async def write(self, path: str, data: Any, *, mode: int | None = None) -> WriteInfo:
         """Write a file (created or replaced atomically; parent directories are created).
 
         Args:
@@ -44,14 +47,14 @@ class Files:
             mode: Permission bits, e.g. ``0o755``.
         """
         call = _api.write_file(self._sb.id, path, data, mode)
-        return write_info_from_json(self._sb._transport.json(call))
+        return write_info_from_json(await self._sb._transport.json(call))
 
     @overload
-    def read(self, path: str, *, format: Literal["text"] = "text") -> str: ...
+    async def read(self, path: str, *, format: Literal["text"] = "text") -> str: ...
     @overload
-    def read(self, path: str, *, format: Literal["bytes"]) -> bytes: ...
+    async def read(self, path: str, *, format: Literal["bytes"]) -> bytes: ...
 
-    def read(self, path: str, *, format: Literal["text", "bytes"] = "text") -> str | bytes:
+    async def read(self, path: str, *, format: Literal["text", "bytes"] = "text") -> str | bytes:
         """Read a whole file.
 
         Args:
@@ -66,11 +69,11 @@ class Files:
             raise ConfigError(f"format={format!r}: pass 'text' or 'bytes'")
         call = _api.files_call("GET", self._sb.id, path)
         call.timeout = None
-        resp = self._sb._transport.send(call)
+        resp = await self._sb._transport.send(call)
         data = resp.content
         return data if format == "bytes" else data.decode("utf-8", "replace")
 
-    def download(self, path: str, dest: str | os.PathLike[str] | BinaryIO) -> int:
+    async def download(self, path: str, dest: str | os.PathLike[str] | BinaryIO) -> int:
         """Stream a guest file into a local file (a path, created or truncated, or a
         binary file object) without holding it in memory; returns the bytes written.
 
@@ -81,7 +84,7 @@ class Files:
         call = _api.files_call("GET", self._sb.id, path)
         call.timeout = None
         n = 0
-        with self._sb._transport.stream(call) as resp:
+        async with self._sb._transport.stream(call) as resp:
             expected = resp.headers.get("content-length")
             with contextlib.ExitStack() as stack:
                 out: BinaryIO = (
@@ -89,23 +92,23 @@ class Files:
                     if isinstance(dest, (str, os.PathLike))
                     else dest
                 )
-                for chunk in resp.iter_bytes():
+                async for chunk in resp.aiter_bytes():
                     out.write(chunk)
                     n += len(chunk)
         if expected is not None and int(expected) != n:
             raise TransportError(f"download of {path} ended after {n} of {expected} bytes")
         return n
 
-    def upload(
+    async def upload(
         self, local: str | os.PathLike[str], path: str, *, mode: int | None = None
     ) -> WriteInfo:
         """Stream a local file into the guest (its permission bits too, unless ``mode``)."""
         with open(local, "rb") as f:
             if mode is None:
                 mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
-            return self.write(path, f, mode=mode)
+            return await self.write(path, f, mode=mode)
 
-    def list(self, path: str, depth: int | None = 1) -> builtins.list[EntryInfo]:
+    async def list(self, path: str, depth: int | None = 1) -> builtins.list[EntryInfo]:
         """List a directory: its entries (``depth=1``), or its tree down to
         ``depth`` levels (1-32), each directory right before its contents,
         sorted by path.
@@ -115,32 +118,32 @@ class Files:
             BadRequestError: ``path`` is not a directory.
         """
         call = _api_procs.walk(self._sb.id, path, depth)
-        return entries_from_walk(self._sb._transport.json(call))
+        return entries_from_walk(await self._sb._transport.json(call))
 
-    def get_info(self, path: str) -> EntryInfo:
+    async def get_info(self, path: str) -> EntryInfo:
         """Name, kind, size, mode and modification time of a path.
 
         Raises:
             NotFoundError: No such path.
         """
-        return EntryInfo.from_stat(path, self.stat(path))
+        return EntryInfo.from_stat(path, await self.stat(path))
 
-    def stat(self, path: str) -> FileStat:
+    async def stat(self, path: str) -> FileStat:
         """Size, mode, kind and mtime of a path."""
         call = _api.files_call("GET", self._sb.id, path, "/stat")
-        return FileStat.from_json(self._sb._transport.json(call))
+        return FileStat.from_json(await self._sb._transport.json(call))
 
-    def exists(self, path: str) -> bool:
+    async def exists(self, path: str) -> bool:
         """Whether a path exists (a 404 about the sandbox itself still raises)."""
         try:
-            self.stat(path)
+            await self.stat(path)
         except NotFoundError as e:
             if "no sandbox with id" in e.message:
                 raise
             return False
         return True
 
-    def make_dir(self, path: str) -> bool:
+    async def make_dir(self, path: str) -> bool:
         """Create a directory and any missing parents.
 
         Returns:
@@ -151,26 +154,26 @@ class Files:
         """
         t = self._sb._transport
         try:
-            t.send(_api_procs.make_dir(self._sb.id, path, False))
+            await t.send(_api_procs.make_dir(self._sb.id, path, False))
         except NotFoundError:  # a parent is missing
-            t.send(_api_procs.make_dir(self._sb.id, path, True))
+            await t.send(_api_procs.make_dir(self._sb.id, path, True))
         except BadRequestError:
             with contextlib.suppress(NotFoundError):
-                if (self.stat(path)).kind == "dir":
+                if (await self.stat(path)).kind == "dir":
                     return False
             raise
         return True
 
-    def rename(self, old_path: str, new_path: str) -> EntryInfo:
+    async def rename(self, old_path: str, new_path: str) -> EntryInfo:
         """Rename (move) a file or directory; what is at ``new_path`` then.
 
         Raises:
             NotFoundError: ``old_path`` does not exist.
         """
-        self._sb._transport.send(_api_procs.rename(self._sb.id, old_path, new_path))
-        return self.get_info(new_path)
+        await self._sb._transport.send(_api_procs.rename(self._sb.id, old_path, new_path))
+        return await self.get_info(new_path)
 
-    def write_files(self, files: Sequence[WriteEntry]) -> builtins.list[WriteInfo]:
+    async def write_files(self, files: Sequence[WriteEntry]) -> builtins.list[WriteInfo]:
         """Write several files in one request (each whole; at most 64 MiB in
         all), in order; parent directories are created.
 
@@ -180,17 +183,17 @@ class Files:
                 optional ``mode`` (e.g. ``0o755``).
         """
         call = _api_procs.batch(self._sb.id, files)
-        docs = self._sb._transport.json(call)
+        docs = await self._sb._transport.json(call)
         return [write_info_from_json(d) for d in docs]
 
-    def watch_dir(
+    async def watch_dir(
         self,
         path: str,
         on_event: Callable[[FilesystemEvent], Any] | None = None,
         *,
         recursive: bool = False,
         on_exit: Callable[[BaseException | None], Any] | None = None,
-    ) -> WatchHandle:
+    ) -> AsyncWatchHandle:
         """Watch a directory (inotify in the guest): once this returns, every
         create, write, remove, rename and chmod under it is a
         :class:`FilesystemEvent` for ``on_event`` and ``get_new_events()``,
@@ -199,22 +202,22 @@ class Files:
         Args:
             path: Absolute guest path of a directory.
             on_event: Called with each event, from the handle's reader (a task, or
-                a thread of its own in the sync API).
+                a thread of its own in the sync API), may be a coroutine function.
             recursive: Watch subdirectories too (also ones created later).
             on_exit: Called once when the watch ends, with what ended it or
-                ``None``.
+                ``None``, may be a coroutine function.
 
         Raises:
             NotFoundError: No such directory.
         """
         call = _api_procs.watch(self._sb.id, path, recursive)
         t = self._sb._transport
-        resp = t.open_stream(call)
-        return WatchHandle(t, call, resp, path, on_event, on_exit)
+        resp = await t.open_stream(call)
+        return AsyncWatchHandle(t, call, resp, path, on_event, on_exit)
 
-    def remove(self, path: str, *, recursive: bool = False) -> None:
+    async def remove(self, path: str, *, recursive: bool = False) -> None:
         """Remove a file, or a directory (``recursive=True`` for a non-empty one)."""
         call = _api.files_call(
             "DELETE", self._sb.id, path, recursive="true" if recursive else "false"
         )
-        self._sb._transport.send(call)
+        await self._sb._transport.send(call)
