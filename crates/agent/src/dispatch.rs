@@ -13,7 +13,7 @@ use crate::conn::{Ctx, Entry, Reply};
 use crate::exec::{ExecCtl, StdinMsg};
 use crate::files::UploadMsg;
 use crate::util::{bad, lock, log};
-use crate::{exec, files, pid1, procs, system, tree};
+use crate::{exec, files, pid1, procs, system, tree, volumes};
 
 /// Uploaded chunks queued per file before the reader blocks.
 const UPLOAD_QUEUE: usize = 16;
@@ -126,6 +126,9 @@ pub(crate) fn dispatch(ctx: &Arc<Ctx>, f: Frame) {
         Msg::ProcResize { pid, size } => answer(&reply, procs::resize(ctx, pid, size)),
         Msg::MakeDir { path, parents } => answer(&reply, tree::make_dir(&path, parents)),
         Msg::Rename { from, to } => answer(&reply, tree::rename(&from, &to)),
+        Msg::Mounts { reset, mounts } => spawn_named("mounts", move || {
+            answer(&reply, volumes::mounts(&reset, &mounts))
+        }),
         Msg::Walk { path, depth } => spawn_named("walk", move || match tree::walk(&path, depth) {
             Ok(entries) => reply.send(&Msg::WalkOk { entries }, &[]),
             Err(e) => reply.error(e),

@@ -28,6 +28,7 @@ mod system;
 mod tree;
 mod users;
 mod util;
+mod volumes;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -230,6 +230,16 @@ pub(crate) fn mount(
     .map(drop)
 }
 
+/// `ioctl(fd, request, &value)` on `path` opened read-only, for requests
+/// that read one `u32` (such as `FS_IOC_SHUTDOWN`).
+pub(crate) fn ioctl_u32(path: &str, request: libc::c_ulong, value: u32) -> io::Result<()> {
+    let f = std::fs::File::open(path)?;
+    let v = value;
+    // SAFETY: `f` is an open descriptor for the call's duration and the
+    // request reads one u32 through the pointer, which points at `v`.
+    check(unsafe { libc::ioctl(f.as_raw_fd(), request as _, &v as *const u32) }).map(drop)
+}
+
 /// `umount2(2)`.
 pub(crate) fn umount(target: &str, flags: i32) -> io::Result<()> {
     let target = cstr(target)?;

@@ -1,4 +1,4 @@
-//! `zygote bench boot|spawn|branch`, the benchmark suite: a client of the
+//! `zygote bench boot|spawn|branch|agent`, the benchmark suite: a client of the
 //! daemon's REST API like the CLI that runs it. Benchmarks, not tests. Every subcommand
 //! visits all its cells once per iteration (round-robin, the starting cell
 //! rotating), so drift on a shared host spreads over every cell; measures a
@@ -20,6 +20,7 @@
 //! the daemon it may start): it hands them in as a [`Connect`], flattened first
 //! into every bench's options, and calls [`run`].
 
+mod agent;
 mod boot;
 mod branch;
 mod chart;
@@ -41,6 +42,7 @@ use zygote_proto::api::{
     BranchBody, CreateSandbox, ExecBody, SnapshotStatus, SpawnBody, SpawnResult,
 };
 
+pub use agent::AgentArgs;
 pub use boot::BootArgs;
 pub use branch::BranchArgs;
 pub use spawn::SpawnArgs;
@@ -74,6 +76,10 @@ pub enum BenchCmd<C: Connect> {
     /// in the parent (idle, rewrite:MIB, touch:MIB).
     #[command(long_about = HELP_BRANCH)]
     Branch(BranchArgs<C>),
+    /// Pause and resume per guest size (and the memory a pause frees), a
+    /// background process's start and attach, a terminal keystroke's round trip.
+    #[command(long_about = HELP_AGENT)]
+    Agent(AgentArgs<C>),
 }
 
 /// Runs one bench; its exit code (1 when a boot or branch failed).
@@ -82,6 +88,7 @@ pub async fn run<C: Connect>(cmd: BenchCmd<C>) -> Result<u8> {
         BenchCmd::Boot(a) => boot::run(a).await,
         BenchCmd::Spawn(a) => spawn::run(a).await,
         BenchCmd::Branch(a) => branch::run(a).await,
+        BenchCmd::Agent(a) => agent::run(a).await,
     }
 }
 
@@ -133,6 +140,19 @@ branch failed.
 Examples:
     zygote bench branch --memory-mib 1024 --iterations 10
     zygote bench branch --modes live --loads rewrite:64 --downtime-limit-ms 10";
+
+/// Long help of `zygote bench agent`.
+const HELP_AGENT: &str = "\
+What an agent does with a sandbox beyond exec: pause and resume of a sandbox
+per guest size, each with a working set touched (time of each call, QEMU's PSS
+that the pause frees, MemAvailable's gain), a background process's start (to
+its pid) and a re-attach to its output (to the first replayed byte), and a
+keystroke's round trip through a terminal running cat. A cold boot of the
+smallest size runs in the same iterations.
+
+Examples:
+    zygote bench agent --iterations 10
+    zygote bench agent --pause-mib 256,1024 --touch-mib 64 --keys 20";
 
 /// Options every bench takes.
 #[derive(Args, Debug, Clone)]

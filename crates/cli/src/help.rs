@@ -263,6 +263,21 @@ Examples:
     zygote snapshot inspect np --json
     zygote snapshot rm np";
 
+pub(crate) const VOLUME: &str = "\
+Named volumes: ext4 disks the daemon owns that outlive sandboxes and are never
+part of a snapshot. Attach one with --volume NAME:/guest/path (writable: one
+sandbox at a time) or NAME:/guest/path:ro (any number at once, each through a
+copy-on-write view of its own) on create, run and spawn. A host directory under
+the daemon's --volume-host-root attaches read-only as a copy taken at attach:
+--volume /host/dir:/guest/path:ro. Every VM has 4 volume slots.
+
+Examples:
+    zygote volume create data --size 10G
+    id=$(zygote create --volume data:/data)
+    zygote spawn warm -n 8 --volume data:/data:ro
+    zygote volume ls
+    zygote volume rm data";
+
 pub(crate) const BRANCH: &str = "\
 Branch a running sandbox into a snapshot; the sandbox keeps running. `copy`
 pauses the guest for the copy of its touched memory; `live` migrates while

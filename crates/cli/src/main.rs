@@ -13,6 +13,7 @@ mod output;
 mod proc_cmd;
 mod sandbox_cmd;
 mod snapshot_cmd;
+mod volume_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,6 +105,9 @@ enum Cmd {
     /// Snapshots: create, list, inspect, remove.
     #[command(subcommand, long_about = help::SNAPSHOT)]
     Snapshot(snapshot_cmd::SnapshotCmd),
+    /// Named volumes: create, list, remove.
+    #[command(subcommand, long_about = help::VOLUME)]
+    Volume(volume_cmd::VolumeCmd),
     /// Branch a running sandbox into a snapshot (the sandbox keeps running).
     #[command(long_about = help::BRANCH)]
     Branch(snapshot_cmd::BranchArgs),
@@ -169,6 +173,10 @@ struct DaemonArgs {
     /// does (for a service manager that only sends SIGTERM).
     #[arg(long)]
     keep_sandboxes: bool,
+    /// Host directories under this one may be attached to sandboxes as
+    /// read-only volumes (`--volume /host/dir:/guest/dir:ro`); without it none may.
+    #[arg(long)]
+    volume_host_root: Option<PathBuf>,
 }
 
 const DAEMON_HELP: &str = "\
@@ -238,6 +246,7 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Bench(c) => zygote_bench::run(c).await,
         Cmd::Snapshot(c) => snapshot_cmd::snapshot(c).await,
         Cmd::Branch(a) => snapshot_cmd::branch(a).await,
+        Cmd::Volume(c) => volume_cmd::volume(c).await,
         Cmd::Spawn(a) => snapshot_cmd::spawn(a).await,
         Cmd::Ps(a) => proc_cmd::ps(a).await,
         Cmd::Kill(a) => proc_cmd::kill(a).await,
@@ -277,6 +286,7 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
     engine.boot_timeout = std::time::Duration::from_secs(a.boot_timeout);
     engine.prestart = a.prestart;
     engine.prestart_max = a.prestart_max;
+    engine.volume_host_root = a.volume_host_root;
     zygote_daemon::run(zygote_daemon::DaemonConfig {
         socket: a.socket,
         listen: a.listen,

@@ -43,6 +43,10 @@ pub(crate) struct SandboxOpts {
     /// Virtual CPUs.
     #[arg(long)]
     vcpus: Option<u32>,
+    /// Attach a volume: NAME:/guest/path[:ro] (see `zygote volume`) or
+    /// /host/dir:/guest/path:ro (repeatable, up to 4).
+    #[arg(long = "volume", short = 'v')]
+    volumes: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -198,15 +202,16 @@ fn create_body(
     opts: &SandboxOpts,
     env: BTreeMap<String, String>,
     timeout: Option<u64>,
-) -> CreateSandbox {
-    CreateSandbox {
+) -> Result<CreateSandbox> {
+    Ok(CreateSandbox {
         image: opts.image.clone(),
         memory_mib: opts.memory,
         vcpus: opts.vcpus,
         env,
         timeout_secs: timeout,
+        volumes: crate::volume_cmd::parse_volumes(&opts.volumes)?,
         ..Default::default()
-    }
+    })
 }
 
 /// The exit code zygote exits with for a finished command: its own code,
@@ -295,7 +300,7 @@ pub(crate) async fn run(a: RunArgs) -> Result<u8> {
     let env = parse_env(&a.env)?;
     let spin = crate::output::Spinner::start("booting a sandbox");
     let info = c
-        .create(&create_body(&a.opts, BTreeMap::new(), None))
+        .create(&create_body(&a.opts, BTreeMap::new(), None)?)
         .await?;
     drop(spin);
     let body = exec_body(a.cmd, env, a.workdir, a.timeout);
@@ -320,7 +325,7 @@ pub(crate) async fn create(a: CreateArgs) -> Result<u8> {
     let c = client(&a.conn).await?;
     let env = parse_env(&a.env)?;
     let spin = crate::output::Spinner::start("booting a sandbox");
-    let mut body = create_body(&a.opts, env, a.timeout);
+    let mut body = create_body(&a.opts, env, a.timeout)?;
     body.on_expiry = a.on_expiry;
     body.metadata = parse_pairs(&a.labels, "--label")?;
     let info = c.create(&body).await?;

@@ -136,6 +136,10 @@ pub(crate) struct ForkArgs {
     /// A label on each child (KEY=VALUE, repeatable), over the snapshot's.
     #[arg(long = "label", short = 'l')]
     labels: Vec<String>,
+    /// Attach a volume to each child: NAME:/guest/path[:ro] or
+    /// /host/dir:/guest/path:ro (repeatable; writable ones with -n 1 only).
+    #[arg(long = "volume", short = 'v')]
+    volumes: Vec<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -429,6 +433,7 @@ async fn spawn_children(c: &zygote_client::Client, a: &ForkArgs) -> Result<u8> {
             timeout_secs: a.timeout,
             on_expiry: a.on_expiry,
             metadata: crate::sandbox_cmd::parse_pairs(&a.labels, "--label")?,
+            volumes: crate::volume_cmd::parse_volumes(&a.volumes)?,
             ..Default::default()
         })
         .await?;
@@ -445,6 +450,9 @@ pub(crate) async fn fork(a: ForkArgs) -> Result<u8> {
     match c.snapshot(&a.source).await {
         Ok(_) => spawn_children(&c, &a).await,
         Err(e) if e.status() == Some(404) || e.status() == Some(400) => {
+            if !a.volumes.is_empty() {
+                bail!("--volume attaches volumes to children of a snapshot: `zygote branch {}` first, then `zygote spawn TAG --volume ...`", a.source);
+            }
             let spin = Spinner::start(format!(
                 "branching {} and starting {}",
                 a.source,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 mod procs;
 mod tls;
+mod volumes;
 
 pub use tls::Tls;
 

@@ -48,12 +48,17 @@ use utoipa::OpenApi;
         crate::routes::snapshots::get,
         crate::routes::snapshots::delete,
         crate::routes::snapshots::spawn,
+        crate::routes::volumes::list,
+        crate::routes::volumes::create,
+        crate::routes::volumes::get,
+        crate::routes::volumes::delete,
     ),
     components(schemas(
         zygote_proto::api::ExecBody,
         zygote_proto::api::SpawnBody,
         zygote_proto::compat::SpawnRequest,
         zygote_proto::api::BranchBody,
+        zygote_proto::volumes::VolumeMount,
     ))
 )]
 struct ApiDoc;

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use zygote_engine as eng;
 use zygote_proto::api;
+use zygote_proto::volumes as api_vol;
 
 use crate::error::{chain, ApiError};
 
@@ -64,6 +65,65 @@ pub(crate) fn sandbox(v: eng::SandboxView) -> api::SandboxInfo {
         snapshot_tag: v.snapshot_tag,
         memory: v.memory.map(|m| m.as_str().to_string()),
         metadata: v.metadata,
+        volumes: v.volumes.into_iter().map(volume_mount).collect(),
+    }
+}
+
+/// A volume as the API shows it on a sandbox.
+pub(crate) fn volume_mount(v: eng::VolumeSpec) -> api_vol::VolumeMount {
+    let (name, host_path) = match v.source {
+        eng::VolumeSource::Named(n) => (Some(n), None),
+        eng::VolumeSource::HostDir(p) => (None, Some(p.to_string_lossy().into_owned())),
+    };
+    api_vol::VolumeMount {
+        name,
+        host_path,
+        path: v.path,
+        read_only: v.read_only,
+    }
+}
+
+/// The volumes a body asks for.
+pub(crate) fn volume_specs(v: Vec<api_vol::VolumeMount>) -> Result<Vec<eng::VolumeSpec>, ApiError> {
+    v.into_iter()
+        .map(|m| {
+            let source = match (m.name, m.host_path) {
+                (Some(n), None) => eng::VolumeSource::Named(n),
+                (None, Some(p)) => eng::VolumeSource::HostDir(p.into()),
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::bad_request(format!(
+                        "volume at {} names both `name` and `host_path`: give one",
+                        m.path
+                    )))
+                }
+                (None, None) => {
+                    return Err(ApiError::bad_request(format!(
+                        "volume at {} names neither `name` nor `host_path`: give one",
+                        m.path
+                    )))
+                }
+            };
+            Ok(eng::VolumeSpec {
+                source,
+                path: m.path,
+                read_only: m.read_only,
+            })
+        })
+        .collect()
+}
+
+/// A named volume as the API shows it.
+pub(crate) fn volume(v: eng::VolumeView) -> api_vol::VolumeInfo {
+    api_vol::VolumeInfo {
+        name: v.name,
+        size_bytes: v.size_bytes,
+        allocated_bytes: v.allocated_bytes,
+        created_at_unix: v.created_at_unix,
+        holders: v
+            .holders
+            .into_iter()
+            .map(|(sandbox, read_only)| api_vol::VolumeHolder { sandbox, read_only })
+            .collect(),
     }
 }
 
@@ -144,15 +204,16 @@ pub(crate) fn image(v: eng::ImageView) -> api::ImageSummary {
     }
 }
 
-pub(crate) fn create(b: api::CreateSandbox) -> eng::CreateSpec {
-    eng::CreateSpec {
+pub(crate) fn create(b: api::CreateSandbox) -> Result<eng::CreateSpec, ApiError> {
+    Ok(eng::CreateSpec {
         image: b.image,
         memory_mib: b.memory_mib,
         vcpus: b.vcpus,
         env: b.env,
         lifetime: lifetime(b.timeout_secs, b.on_expiry),
         metadata: b.metadata,
-    }
+        volumes: volume_specs(b.volumes)?,
+    })
 }
 
 /// The spawn of `tag` a body asks for.
@@ -181,6 +242,7 @@ pub(crate) fn spawn(tag: &str, b: api::SpawnBody) -> Result<eng::SpawnSpec, ApiE
         expect_vcpus: b.vcpus,
         lifetime: lifetime(b.timeout_secs, b.on_expiry),
         metadata: b.metadata,
+        volumes: volume_specs(b.volumes)?,
     })
 }
 

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::model::{
     ChildOutcome, CreateSpec, DeleteScope, EngineFacts, ExecItems, ExecSpec, FileRead, ForkSpec,
     Forked, ImageView, Lifetime, ListQuery, ProcessSpec, SandboxView, SnapshotDeletion,
-    SnapshotSpec, SnapshotView, SpawnSpec, UploadStream,
+    SnapshotSpec, SnapshotView, SpawnSpec, UploadStream, VolumeView,
 };
 use crate::{BranchSpec, Engine};
 
@@ -106,6 +106,14 @@ pub trait EngineApi: Send + Sync + 'static {
         path: &str,
         recursive: bool,
     ) -> Result<BoxStream<'static, Result<FsEvent>>>;
+    /// Create a named volume of `size_mib` MiB.
+    async fn create_volume(&self, name: &str, size_mib: u64) -> Result<VolumeView>;
+    /// Every named volume.
+    fn volumes(&self) -> Result<Vec<VolumeView>>;
+    /// One named volume.
+    fn volume(&self, name: &str) -> Result<VolumeView>;
+    /// Delete a named volume nobody holds.
+    fn delete_volume(&self, name: &str) -> Result<()>;
 }
 
 #[async_trait::async_trait]
@@ -120,6 +128,23 @@ impl EngineApi for Arc<Engine> {
 
     fn images(&self) -> Result<Vec<ImageView>> {
         Engine::images(self)
+    }
+
+    async fn create_volume(&self, name: &str, size_mib: u64) -> Result<VolumeView> {
+        self.check_open()?;
+        self.volumes.create(name, size_mib).await
+    }
+
+    fn volumes(&self) -> Result<Vec<VolumeView>> {
+        self.volumes.list()
+    }
+
+    fn volume(&self, name: &str) -> Result<VolumeView> {
+        self.volumes.view(name)
+    }
+
+    fn delete_volume(&self, name: &str) -> Result<()> {
+        self.volumes.delete(name)
     }
 
     fn sandboxes(&self) -> Vec<SandboxView> {

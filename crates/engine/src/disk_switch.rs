@@ -129,5 +129,6 @@ pub(crate) fn snapshot_meta(
         warning: f.warning,
         metadata: sb.spec.metadata.clone(),
         owner: f.owner,
+        volume_slots_used: sb.volumes.iter().map(|a| a.slot).collect(),
     }
 }

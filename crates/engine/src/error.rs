@@ -44,6 +44,12 @@ pub enum EngineError {
         /// The tag asked for.
         tag: String,
     },
+    /// No volume has that name.
+    #[error("no volume named `{name}`: list them with `zygote volume ls`, create it with `zygote volume create {name} --size 1G`")]
+    VolumeNotFound {
+        /// The name asked for.
+        name: String,
+    },
     /// The request conflicts with the current state (a taken tag, a wrong mode).
     #[error("{0}")]
     Conflict(String),
@@ -121,9 +127,9 @@ impl EngineError {
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            EngineError::NotFound { .. } | EngineError::SnapshotNotFound { .. } => {
-                ErrorClass::NotFound
-            }
+            EngineError::NotFound { .. }
+            | EngineError::SnapshotNotFound { .. }
+            | EngineError::VolumeNotFound { .. } => ErrorClass::NotFound,
             EngineError::Conflict(_) => ErrorClass::Conflict,
             EngineError::NotImplemented(_) => ErrorClass::NotImplemented,
             EngineError::Image(e) => {

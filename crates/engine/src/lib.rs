@@ -29,6 +29,7 @@ mod stale;
 pub mod state;
 pub mod store;
 mod vm;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -80,6 +81,9 @@ pub struct EngineConfig {
     pub prestart_max: usize,
     /// Receives the engine's timings (the daemon's metrics).
     pub observer: Option<Arc<dyn Observer>>,
+    /// Host directories under this one may be attached read-only as volumes
+    /// (`None`: no host directory may).
+    pub volume_host_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for dyn Observer {
@@ -98,6 +102,7 @@ impl EngineConfig {
             prestart: DEFAULT_PRESTART,
             prestart_max: DEFAULT_PRESTART_MAX,
             observer: None,
+            volume_host_root: None,
         }
     }
 }
@@ -111,6 +116,7 @@ pub struct Engine {
     append: String,
     store: Arc<Store>,
     snapshots: snapshot::Snapshots,
+    volumes: Arc<volumes::Volumes>,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
     pool: pool::Pool,
     shutting_down: AtomicBool,
@@ -141,6 +147,10 @@ impl Engine {
         let store = Arc::new(Store::open(&cfg.home.join("zygote.db"))?);
         let snapshots = snapshot::Snapshots::open(&cfg.home)?;
         let pool = pool::Pool::new(cfg.prestart, cfg.prestart_max.max(cfg.prestart));
+        let volumes = Arc::new(volumes::Volumes::open(
+            &cfg.home,
+            cfg.volume_host_root.clone(),
+        )?);
         let engine = Arc::new(Engine {
             cfg,
             pool,
@@ -149,6 +159,7 @@ impl Engine {
             append,
             store,
             snapshots,
+            volumes,
             sandboxes: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,

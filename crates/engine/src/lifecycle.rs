@@ -113,6 +113,7 @@ impl Engine {
             env,
             lifetime,
             metadata,
+            volumes,
         } = req;
         let memory_mib = memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) {
@@ -142,8 +143,12 @@ impl Engine {
         let id = new_id();
         let span = tracing::info_span!("sandbox", id = %id);
         let machine = self.machine_for(&image, memory_mib, vcpus);
+        let lease = self
+            .volumes
+            .attach(&id, &volumes, machine.volume_slots)
+            .await?;
         let running = self
-            .launching(self.boot_vm(&id, machine, &image))
+            .launching(self.boot_vm(&id, machine, &image, lease))
             .instrument(span.clone())
             .await
             .inspect_err(|e| warn!(parent: &span, error = %e, "boot failed"))?;
@@ -250,6 +255,8 @@ impl Engine {
         }
         let _ = sb.set_state(SandboxState::Dead, Some("removed".into()));
         sb.dir.remove();
+        // QEMU is gone: its volumes are free for others.
+        self.volumes.detach(id);
         if let Some(p) = &sb.paused {
             // A paused sandbox is its snapshot: it goes with it.
             let _ = self.snapshots.delete(&p.snapshot);
@@ -351,6 +358,14 @@ impl Engine {
             sb.dir.remove();
             self.map().insert(sb.id.clone(), Arc::new(sb));
         }
+        // Running and paused sandboxes hold their volumes again; views no
+        // sandbox names go.
+        for sb in self.map().values() {
+            if matches!(sb.state(), SandboxState::Running | SandboxState::Paused) {
+                self.volumes.adopt(&sb.id, &sb.volumes);
+            }
+        }
+        self.volumes.sweep(&self.map().keys().cloned().collect());
         if let Ok(rd) = std::fs::read_dir(self.sandboxes_root()) {
             let known: std::collections::HashSet<String> = self.map().keys().cloned().collect();
             for e in rd.flatten() {

@@ -14,6 +14,7 @@ use zygote_qemu::{Accel, VmConfig};
 use crate::error::{EngineError, Result};
 use crate::rundir::RuntimeDir;
 use crate::sandbox::SandboxMemory;
+use crate::volumes::Attachment;
 
 /// The QEMU machine type every zygote VM uses.
 pub const MACHINE_TYPE: &str = "microvm";
@@ -90,6 +91,10 @@ pub struct Machine {
     pub initrd: PathBuf,
     /// Kernel command line.
     pub append: String,
+    /// Volume slots (virtio disks present whether or not a volume is in
+    /// them); 0 for VMs booted before volumes existed.
+    #[serde(default)]
+    pub volume_slots: u8,
 }
 
 impl Machine {
@@ -136,13 +141,15 @@ pub(crate) enum Start {
 }
 
 /// The QEMU configuration of the VM `name` with machine `m` in `dir`, on
-/// `memory`, writing to the overlay `disk`. The only place a [`VmConfig`] is built.
+/// `memory`, writing to the overlay `disk`, with `volumes` in their slots. The
+/// only place a [`VmConfig`] is built.
 pub(crate) fn vm_config(
     name: &str,
     m: &Machine,
     dir: &RuntimeDir,
     memory: &SandboxMemory,
     disk: &Path,
+    volumes: &[Attachment],
     start: Start,
 ) -> VmConfig {
     let (mem_path, mem_share) = match memory {
@@ -164,6 +171,7 @@ pub(crate) fn vm_config(
         // Boots and children carry the same devices, or a child cannot load
         // its parent's state (see xfer.rs).
         xfer_disk: Some(dir.xfer_disk()),
+        volumes: crate::volumes::drives(m.volume_slots, volumes),
         qmp_socket: dir.qmp_socket(),
         agent_socket: dir.agent_socket(),
         console_log: dir.console_log(),
@@ -188,6 +196,7 @@ mod tests {
             kernel: "/i/vmlinuz".into(),
             initrd: "/i/initrd.img".into(),
             append: "console=ttyS0".into(),
+            volume_slots: 2,
         }
     }
 
@@ -199,6 +208,13 @@ mod tests {
         assert_eq!(v["pages"], "small");
         assert_eq!(v["cpu"], "max");
         assert_eq!(serde_json::from_value::<Machine>(v.clone()).unwrap(), m);
+        // A machine stored before volumes has no slots.
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("volume_slots");
+        assert_eq!(
+            serde_json::from_value::<Machine>(old).unwrap().volume_slots,
+            0
+        );
         let mut bad = v;
         bad["extra"] = 1.into();
         assert!(serde_json::from_value::<Machine>(bad).is_err());
@@ -225,9 +241,26 @@ mod tests {
         let dir = RuntimeDir::create(d.path(), "abc").unwrap();
         let mem = std::sync::Arc::new(zygote_mem::Region::create("t", 1 << 20, false).unwrap());
         let own = SandboxMemory::Own(mem.clone());
-        let boot = vm_config("n", &machine(), &dir, &own, &dir.overlay(1), Start::Boot);
+        let boot = vm_config(
+            "n",
+            &machine(),
+            &dir,
+            &own,
+            &dir.overlay(1),
+            &[],
+            Start::Boot,
+        );
         let cow = SandboxMemory::Cow(mem);
-        let child = vm_config("n", &machine(), &dir, &cow, &dir.overlay(1), Start::Restore);
+        let child = vm_config(
+            "n",
+            &machine(),
+            &dir,
+            &cow,
+            &dir.overlay(1),
+            &[],
+            Start::Restore,
+        );
+        assert_eq!(boot.volumes, vec![None, None], "every slot is there, empty");
         assert!(boot.mem_share && !boot.incoming_defer && !boot.start_paused);
         assert!(!child.mem_share && child.incoming_defer && child.start_paused);
         assert_eq!(boot.xfer_disk, child.xfer_disk);

@@ -169,6 +169,43 @@ pub struct ListQuery {
     pub state: Option<SandboxState>,
 }
 
+/// Where a volume's data comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum VolumeSource {
+    /// A named volume the daemon owns (`<home>/volumes/<name>.img`).
+    Named(String),
+    /// A host directory, exported read-only: a copy taken when it is attached.
+    HostDir(PathBuf),
+}
+
+/// A volume attached to a sandbox, or to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    /// What is attached.
+    pub source: VolumeSource,
+    /// Absolute mount point in the guest.
+    pub path: String,
+    /// Mounted read-only; the guest's writes (if it remounts) go to a
+    /// copy-on-write view of its own, never to the volume.
+    pub read_only: bool,
+}
+
+/// A named volume as the engine reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeView {
+    /// Name.
+    pub name: String,
+    /// Size of its disk in bytes.
+    pub size_bytes: u64,
+    /// Bytes the host has allocated for it.
+    pub allocated_bytes: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at_unix: u64,
+    /// Sandboxes holding it, and whether read-only.
+    pub holders: Vec<(String, bool)>,
+}
+
 /// A new sandbox booted from an image.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CreateSpec {
@@ -184,6 +221,8 @@ pub struct CreateSpec {
     pub lifetime: Lifetime,
     /// Labels.
     pub metadata: Metadata,
+    /// Volumes to attach.
+    pub volumes: Vec<VolumeSpec>,
 }
 
 /// Children of a snapshot.
@@ -205,6 +244,8 @@ pub struct SpawnSpec {
     pub lifetime: Lifetime,
     /// Labels over the snapshot's (which children inherit).
     pub metadata: Metadata,
+    /// Volumes to attach to each child (read-only ones only when `count` > 1).
+    pub volumes: Vec<VolumeSpec>,
 }
 
 /// A branch of a running sandbox into a snapshot.
@@ -358,6 +399,8 @@ pub struct SandboxView {
     pub memory: Option<MemoryKind>,
     /// Labels.
     pub metadata: Metadata,
+    /// Its volumes.
+    pub volumes: Vec<VolumeSpec>,
 }
 
 /// A snapshot as the engine reports it.

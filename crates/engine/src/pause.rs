@@ -17,6 +17,7 @@ use crate::model::{
     BranchMode, BranchSpec, ChildMemory, SandboxState, SandboxView, SnapshotStatus,
 };
 use crate::sandbox::{Command, Sandbox, SandboxMemory, Spec};
+use crate::volumes::VolumeLease;
 use crate::Engine;
 
 /// The tag of the snapshot a paused sandbox `id` is.
@@ -106,7 +107,13 @@ impl Engine {
                 ChildMemory::CopyOnWrite
             };
             let vm = self
-                .launching(self.load_child(id, &snap, mem, memory))
+                .launching(self.load_child(
+                    id,
+                    &snap,
+                    mem,
+                    memory,
+                    VolumeLease::existing(sb.volumes.clone()),
+                ))
                 .await?;
             let (running, _) = self.launching(self.resume_child(vm, t0)).await?;
             let resumed = self.register(

@@ -206,7 +206,13 @@ impl Engine {
             let id = new_id();
             let t = Instant::now();
             let entry = match self
-                .load_child(&id, &snap, mem, ChildMemory::CopyOnWrite)
+                .load_child(
+                    &id,
+                    &snap,
+                    mem,
+                    ChildMemory::CopyOnWrite,
+                    crate::volumes::VolumeLease::existing(Vec::new()),
+                )
                 .await
             {
                 Ok(vm) => Prestarted {

@@ -26,6 +26,7 @@ use crate::rundir::RuntimeDir;
 use crate::state;
 use crate::store::{RuntimeFacts, SandboxRow, Store};
 use crate::vm::Running;
+use crate::volumes::Attachment;
 
 /// Default time an eval may take.
 pub(crate) const EVAL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -109,6 +110,7 @@ fn runtime_facts(
     disk: &DiskState,
     memory: &SandboxMemory,
     boot_ms: Option<u64>,
+    volumes: &[Attachment],
 ) -> RuntimeFacts {
     RuntimeFacts {
         env: spec.env.clone(),
@@ -123,6 +125,7 @@ fn runtime_facts(
         memory: memory.kind().into(),
         memfd: memory.region().name().to_string(),
         paused_snapshot: None,
+        volumes: volumes.to_vec(),
     }
 }
 
@@ -177,6 +180,8 @@ pub struct Sandbox {
     /// Its lifetime (changed by `set_timeout`).
     expires: Mutex<Expires>,
     pub(crate) disk: Mutex<DiskState>,
+    /// Its volumes, in their slots.
+    pub(crate) volumes: Vec<Attachment>,
     state: watch::Sender<(SandboxState, Option<String>)>,
     store: Arc<Store>,
     pub(crate) span: tracing::Span,
@@ -197,6 +202,7 @@ impl Sandbox {
     ) -> Result<(Arc<Sandbox>, QemuProcess, mpsc::Receiver<Command>)> {
         let Running { vm, link, ready_ms } = running;
         let pid = vm.process.pid();
+        let volumes = vm.volumes.commit();
         let boot_ms = Some(ready_ms as u64);
         let row = SandboxRow {
             id: vm.id.clone(),
@@ -208,7 +214,9 @@ impl Sandbox {
             machine: vm.machine.clone(),
             created_at_unix,
             snapshot_tag: snapshot_tag.clone(),
-            runtime: Some(runtime_facts(&spec, expires, &vm.disk, &vm.memory, boot_ms)),
+            runtime: Some(runtime_facts(
+                &spec, expires, &vm.disk, &vm.memory, boot_ms, &volumes,
+            )),
         };
         store.insert(&row)?;
         let (cmd, cmd_rx) = mpsc::channel(4);
@@ -231,6 +239,7 @@ impl Sandbox {
             memory: Mutex::new(Some(vm.memory)),
             expires: Mutex::new(expires),
             disk: Mutex::new(vm.disk),
+            volumes,
             state: watch::channel((SandboxState::Running, None)).0,
             store,
             span,
@@ -272,6 +281,11 @@ impl Sandbox {
                 virtual_size: 0,
                 generation: 0,
             }),
+            volumes: row
+                .runtime
+                .as_ref()
+                .map(|f| f.volumes.clone())
+                .unwrap_or_default(),
             state: watch::channel((SandboxState::Dead, reason)).0,
             store,
             span,
@@ -310,6 +324,7 @@ impl Sandbox {
                 virtual_size: 0,
                 generation: 0,
             }),
+            volumes: self.volumes.clone(),
             state: watch::channel((SandboxState::Paused, None)).0,
             store: self.store.clone(),
             span: self.span.clone(),
@@ -339,6 +354,7 @@ impl Sandbox {
             },
             memfd: String::new(),
             paused_snapshot: Some(p.snapshot.clone()),
+            volumes: self.volumes.clone(),
         };
         Ok(self.store.set_paused(&self.id, &facts)?)
     }
@@ -374,7 +390,14 @@ impl Sandbox {
             .clone();
         let Some(memory) = memory else { return };
         let disk = self.disk.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let facts = runtime_facts(&self.spec, self.expires(), &disk, &memory, self.boot_ms);
+        let facts = runtime_facts(
+            &self.spec,
+            self.expires(),
+            &disk,
+            &memory,
+            self.boot_ms,
+            &self.volumes,
+        );
         if let Err(e) = self.store.set_runtime(&self.id, &facts) {
             tracing::warn!(parent: &self.span, error = %e, "cannot record the sandbox's disk chain");
         }
@@ -432,6 +455,7 @@ impl Sandbox {
             snapshot_tag: self.snapshot_tag.clone(),
             memory: self.memory_kind(),
             metadata: self.spec.metadata.clone(),
+            volumes: self.volumes.iter().map(Attachment::spec).collect(),
         }
     }
 

@@ -74,6 +74,10 @@ pub struct SnapshotMeta {
     /// or removing that sandbox deletes it).
     #[serde(default)]
     pub owner: Option<String>,
+    /// Volume slots the sandbox it was taken from had volumes mounted in:
+    /// its children clear them before mounting their own.
+    #[serde(default)]
+    pub volume_slots_used: Vec<u8>,
 }
 
 /// `meta.json` format 1, read and converted to the current format.
@@ -135,6 +139,7 @@ impl SnapshotMetaV1 {
                 kernel: self.kernel,
                 initrd: self.initrd,
                 append: self.append,
+                volume_slots: 0,
             },
             disk: self.disk,
             disk_bytes: self.disk_bytes,
@@ -147,6 +152,7 @@ impl SnapshotMetaV1 {
             warning: self.warning,
             metadata: Default::default(),
             owner: None,
+            volume_slots_used: Vec::new(),
         })
     }
 }

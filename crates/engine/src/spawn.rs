@@ -17,6 +17,7 @@ use crate::observe::Timing;
 use crate::pool::Prestarted;
 use crate::sandbox::{Expires, Spec};
 use crate::snapshot::Snapshot;
+use crate::volumes::VolumeLease;
 use crate::{paths, Engine};
 
 /// Most children one request may ask for.
@@ -57,6 +58,8 @@ impl Engine {
         }
         crate::lifecycle::check_lifetime(&spec.lifetime)?;
         crate::lifecycle::check_labels(&spec.metadata)?;
+        self.volumes
+            .check(&spec.volumes, m.machine.volume_slots, n)?;
         let snap_mem = {
             let s = snap.clone();
             tokio::task::spawn_blocking(move || s.memory())
@@ -110,11 +113,24 @@ impl Engine {
         };
         let span = tracing::info_span!("sandbox", id = %id);
         let started = self.launching(async {
+            // Taken first, so a volume someone holds fails the child early.
+            let lease = self
+                .volumes
+                .attach(&id, &spec.volumes, snap.meta.machine.volume_slots)
+                .await?;
+            // Every child starts with its slots empty (pre-started ones too):
+            // its volumes go in once its parent's are cleared.
             let vm = match vm {
                 Some(vm) => vm,
-                None => self.load_child(&id, snap, snap_mem, spec.memory).await?,
+                None => {
+                    let empty = VolumeLease::existing(Vec::new());
+                    self.load_child(&id, snap, snap_mem, spec.memory, empty)
+                        .await?
+                }
             };
-            self.resume_child(vm, t0).await
+            let (mut running, running_ms) = self.resume_child(vm, t0).await?;
+            crate::volumes::fill_child(&mut running, &snap.meta.volume_slots_used, lease).await?;
+            Ok::<_, EngineError>((running, running_ms))
         });
         let (running, running_ms) = started
             .instrument(span.clone())

@@ -51,6 +51,9 @@ pub struct RuntimeFacts {
     /// A paused sandbox: the snapshot of itself it owns.
     #[serde(default)]
     pub paused_snapshot: Option<String>,
+    /// Its volumes.
+    #[serde(default)]
+    pub volumes: Vec<crate::volumes::Attachment>,
 }
 
 /// [`MemoryKind`] as stored.
@@ -367,6 +370,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRow> {
             kernel: PathBuf::new(),
             initrd: PathBuf::new(),
             append: String::new(),
+            volume_slots: 0,
         },
     };
     Ok(SandboxRow {
@@ -414,6 +418,7 @@ mod tests {
                 kernel: "/k".into(),
                 initrd: "/i".into(),
                 append: "quiet".into(),
+                volume_slots: 4,
             },
             created_at_unix: 1,
             snapshot_tag: Some("t".into()),
@@ -430,6 +435,14 @@ mod tests {
                 memory: MemoryKindCol::Cow,
                 memfd: "zygote-snap-t".into(),
                 paused_snapshot: None,
+                volumes: vec![crate::volumes::Attachment {
+                    slot: 1,
+                    source: crate::model::VolumeSource::Named("data".into()),
+                    path: "/data".into(),
+                    read_only: false,
+                    image: "/h/volumes/data.img".into(),
+                    qcow2: false,
+                }],
             }),
         }
     }

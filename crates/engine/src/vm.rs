@@ -34,6 +34,7 @@ use crate::model::ChildMemory;
 use crate::rundir::RuntimeDir;
 use crate::sandbox::{DiskState, SandboxMemory};
 use crate::snapshot::Snapshot;
+use crate::volumes::VolumeLease;
 use crate::Engine;
 
 /// Bytes of fresh entropy each child gets.
@@ -48,6 +49,8 @@ pub(crate) struct Vm {
     pub(crate) memory: SandboxMemory,
     pub(crate) disk: DiskState,
     pub(crate) machine: Machine,
+    /// Its volumes (let go if the start fails).
+    pub(crate) volumes: VolumeLease,
     pub(crate) dir: RuntimeDir,
 }
 
@@ -139,15 +142,18 @@ impl Engine {
             kernel: image.kernel.clone(),
             initrd: image.initrd.clone(),
             append: self.append.clone(),
+            volume_slots: crate::volumes::SLOTS,
         }
     }
 
-    /// Boot `machine` from `image` as sandbox `id`, up to its agent answering.
+    /// Boot `machine` from `image` as sandbox `id` with `volumes` mounted, up
+    /// to its agent answering.
     pub(crate) async fn boot_vm(
         &self,
         id: &str,
         machine: Machine,
         image: &zygote_image::ImageInfo,
+        volumes: VolumeLease,
     ) -> Result<Running> {
         let t0 = Instant::now();
         let dir = self.runtime_dir(id)?;
@@ -164,6 +170,7 @@ impl Engine {
             &dir,
             &memory,
             &overlay,
+            volumes.list(),
             Start::Boot,
         );
         let (process, qmp) = start_qemu(self, &cfg).await?;
@@ -179,6 +186,7 @@ impl Engine {
                 generation: 1,
             },
             machine,
+            volumes,
             dir,
         };
         info!(pid = vm.process.pid(), "QEMU started");
@@ -186,6 +194,7 @@ impl Engine {
         let socket = vm.dir.agent_socket();
         let agent = AgentLink::connect(&socket, timeout);
         let link = vm.agent_or_death(agent, timeout).await?;
+        crate::volumes::mount_booted(&link, vm.volumes.list()).await?;
         let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
         info!(
             boot_ms = ready_ms as u64,
@@ -195,14 +204,16 @@ impl Engine {
         Ok(Running { vm, link, ready_ms })
     }
 
-    /// Start a child's QEMU as `id` over the snapshot's memory and load its
-    /// vmstate; the VM stays paused.
+    /// Start a child's QEMU as `id` over the snapshot's memory with `volumes`
+    /// in its slots and load its vmstate; the VM stays paused (the guest sees
+    /// its volumes once told, see `volumes::mount`).
     pub(crate) async fn load_child(
         &self,
         id: &str,
         snap: &Arc<Snapshot>,
         snap_mem: Arc<Region>,
         memory: ChildMemory,
+        volumes: VolumeLease,
     ) -> Result<Vm> {
         let t = Instant::now();
         let m = &snap.meta;
@@ -246,6 +257,7 @@ impl Engine {
             &dir,
             &memory,
             &overlay,
+            volumes.list(),
             Start::Restore,
         );
         let prep_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -288,6 +300,7 @@ impl Engine {
             memory,
             disk,
             machine,
+            volumes,
             dir,
         })
     }
@@ -387,6 +400,7 @@ impl Engine {
                 generation: facts.disk_generation,
             },
             machine: row.machine.clone(),
+            volumes: VolumeLease::existing(facts.volumes.clone()),
             dir,
         };
         let socket = vm.dir.agent_socket();

@@ -222,6 +222,16 @@ pub enum Msg {
         /// Watch its subdirectories too.
         recursive: bool,
     },
+    /// Attach the sandbox's volumes. First each slot in `reset` is cleared:
+    /// file systems on its disk shut down (no more I/O to the device) and
+    /// lazily unmounted, and the device probed again; then each mount is made
+    /// (directories created, the device probed again first when asked).
+    Mounts {
+        /// Serials of the slots to clear (`vol0`, ...).
+        reset: Vec<String>,
+        /// What to mount.
+        mounts: Vec<MountSpec>,
+    },
     /// Read up to `len` bytes of a file from `file_offset` into the transfer disk
     /// at `disk_offset` (the last block zero-padded); answered with `DiskReadOk`.
     /// Each window is its own request, so a host may keep several in flight.
@@ -315,6 +325,21 @@ pub enum Msg {
     FsEvent(crate::procs::FsEvent),
     /// The request failed.
     Error(AgentError),
+}
+
+/// One volume to mount (see `Msg::Mounts`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MountSpec {
+    /// The serial of the virtio disk holding it (`vol0`, ...).
+    pub serial: String,
+    /// Absolute mount point in the guest.
+    pub path: String,
+    /// Mount read-only.
+    pub read_only: bool,
+    /// Probe the device again first: the host put a new disk in the slot
+    /// since the guest last looked, so its size changed.
+    pub reprobe: bool,
 }
 
 /// Deserialize a `u128` field that fits a `u64` (see `Msg::Resumed::unix_nanos`).

@@ -36,6 +36,9 @@ pub struct CreateSandbox {
     /// Labels (at most 64; keys of A-Z a-z 0-9 . _ - /, values under 512 bytes).
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Volumes to attach (at most 4).
+    #[serde(default)]
+    pub volumes: Vec<crate::volumes::VolumeMount>,
 }
 
 /// What happens when a sandbox's lifetime runs out.
@@ -128,6 +131,9 @@ pub struct SandboxInfo {
     /// Labels.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Its volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volumes::VolumeMount>,
     /// The snapshot it was spawned from.
     #[serde(default)]
     pub snapshot_tag: Option<String>,
@@ -519,6 +525,9 @@ pub struct SpawnBody {
     /// Labels over the snapshot's (children inherit the snapshot's).
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Volumes to attach to each child (writable ones only with `n` 1).
+    #[serde(default)]
+    pub volumes: Vec<crate::volumes::VolumeMount>,
 }
 
 /// One child of a spawn: a sandbox or why it failed.

@@ -64,6 +64,11 @@ pub struct VmConfig {
     /// `x0` with `serial=xfer`, through the host page cache so the daemon's own
     /// reads and writes of the file stay coherent with QEMU's. `None`: no disk.
     pub xfer_disk: Option<PathBuf>,
+    /// Volume slots in order, attached as virtio-blk `v<N>` with `serial=vol<N>`
+    /// after every other disk. A slot's device exists whether or not a volume
+    /// is in it (an empty slot is a 0-byte null disk), so a child of a snapshot
+    /// has its parent's devices whatever its volumes are.
+    pub volumes: Vec<Option<VolumeDrive>>,
     /// QMP unix socket (QEMU listens).
     pub qmp_socket: PathBuf,
     /// Agent unix socket (QEMU listens; the guest sees port `agent`).
@@ -79,6 +84,46 @@ pub struct VmConfig {
     pub tb_size_mib: Option<u32>,
     /// `-name` (shown in `ps` and QMP `query-name`).
     pub name: String,
+}
+
+/// A disk image in a volume slot. Always writable at the device, so every
+/// slot offers the guest the same virtio features (a child's devices must
+/// accept what its parent negotiated); read-only views are copy-on-write
+/// overlays the caller owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeDrive {
+    /// The image file.
+    pub path: PathBuf,
+    /// `qcow2` (an overlay) rather than `raw`.
+    pub qcow2: bool,
+}
+
+/// The serial a guest finds volume slot `slot` by.
+pub fn volume_serial(slot: usize) -> String {
+    format!("vol{slot}")
+}
+
+/// The block node of volume slot `slot`: a `raw` node whose `file` child is
+/// the slot's disk (a 0-byte `null-co` when empty), so the disk can be swapped
+/// under the running device (see [`crate::Qmp::set_volume`]).
+pub fn volume_node(slot: usize) -> String {
+    format!("v{slot}")
+}
+
+/// The `-blockdev` of volume slot `slot` holding `drive`.
+fn volume_blockdev(slot: usize, drive: Option<&VolumeDrive>) -> String {
+    let node = volume_node(slot);
+    match drive {
+        None => format!("driver=raw,node-name={node},discard=unmap,file.driver=null-co,file.size=0"),
+        Some(d) if d.qcow2 => format!(
+            "driver=raw,node-name={node},discard=unmap,file.driver=qcow2,file.discard=unmap,file.file.driver=file,file.file.filename={}",
+            path_opt(&d.path)
+        ),
+        Some(d) => format!(
+            "driver=raw,node-name={node},discard=unmap,file.driver=file,file.discard=unmap,file.filename={}",
+            path_opt(&d.path)
+        ),
+    }
 }
 
 /// Escapes a value for QEMU's `key=value,...` option syntax (a comma is doubled).
@@ -204,6 +249,15 @@ impl VmConfig {
         if self.xfer_disk.is_some() {
             push(&["-device", "virtio-blk-device,drive=x0,serial=xfer"]);
         }
+        for (i, v) in self.volumes.iter().enumerate() {
+            let blockdev = volume_blockdev(i, v.as_ref());
+            let device = format!(
+                "virtio-blk-device,drive={},serial={},write-cache=on",
+                volume_node(i),
+                volume_serial(i)
+            );
+            push(&["-blockdev", &blockdev, "-device", &device]);
+        }
         push(&["-device", "virtio-rng-device"]);
         if self.start_paused {
             push(&["-S"]);
@@ -233,6 +287,7 @@ mod tests {
             append: DEFAULT_APPEND.into(),
             disk: "/s/gen1.qcow2".into(),
             xfer_disk: None,
+            volumes: Vec::new(),
             qmp_socket: "/s/qmp.sock".into(),
             agent_socket: "/s/agent.sock".into(),
             console_log: "/s/console.log".into(),
@@ -323,6 +378,52 @@ mod tests {
             .iter()
             .position(|d| d == "virtio-blk-device,drive=x0,serial=xfer");
         assert!(d0.is_some() && x0.is_some() && d0 < x0, "{devices:?}");
+    }
+
+    #[test]
+    fn volume_slots_follow_the_other_disks_and_empty_ones_keep_their_device() {
+        let mut c = cfg();
+        c.xfer_disk = Some("/s/xfer.img".into());
+        c.volumes = vec![
+            None,
+            Some(VolumeDrive {
+                path: "/v/data.img".into(),
+                qcow2: false,
+            }),
+            Some(VolumeDrive {
+                path: "/s/view.qcow2".into(),
+                qcow2: true,
+            }),
+        ];
+        let a = c.args();
+        assert_eq!(
+            value_of(&a, "-drive").len(),
+            2,
+            "the root and transfer disks"
+        );
+        assert_eq!(
+            value_of(&a, "-blockdev"),
+            [
+                "driver=raw,node-name=v0,discard=unmap,file.driver=null-co,file.size=0",
+                "driver=raw,node-name=v1,discard=unmap,file.driver=file,file.discard=unmap,file.filename=/v/data.img",
+                "driver=raw,node-name=v2,discard=unmap,file.driver=qcow2,file.discard=unmap,file.file.driver=file,file.file.filename=/s/view.qcow2",
+            ]
+        );
+        let devices = value_of(&a, "-device");
+        let x0 = devices.iter().position(|d| d.contains("drive=x0")).unwrap();
+        for i in 0..3 {
+            let v = devices
+                .iter()
+                .position(|d| {
+                    *d == format!("virtio-blk-device,drive=v{i},serial=vol{i},write-cache=on")
+                })
+                .unwrap_or_else(|| panic!("slot {i}: {devices:?}"));
+            assert!(v > x0, "volumes come after the transfer disk");
+        }
+        // The same slots empty: the same devices.
+        let mut empty = c.clone();
+        empty.volumes = vec![None, None, None];
+        assert_eq!(value_of(&empty.args(), "-device"), devices);
     }
 
     #[test]

@@ -155,6 +155,36 @@ impl Qmp {
         Ok(qmp)
     }
 
+    /// Put `drive` in volume slot `slot` of the running VM, under its device:
+    /// the slot's `raw` node gets the drive as its `file` child (the disk that
+    /// was there is closed). The guest sees the new size once its driver
+    /// probes the device again.
+    pub async fn set_volume(
+        &self,
+        slot: usize,
+        drive: &crate::VolumeDrive,
+    ) -> Result<(), QemuError> {
+        let node = crate::config::volume_node(slot);
+        let file = format!("{node}-f{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let path = drive.path.to_string_lossy();
+        let child = if drive.qcow2 {
+            json!({"driver": "qcow2", "node-name": file, "discard": "unmap",
+                   "file": {"driver": "file", "filename": path}})
+        } else {
+            json!({"driver": "file", "node-name": file, "discard": "unmap", "filename": path})
+        };
+        self.execute("blockdev-add", child).await?;
+        let reopen = json!({"options": [{"driver": "raw", "node-name": node,
+                                         "discard": "unmap", "file": file}]});
+        if let Err(e) = self.execute("blockdev-reopen", reopen).await {
+            let _ = self
+                .execute("blockdev-del", json!({ "node-name": file }))
+                .await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Runs `cmd` with `args` (`Value::Null` for none) and returns its `return`
     /// member, within [`DEFAULT_TIMEOUT`].
     pub async fn execute(&self, cmd: &str, args: Value) -> Result<Value, QemuError> {

@@ -66,6 +66,7 @@ async fn boot_loop() {
             append: append.clone(),
             disk,
             xfer_disk: None,
+            volumes: Vec::new(),
             qmp_socket: vm.join("qmp.sock"),
             agent_socket: vm.join("agent.sock"),
             console_log: vm.join("console.log"),

@@ -41,6 +41,7 @@ fn config(dir: &Path, mem: &MemFd, kernel: &Path, initrd: &Path, disk: &Path) ->
         append: default_append(Accel::Tcg).unwrap(),
         disk: disk.into(),
         xfer_disk: None,
+        volumes: Vec::new(),
         qmp_socket: dir.join("qmp.sock"),
         agent_socket: dir.join("agent.sock"),
         console_log: dir.join("console.log"),
@@ -271,4 +272,74 @@ async fn kill_ends_a_running_qemu() {
     let status = exit.status.expect("our child has a status");
     assert!(!status.success() || status.code() == Some(0), "{exit}");
     assert!(p.try_wait().await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_volume_slot_takes_a_new_disk_under_its_device() {
+    let Some(bin) = qemu_or_skip() else { return };
+    let kernel = match common::kernel() {
+        Ok(k) => k,
+        Err(e) => skip!("no test kernel: {e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = common::initramfs(dir.path()).unwrap();
+    let disk = overlay(dir.path()).await;
+    let vol = dir.path().join("vol.img");
+    std::fs::File::create(&vol)
+        .unwrap()
+        .set_len(48 << 20)
+        .unwrap();
+    let mem = MemFd::create("zygote-test-vol", MEM_MIB << 20).unwrap();
+    let mut cfg = config(dir.path(), &mem, &kernel, &initrd, &disk);
+    cfg.start_paused = true;
+    cfg.name = "zygote-test-vol".into();
+    cfg.volumes = vec![None, None];
+    let mut p = QemuProcess::spawn(&bin, &cfg).unwrap();
+    let qmp = Qmp::connect(&cfg.qmp_socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let size_of = |blocks: &Value, node: &str| {
+        blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["inserted"]["node-name"] == node)
+            .map(|b| b["inserted"]["image"]["virtual-size"].as_u64().unwrap())
+    };
+    let before = qmp.execute("query-block", Value::Null).await.unwrap();
+    assert_eq!(
+        size_of(&before, "v1"),
+        Some(0),
+        "an empty slot is a 0-byte disk"
+    );
+    qmp.set_volume(
+        1,
+        &zygote_qemu::VolumeDrive {
+            path: vol.clone(),
+            qcow2: false,
+        },
+    )
+    .await
+    .unwrap();
+    let after = qmp.execute("query-block", Value::Null).await.unwrap();
+    assert_eq!(size_of(&after, "v1"), Some(48 << 20));
+    assert_eq!(size_of(&after, "v0"), Some(0));
+    let e = qmp
+        .set_volume(
+            0,
+            &zygote_qemu::VolumeDrive {
+                path: dir.path().join("absent.img"),
+                qcow2: false,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("absent.img"), "{e}");
+    let after = qmp.execute("query-block", Value::Null).await.unwrap();
+    assert_eq!(
+        size_of(&after, "v0"),
+        Some(0),
+        "a failed swap leaves the slot as it was"
+    );
+    p.kill(Duration::from_secs(5)).await.unwrap();
 }

@@ -78,6 +78,7 @@ fn config(dir: &Path, name: &str, mem: &MemFd, share: bool, img: &Image, disk: &
         append: default_append(Accel::Tcg).expect("TSC rate"),
         disk: disk.into(),
         xfer_disk: None,
+        volumes: Vec::new(),
         qmp_socket: dir.join(format!("{name}-qmp.sock")),
         agent_socket: dir.join(format!("{name}-agent.sock")),
         console_log: dir.join(format!("{name}-console.log")),

@@ -44,6 +44,21 @@ pub(crate) fn sandbox(id: &str) -> SandboxView {
             if id == "sb2" { "b" } else { "a" }.to_string(),
         )]
         .into(),
+        volumes: vec![VolumeSpec {
+            source: VolumeSource::Named("data".into()),
+            path: "/data".into(),
+            read_only: false,
+        }],
+    }
+}
+
+pub(crate) fn volume(name: &str) -> VolumeView {
+    VolumeView {
+        name: name.into(),
+        size_bytes: 64 << 20,
+        allocated_bytes: 4 << 20,
+        created_at_unix: 1_700_000_002,
+        holders: vec![("sb1".into(), false)],
     }
 }
 
@@ -176,10 +191,15 @@ impl EngineApi for Fake {
 
     async fn create(&self, spec: CreateSpec) -> Result<SandboxView> {
         self.call(format!(
-            "create {} mem={:?} env={:?}",
+            "create {} mem={:?} env={:?}{}",
             spec.image.as_deref().unwrap_or("-"),
             spec.memory_mib,
-            spec.env
+            spec.env,
+            if spec.volumes.is_empty() {
+                String::new()
+            } else {
+                format!(" volumes={:?}", spec.volumes)
+            }
         ))?;
         Ok(sandbox("sb9"))
     }
@@ -460,6 +480,29 @@ impl EngineApi for Fake {
             path: format!("{path}/new"),
         };
         Ok(futures::stream::iter(vec![Ok(ev)]).boxed())
+    }
+
+    async fn create_volume(&self, name: &str, size_mib: u64) -> Result<VolumeView> {
+        self.call(format!("create_volume {name} {size_mib}"))?;
+        Ok(volume(name))
+    }
+
+    fn volumes(&self) -> Result<Vec<VolumeView>> {
+        self.call("volumes".into())?;
+        Ok(vec![volume("data")])
+    }
+
+    fn volume(&self, name: &str) -> Result<VolumeView> {
+        self.call(format!("volume {name}"))?;
+        if name == "data" {
+            Ok(volume(name))
+        } else {
+            Err(EngineError::VolumeNotFound { name: name.into() })
+        }
+    }
+
+    fn delete_volume(&self, name: &str) -> Result<()> {
+        self.call(format!("delete_volume {name}"))
     }
 }
 

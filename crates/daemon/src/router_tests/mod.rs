@@ -4,6 +4,7 @@
 
 mod fake;
 mod fuzz;
+mod volumes;
 
 use std::sync::Arc;
 

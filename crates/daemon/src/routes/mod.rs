@@ -7,12 +7,14 @@
 //!   eval, branch, fork;
 //! - [`files`]: guest files and directory trees (mkdir, rename, walk, watch, batch);
 //! - [`processes`]: background processes and terminals;
-//! - [`snapshots`]: warm snapshots, list, get, delete, spawn.
+//! - [`snapshots`]: warm snapshots, list, get, delete, spawn;
+//! - [`volumes`]: named volumes.
 
 pub(crate) mod files;
 pub(crate) mod processes;
 pub(crate) mod sandboxes;
 pub(crate) mod snapshots;
+pub(crate) mod volumes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,6 +103,7 @@ pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
     use self::processes as pr;
     use self::sandboxes as sb;
     use self::snapshots as sn;
+    use self::volumes as vol;
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/version", get(version))
@@ -147,6 +150,8 @@ pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
             "/v1/sandboxes/{id}/processes/{pid}/resize",
             post(pr::resize),
         )
+        .route("/v1/volumes", get(vol::list).post(vol::create))
+        .route("/v1/volumes/{name}", get(vol::get).delete(vol::delete))
         .route("/v1/snapshots", get(sn::list).post(sn::create))
         .route("/v1/snapshots/{tag}", get(sn::get).delete(sn::delete))
         .route("/v1/snapshots/{tag}/spawn", post(sn::spawn))

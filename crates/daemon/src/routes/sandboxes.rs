@@ -123,7 +123,7 @@ pub(crate) async fn create(
         return forkd_spawn(s, from_value(v)?).await;
     }
     let req: CreateSandbox = from_value(v)?;
-    let info = wire::sandbox(s.engine.create(wire::create(req)).await?);
+    let info = wire::sandbox(s.engine.create(wire::create(req)?).await?);
     let found = Found::sandbox(&info.id);
     Ok(found.on((StatusCode::CREATED, Json(info))))
 }
