@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests of the Python SDK (sdk/python) and the MCP server (sdk/mcp) against a
 # real daemon booting real guests. First checks that the SDK's sync API
-# (_sync.py) is what sdk/python/scripts/unasync.py generates from _async.py.
+# (_sync.py, _commands_sync.py, _files_sync.py) is what
+# sdk/python/scripts/unasync.py generates from the async modules.
 # Creates a venv under target/py-venv (or $ZYGOTE_PY_VENV), installs both
 # packages and pytest into it, and runs both suites. Each suite starts its own
 # `zygote daemon` on a private socket and home ($ZYGOTE_BIN, default
@@ -27,9 +28,9 @@ if ! "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; t
   exit 1
 fi
 
-step "sdk/python: _sync.py is what scripts/unasync.py generates from _async.py"
+step "sdk/python: the sync modules are what scripts/unasync.py generates from the async ones"
 "$py" sdk/python/scripts/unasync.py --check
-echo "_sync.py up to date"
+echo "sync modules up to date"
 
 step "Python venv ($venv)"
 if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then

@@ -202,15 +202,123 @@ async def _exercise(tools: Tools, sid: str, children: list[str]) -> None:
     )
     assert "exactly one" in await tools.error("wait_for_text", sandbox_id=sid, text="x")
 
+    await _processes(tools, sid)
+    await _trees(tools, sid)
+    await _pause_and_lifetime(tools, kids[0])
+
     warm = await tools.call(
-        "create_snapshot", tag="mcp-warm", warmup="import json\nw = json.dumps([7])"
+        "create_snapshot",
+        tag="mcp-warm",
+        warmup="import json\nw = json.dumps([7])",
+        # A server started by the warm-up runs on in every child.
+        warmup_cmd="python3 -m http.server 8123 --bind 127.0.0.1",
+        ready_port=8123,
     )
     assert warm["tag"] == "mcp-warm" and warm["image"] == "python"
-    c = await tools.call("create_sandbox", snapshot="mcp-warm")
+    c = await tools.call(
+        "create_sandbox", snapshot="mcp-warm", metadata={"agent": "mcp"}, timeout_secs=600
+    )
     children.append(c["id"])
+    assert c["metadata"] == {"agent": "mcp"} and c["expires_at_unix"] is not None
     assert (await tools.call("eval", sandbox_id=c["id"], code="w"))["result"] == repr("[7]")
+    r = await tools.call(
+        "run_command",
+        sandbox_id=c["id"],
+        command='python3 -c "import urllib.request as u; '
+        "print(u.urlopen('http://127.0.0.1:8123/').status)\"",
+    )
+    assert r["stdout"] == "200\n", r
+    labelled = await tools.call("list_sandboxes", metadata={"agent": "mcp"})
+    assert [s["id"] for s in labelled["sandboxes"]] == [c["id"]]
     assert "mcp-warm" in await tools.error("create_snapshot", tag="mcp-warm")
 
     for k in children:
         assert (await tools.call("kill_sandbox", sandbox_id=k))["removed"] is True
     assert (await tools.call("kill_sandbox", sandbox_id=sid))["removed"] is True
+
+
+async def _processes(tools: Tools, sid: str) -> None:
+    p = await tools.call(
+        "start_process",
+        sandbox_id=sid,
+        command="cat; echo done; exit 3",
+        stdin=True,
+        tag="catter",
+    )
+    pid = p["pid"]
+    assert p["running"] is True and p["tag"] == "catter" and p["stdin"] is True
+    listed = await tools.call("list_processes", sandbox_id=sid)
+    assert pid in {q["pid"] for q in listed["processes"]}
+    sent = await tools.call("send_stdin", sandbox_id=sid, pid=pid, data="hello\n")
+    assert sent == {"pid": pid, "bytes": 6, "closed": False}
+    for _ in range(20):
+        out = await tools.call("process_output", sandbox_id=sid, pid=pid, wait_secs=0.5)
+        if out["stdout"]:
+            break
+    assert (out["stdout"], out["running"], out["exit_code"]) == ("hello\n", True, None)
+    await tools.call("send_stdin", sandbox_id=sid, pid=pid, data="", close=True)
+    out = await tools.call("process_output", sandbox_id=sid, pid=pid, wait_secs=60)
+    assert (out["stdout"], out["running"], out["exit_code"]) == ("hello\ndone\n", False, 3)
+    ended = await tools.call("list_processes", sandbox_id=sid, include_exited=True)
+    q = next(q for q in ended["processes"] if q["pid"] == pid)
+    assert (q["running"], q["exit_code"]) == (False, 3)
+
+    s = await tools.call("start_process", sandbox_id=sid, command="echo up; sleep 600")
+    k = await tools.call("kill_process", sandbox_id=sid, pid=s["pid"])
+    assert k == {"pid": s["pid"], "signal": 9, "killed": True}
+    out = await tools.call("process_output", sandbox_id=sid, pid=s["pid"], wait_secs=60)
+    assert (out["stdout"], out["running"], out["signal"]) == ("up\n", False, 9)
+    assert (await tools.call("kill_process", sandbox_id=sid, pid=999_999))["killed"] is False
+    assert "999999" in await tools.error("process_output", sandbox_id=sid, pid=999_999)
+
+
+async def _trees(tools: Tools, sid: str) -> None:
+    assert (await tools.call("make_dir", sandbox_id=sid, path="/root/t/a/b"))["created"] is True
+    assert (await tools.call("make_dir", sandbox_id=sid, path="/root/t/a/b"))["created"] is False
+    w = await tools.call(
+        "write_files",
+        sandbox_id=sid,
+        files=[
+            {"path": "/root/t/a/x.txt", "content": "x\n"},
+            {
+                "path": "/root/t/c.bin",
+                "content": base64.b64encode(b"\x00\x01").decode(),
+                "encoding": "base64",
+                "mode": 0o600,
+            },
+        ],
+    )
+    assert w["files"] == [
+        {"path": "/root/t/a/x.txt", "bytes": 2},
+        {"path": "/root/t/c.bin", "bytes": 2},
+    ]
+    ls = await tools.call("list_files", sandbox_id=sid, path="/root/t", depth=3)
+    assert [e["path"] for e in ls["entries"]] == [
+        "/root/t/a",
+        "/root/t/a/b",
+        "/root/t/a/x.txt",
+        "/root/t/c.bin",
+    ]
+    c = ls["entries"][3]
+    assert (c["kind"], c["size"], c["mode"] & 0o777) == ("file", 2, 0o600)
+    ls1 = await tools.call("list_files", sandbox_id=sid, path="/root/t")
+    assert [e["name"] for e in ls1["entries"]] == ["a", "c.bin"]
+    r = await tools.call("read_file", sandbox_id=sid, path="/root/t/c.bin", encoding="base64")
+    assert base64.b64decode(r["content"]) == b"\x00\x01"
+
+
+async def _pause_and_lifetime(tools: Tools, kid: str) -> None:
+    t = await tools.call("set_timeout", sandbox_id=kid, timeout_secs=600)
+    assert t["expires_at_unix"] is not None and t["on_expiry"] == "kill"
+    p = await tools.call("pause_sandbox", sandbox_id=kid)
+    assert p["paused"] is True and p["sandbox"]["state"] == "paused"
+    assert (await tools.call("pause_sandbox", sandbox_id=kid))["paused"] is False
+    listed = await tools.call("list_sandboxes", state="paused")
+    assert [s["id"] for s in listed["sandboxes"]] == [kid]
+    r = await tools.call("resume_sandbox", sandbox_id=kid)
+    assert r["resumed"] is True and r["sandbox"]["state"] == "running"
+    assert (await tools.call("eval", sandbox_id=kid, code="x"))["result"] == "6"
+    # Any other tool on a paused sandbox resumes it first.
+    await tools.call("pause_sandbox", sandbox_id=kid)
+    assert (await tools.call("eval", sandbox_id=kid, code="x"))["result"] == "6"
+    assert (await tools.call("resume_sandbox", sandbox_id=kid))["resumed"] is False

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from zygote import ConflictError, NotFoundError, Sandbox, Snapshot
+from zygote import ConflictError, NotFoundError, Sandbox, Snapshot, SnapshotInfo
 from zygote.testing import TestDaemon
 
 
@@ -57,9 +57,14 @@ def test_branch_then_child_sees_branch_time_state(sandbox: Sandbox, daemon: Test
 def test_fork_children_see_parent_state_and_diverge(sandbox: Sandbox, daemon: TestDaemon) -> None:
     sandbox.files.write("/root/fork-state.txt", "parent")
     sandbox.eval("fork_marker = 'before fork'")
-    children = sandbox.fork(2)
+    children = sandbox.fork(2, timeout=600, metadata={"forked": "yes"})
     try:
         assert len(children) == 2 and len({c.id for c in children} | {sandbox.id}) == 3
+        for c in children:
+            # The parent's labels, and the fork's over them.
+            assert c.info.metadata == {"suite": "py-session", "forked": "yes"}, c.info
+            assert c.info.expires_at_unix is not None
+            assert 590 <= c.info.expires_at_unix - time.time() <= 610
         tag = children[0].info.snapshot_tag
         assert tag and all(c.info.snapshot_tag == tag for c in children)
         for c in children:
@@ -83,35 +88,33 @@ def test_fork_children_see_parent_state_and_diverge(sandbox: Sandbox, daemon: Te
     Snapshot.delete(tag, socket=daemon.socket)
 
 
-def test_snapshot_create_spawn_and_with_cleanup(daemon: TestDaemon) -> None:
-    info = Snapshot.create(
-        "py-warm",
-        warmup="import json\nwarm = json.dumps({'a': 1})",
-        socket=daemon.socket,
-    )
-    assert info.tag == "py-warm" and info.image == "python" and info.memory_mib == 256
-    try:
-        with Sandbox.create(snapshot="py-warm", socket=daemon.socket) as child:
-            assert child.eval("warm").result == repr('{"a": 1}')
-            pid = child.info.pid
-            cid = child.id
-        # Gone after the block: not listed, not reachable, its QEMU exited.
-        assert cid not in {s.id for s in Sandbox.list(socket=daemon.socket)}
-        with pytest.raises(NotFoundError):
-            Sandbox.connect(cid, socket=daemon.socket)
-        assert _gone(pid)
-        many = Snapshot.spawn("py-warm", 2, socket=daemon.socket)
-        try:
-            assert [c.eval("warm").result for c in many] == [repr('{"a": 1}')] * 2
-        finally:
-            for c in many:
-                c.kill()
-                c.close()
-    finally:
-        Snapshot.delete("py-warm", socket=daemon.socket)
-    assert "py-warm" not in [s.tag for s in Snapshot.list(socket=daemon.socket)]
-    with pytest.raises(NotFoundError) as ei:
-        Snapshot.delete("py-warm", socket=daemon.socket)
-    assert ei.value.status == 404 and "py-warm" in ei.value.message
+def test_snapshot_create_spawn_and_with_cleanup(daemon: TestDaemon, warm: SnapshotInfo) -> None:
+    assert warm.tag == "py-warm" and warm.image == "python" and warm.memory_mib == 256
+    assert "py-warm" in [s.tag for s in Snapshot.list(socket=daemon.socket)]
+    with pytest.raises(ConflictError):
+        Snapshot.create("py-warm", socket=daemon.socket)
+    with Sandbox.create(snapshot="py-warm", socket=daemon.socket) as child:
+        assert child.eval("warm").result == repr('{"a": 1}')
+        pid = child.info.pid
+        cid = child.id
+        # A snapshot of a child: deleted, it is gone for good.
+        child.branch(tag="py-del", mode="live")
+    # Gone after the block: not listed, not reachable, its QEMU exited.
+    assert cid not in {s.id for s in Sandbox.list(socket=daemon.socket)}
     with pytest.raises(NotFoundError):
-        Sandbox.create(snapshot="py-warm", socket=daemon.socket)
+        Sandbox.connect(cid, socket=daemon.socket)
+    assert _gone(pid)
+    many = Snapshot.spawn("py-warm", 2, socket=daemon.socket)
+    try:
+        assert [c.eval("warm").result for c in many] == [repr('{"a": 1}')] * 2
+    finally:
+        for c in many:
+            c.kill()
+            c.close()
+    Snapshot.delete("py-del", socket=daemon.socket)
+    assert "py-del" not in [s.tag for s in Snapshot.list(socket=daemon.socket)]
+    with pytest.raises(NotFoundError) as ei:
+        Snapshot.delete("py-del", socket=daemon.socket)
+    assert ei.value.status == 404 and "py-del" in ei.value.message
+    with pytest.raises(NotFoundError):
+        Sandbox.create(snapshot="py-del", socket=daemon.socket)

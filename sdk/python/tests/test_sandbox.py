@@ -26,6 +26,8 @@ from zygote.testing import TestDaemon
 def test_create_and_list(sandbox: Sandbox, daemon: TestDaemon) -> None:
     assert sandbox.info.state == "running"
     assert sandbox.info.memory_mib == 256 and sandbox.info.vcpus == 1
+    assert sandbox.info.metadata == {"suite": "py-session"}
+    assert sandbox.info.expires_at_unix is None and sandbox.info.on_expiry == "kill"
     assert sandbox.id in [s.id for s in Sandbox.list(socket=daemon.socket)]
     assert sandbox.get_info().id == sandbox.id
     assert sandbox.is_running()

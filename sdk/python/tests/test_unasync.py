@@ -1,5 +1,6 @@
-"""scripts/unasync.py, which writes _sync.py from _async.py: the tree's _sync.py is
-its output, and its markers and safety checks work on small inputs."""
+"""scripts/unasync.py, which writes the _sync*.py modules from the _async*.py ones:
+the tree's sync modules are its output, and its markers and safety checks work on
+small inputs."""
 
 from __future__ import annotations
 
@@ -23,9 +24,22 @@ def unasync() -> ModuleType:
     return mod
 
 
-def test_the_tree_sync_module_is_generated(unasync: ModuleType) -> None:
-    assert unasync.SYNC.read_text() == unasync.unasync(unasync.ASYNC.read_text())
+def test_the_tree_sync_modules_are_generated(unasync: ModuleType) -> None:
+    wanted = unasync.generate()
+    assert set(wanted) == {s for _, s in unasync.PAIRS} and len(wanted) == 3
+    for sync, text in wanted.items():
+        assert sync.read_text() == text, sync
     assert unasync.main(["unasync.py", "--check"]) == 0
+
+
+def test_module_names_and_headers(unasync: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(unasync, "EXPLICIT", [])
+    src = "from ._files_async import AsyncFiles\nfrom ._async import AsyncSandbox\n"
+    out = unasync.unasync(src, "_x_async.py")
+    assert out == unasync.header("_x_async.py") + (
+        "from ._files_sync import Files\nfrom ._sync import Sandbox\n"
+    )
+    assert "from _x_async.py: edit that" in out.splitlines()[0]
 
 
 def test_renames_and_markers(unasync: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:

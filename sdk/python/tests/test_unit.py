@@ -101,5 +101,14 @@ def test_exec_stream_decoder() -> None:
     d = ExecStream()
     with pytest.raises(SandboxError, match="agent went away"):
         d.feed(_line(type="error", error="agent went away"))
+    # An error event with a status raises that status's class, as outside a stream.
+    with pytest.raises(NotFoundError) as ei:
+        ExecStream().feed(_line(type="error", error="no such program", status=404))
+    assert ei.value.status == 404 and ei.value.message == "no such program"
+    with pytest.raises(UnavailableError):
+        ExecStream().feed(_line(type="error", error="stopping", status=503))
+    # A terminal's output stays bytes.
+    p = ExecStream(pty=True, keep=False)
+    assert p.feed(_line(type="stdout", data_b64=b64(b"\x1b[0m\xc3"))) == [("pty", b"\x1b[0m\xc3")]
     with pytest.raises(SandboxError, match="without an exit status"):
         ExecStream().finish()

@@ -122,3 +122,56 @@ export function errorForStatus(status: number, message: string): ZygoteError {
       return new ZygoteError(message, status);
   }
 }
+
+/**
+ * A command did not exit with 0: thrown by `wait()` on a background
+ * command's handle (E2B's `CommandExitError`). The result is in `result`.
+ */
+export class CommandExitError extends ZygoteError {
+  /** The command's output and how it ended. */
+  readonly result: import("./types.js").CommandResult;
+
+  /** @param result The command's result. */
+  constructor(result: import("./types.js").CommandResult) {
+    const how = result.timedOut
+      ? "timed out"
+      : result.exitCode !== null
+        ? `exited with ${result.exitCode}`
+        : `was killed by signal ${result.signal}`;
+    const tail = result.stderr.trim().slice(-500);
+    super(`the command ${how}${tail ? `: ${tail}` : ""}`);
+    this.result = result;
+  }
+
+  /** The exit code (`null` when a signal ended it). */
+  get exitCode(): number | null {
+    return this.result.exitCode;
+  }
+
+  /** What it printed to stdout. */
+  get stdout(): string {
+    return this.result.stdout;
+  }
+
+  /** What it printed to stderr. */
+  get stderr(): string {
+    return this.result.stderr;
+  }
+
+  /** Why it failed, in words (E2B's field). */
+  get error(): string {
+    return this.message;
+  }
+}
+
+/**
+ * The error for an `error` event (or line) of a stream: the class of its
+ * `status` (as the same failure outside a stream), else a plain ZygoteError.
+ */
+export function streamError(ev: { error?: unknown; status?: unknown }, what: string): ZygoteError {
+  const msg = typeof ev.error === "string" ? ev.error : JSON.stringify(ev);
+  if (typeof ev.status === "number" && ev.status >= 400 && ev.status <= 599) {
+    return errorForStatus(ev.status, msg);
+  }
+  return new ZygoteError(`${what}: ${msg}`);
+}

@@ -1,15 +1,25 @@
 /**
  * `sandbox.files`: moving files in and out of the guest byte for byte
- * (`PUT/GET/DELETE /v1/sandboxes/{id}/files?path=`, raw bodies) and listing
- * directories.
+ * (`PUT/GET/DELETE /v1/sandboxes/{id}/files?path=`, raw bodies), several at
+ * once (`POST .../files/batch`), directory trees (`walk`, `mkdir`, `rename`)
+ * and watches (`GET .../files/watch`), with E2B's names.
  *
  * @module
  */
 
 import { Client, encode } from "./client.js";
 import { BadRequestError, ZygoteError } from "./errors.js";
-import type { EntryInfo, EntryKind, FileStat, WriteInfo } from "./types.js";
+import {
+  type EntryInfo,
+  type FileStat,
+  type FilesystemEvent,
+  type WireWalkEntry,
+  type WriteEntry,
+  type WriteInfo,
+  walkEntry,
+} from "./types.js";
 import { guestPath } from "./validate.js";
+import { WatchHandle } from "./watch.js";
 
 /** Data `files.write` accepts: text (written as UTF-8) or bytes, whole or as a stream of chunks. */
 export type WriteData = string | Uint8Array | ArrayBuffer | AsyncIterable<Uint8Array>;
@@ -24,6 +34,28 @@ export interface WriteOptions {
 export interface ReadOptions {
   /** `text` (default) decodes UTF-8; `bytes` returns the exact bytes. */
   format?: "text" | "bytes";
+}
+
+/** Options of {@link Files.list}. */
+export interface ListOptions {
+  /** Levels to descend, 1-32 (default 1: the directory's entries). */
+  depth?: number;
+}
+
+/** Options of {@link Files.watchDir}. */
+export interface WatchOptions {
+  /** Watch subdirectories too (also ones created later). */
+  recursive?: boolean;
+  /** Called once when the watch ends, with what ended it (nothing after `stop()`). */
+  onExit?: (err?: Error) => unknown;
+}
+
+function mode8(mode: number | undefined, what: string): string | undefined {
+  if (mode === undefined) return undefined;
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) {
+    throw new BadRequestError(`mode ${String(mode)}${what} is not a permission value: pass e.g. 0o644`);
+  }
+  return mode.toString(8);
 }
 
 /** Options of {@link Files.remove}. */
@@ -54,20 +86,18 @@ export class Files {
    * @returns The path and the number of bytes written.
    * @throws {NotFoundError} The sandbox is gone or the parent directory does not exist.
    */
-  async write(path: string, data: WriteData, opts: WriteOptions = {}): Promise<WriteInfo> {
+  write(path: string, data: WriteData, opts?: WriteOptions): Promise<WriteInfo>;
+  write(files: WriteEntry[]): Promise<WriteInfo[]>;
+  async write(pathOrFiles: string | WriteEntry[], data?: WriteData, opts: WriteOptions = {}): Promise<WriteInfo | WriteInfo[]> {
+    if (Array.isArray(pathOrFiles)) return this.writeFiles(pathOrFiles);
+    const path = pathOrFiles;
     guestPath(path);
     let body: Uint8Array | string | AsyncIterable<Uint8Array>;
     if (typeof data === "string" || data instanceof Uint8Array) body = data;
     else if (data instanceof ArrayBuffer) body = new Uint8Array(data);
     else if (data && typeof (data as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === "function") body = data;
     else throw new BadRequestError(`data for ${path} must be a string, Uint8Array, ArrayBuffer or async iterable of Uint8Array`);
-    let mode: string | undefined;
-    if (opts.mode !== undefined) {
-      if (!Number.isInteger(opts.mode) || opts.mode < 0 || opts.mode > 0o7777) {
-        throw new BadRequestError(`mode ${String(opts.mode)} is not a permission value: pass e.g. 0o644`);
-      }
-      mode = opts.mode.toString(8);
-    }
+    const mode = mode8(opts.mode, "");
     return this.client.json<WriteInfo>({
       method: "PUT",
       path: this.base,
@@ -108,20 +138,113 @@ export class Files {
   }
 
   /**
-   * List a directory, sorted by name.
+   * Write several files in one request (each whole; at most 64 MiB in all),
+   * in order; parent directories are created. `write([...])` is the same.
+   */
+  async writeFiles(files: WriteEntry[]): Promise<WriteInfo[]> {
+    if (!Array.isArray(files)) throw new BadRequestError("files must be an array of { path, data }");
+    const out = files.map((f) => {
+      guestPath(f?.path);
+      let bytes: Uint8Array;
+      if (typeof f.data === "string") bytes = new TextEncoder().encode(f.data);
+      else if (f.data instanceof Uint8Array) bytes = f.data;
+      else if (f.data instanceof ArrayBuffer) bytes = new Uint8Array(f.data);
+      else throw new BadRequestError(`data of ${f.path} must be a string, Uint8Array or ArrayBuffer`);
+      const e: Record<string, unknown> = { path: f.path, data_b64: Buffer.from(bytes).toString("base64") };
+      const m = mode8(f.mode, ` of ${f.path}`);
+      if (m !== undefined) e.mode = m;
+      return e;
+    });
+    return this.client.json<WriteInfo[]>({ method: "POST", path: `${this.base}/batch`, json: { files: out } });
+  }
+
+  /**
+   * List a directory: its entries (`depth` 1), or its tree down to `depth`
+   * levels (1-32), each directory right before its contents, sorted by path.
    *
    * @param path Absolute guest path of a directory.
    * @throws {NotFoundError} No such directory (or sandbox).
    */
-  async list(path: string): Promise<EntryInfo[]> {
+  async list(path: string, opts: ListOptions = {}): Promise<EntryInfo[]> {
     guestPath(path);
-    const r = await this.client.json<{ path: string; entries: { name: string; kind: EntryKind; size: number }[] }>({
+    const depth = opts.depth ?? 1;
+    if (!Number.isInteger(depth) || depth < 1 || depth > 32) {
+      throw new BadRequestError(`depth ${String(depth)} is out of range: pass 1-32 (1: the entries only)`);
+    }
+    const r = await this.client.json<{ entries: WireWalkEntry[] }>({
       method: "GET",
-      path: `${this.base}/list`,
-      query: { path },
+      path: `${this.base}/walk`,
+      query: { path, depth: String(depth) },
     });
-    const dir = path.endsWith("/") ? path : path + "/";
-    return r.entries.map((e) => ({ name: e.name, path: dir + e.name, kind: e.kind, size: e.size }));
+    return r.entries.map(walkEntry);
+  }
+
+  /**
+   * Name, kind, size, mode and modification time of a path.
+   *
+   * @throws {NotFoundError} No such path (or sandbox).
+   */
+  async getInfo(path: string): Promise<EntryInfo> {
+    const st = await this.stat(path);
+    const name = path.replace(/\/+$/, "").split("/").pop() || "/";
+    return { name, path, kind: st.kind, type: st.kind, size: st.size, mode: st.mode, modifiedTime: new Date(st.mtime * 1000) };
+  }
+
+  /**
+   * Create a directory and any missing parents.
+   *
+   * @returns `true` when it was created, `false` when it already existed.
+   * @throws {BadRequestError} Something that is not a directory is in the way.
+   */
+  async makeDir(path: string): Promise<boolean> {
+    guestPath(path);
+    const mkdir = (parents: boolean) =>
+      this.client.json<unknown>({ method: "POST", path: `${this.base}/mkdir`, query: { path, parents: String(parents) } });
+    try {
+      await mkdir(false);
+      return true;
+    } catch (e) {
+      if (!(e instanceof ZygoteError)) throw e;
+      if (e.status === 404 && !e.message.includes("no sandbox with id")) {
+        await mkdir(true);
+        return true;
+      }
+      if (e.status === 400) {
+        const st = await this.stat(path).catch(() => undefined);
+        if (st?.kind === "dir") return false;
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Rename (move) a file or directory.
+   *
+   * @returns What is at `newPath` then.
+   * @throws {NotFoundError} `oldPath` does not exist.
+   */
+  async rename(oldPath: string, newPath: string): Promise<EntryInfo> {
+    guestPath(oldPath, "oldPath");
+    guestPath(newPath, "newPath");
+    await this.client.json<unknown>({ method: "POST", path: `${this.base}/rename`, json: { from: oldPath, to: newPath } });
+    return this.getInfo(newPath);
+  }
+
+  /**
+   * Watch a directory (inotify in the guest): once this resolves, every
+   * create, write, remove, rename and chmod under it reaches `onEvent` until
+   * `stop()`.
+   *
+   * @throws {NotFoundError} No such directory.
+   */
+  async watchDir(path: string, onEvent: (e: FilesystemEvent) => unknown, opts: WatchOptions = {}): Promise<WatchHandle> {
+    guestPath(path);
+    const resp = await this.client.send({
+      method: "GET",
+      path: `${this.base}/watch`,
+      query: { path, recursive: opts.recursive ? "true" : "false" },
+    });
+    return new WatchHandle(resp, this.client, path, onEvent, opts.onExit);
   }
 
   /**
@@ -140,7 +263,7 @@ export class Files {
       await this.stat(path);
       return true;
     } catch (e) {
-      if (e instanceof ZygoteError && e.status === 404 && e.message.includes(path)) return false;
+      if (e instanceof ZygoteError && e.status === 404 && !e.message.includes("no sandbox with id")) return false;
       throw e;
     }
   }

@@ -14,13 +14,26 @@
  */
 
 export { Sandbox, withSandbox } from "./sandbox.js";
-export type { SandboxOptions, SpawnOptions, BranchOptions, ForkOptions } from "./sandbox.js";
+export type {
+  SandboxOptions,
+  SpawnOptions,
+  BranchOptions,
+  ForkOptions,
+  LifeOptions,
+  SandboxConnectOptions,
+  SandboxListOptions,
+} from "./sandbox.js";
 export { Snapshot, health, version, listImages } from "./snapshot.js";
 export type { SnapshotCreateOptions } from "./snapshot.js";
 export { Commands } from "./commands.js";
-export type { RunOptions } from "./commands.js";
+export type { RunOptions, ConnectOptions } from "./commands.js";
+export { CommandHandle } from "./handle.js";
+export type { CommandOutput } from "./handle.js";
+export { Pty } from "./pty.js";
+export type { PtyCreateOptions } from "./pty.js";
 export { Files } from "./files.js";
-export type { WriteData, WriteOptions, ReadOptions, RemoveOptions } from "./files.js";
+export type { WriteData, WriteOptions, ReadOptions, RemoveOptions, ListOptions, WatchOptions } from "./files.js";
+export { WatchHandle } from "./watch.js";
 export {
   DEFAULT_SOCKET,
   ENV_SOCKET,
@@ -44,7 +57,9 @@ export {
   TimeoutError,
   ConnectionError,
   SpawnError,
+  CommandExitError,
 } from "./errors.js";
+export { FilesystemEventType } from "./types.js";
 export type {
   SandboxInfo,
   SandboxState,
@@ -59,4 +74,10 @@ export type {
   WriteInfo,
   VersionInfo,
   ImageInfo,
+  OnExpiry,
+  SandboxList,
+  PtySize,
+  ProcessInfo,
+  FilesystemEvent,
+  WriteEntry,
 } from "./types.js";

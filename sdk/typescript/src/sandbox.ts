@@ -8,10 +8,14 @@ import { Client, type ConnectionOptions, encode } from "./client.js";
 import { Commands } from "./commands.js";
 import { BadRequestError, SpawnError, ZygoteError } from "./errors.js";
 import { Files } from "./files.js";
+import { Pty } from "./pty.js";
 import {
   type BranchMode,
   type EvalResult,
+  type OnExpiry,
   type SandboxInfo,
+  type SandboxList,
+  type SandboxState,
   type SnapshotInfo,
   type WireSandboxInfo,
   type WireSnapshotInfo,
@@ -29,8 +33,38 @@ function spawnPath(tag: string): string {
 // Node 20 before 20.4 has no Symbol.asyncDispose; `await using` needs it.
 (Symbol as { asyncDispose?: symbol }).asyncDispose ??= Symbol.for("Symbol.asyncDispose");
 
+/** A sandbox's lifetime and labels, as create, spawn and fork take them. */
+export interface LifeOptions {
+  /**
+   * Lifetime in milliseconds (rounded up to seconds): when it runs out the
+   * sandbox is removed (or paused, with `onExpiry: "pause"`). Extend it with
+   * `setTimeout`. Default: no limit.
+   */
+  timeoutMs?: number;
+  /** What the end of the lifetime does: `kill` (default) or `pause`. */
+  onExpiry?: OnExpiry;
+  /** Labels that `Sandbox.list({ metadata })` filters on (a child gets its parent's under these). */
+  metadata?: Record<string, string>;
+}
+
+function lifeBody(body: Record<string, unknown>, o: LifeOptions & { lifecycle?: { onTimeout: OnExpiry | { action: OnExpiry } } }): Record<string, unknown> {
+  if (o.timeoutMs !== undefined) body.timeout_secs = wholeSecondsFromMs(o.timeoutMs, "timeoutMs");
+  let on = o.onExpiry;
+  if (o.lifecycle !== undefined) {
+    if (on !== undefined) throw new BadRequestError("onExpiry and lifecycle were both given: pass one (lifecycle is E2B's form)");
+    const t = o.lifecycle?.onTimeout;
+    on = typeof t === "object" && t !== null ? t.action : t;
+  }
+  if (on !== undefined) {
+    if (on !== "kill" && on !== "pause") throw new BadRequestError(`onExpiry \`${String(on)}\` is unknown: pass "kill" or "pause"`);
+    body.on_expiry = on;
+  }
+  if (o.metadata !== undefined) body.metadata = checkEnv(o.metadata, "metadata");
+  return body;
+}
+
 /** Options of {@link Sandbox.create}: boot an image, or start a child of a snapshot. */
-export interface SandboxOptions extends ConnectionOptions {
+export interface SandboxOptions extends ConnectionOptions, LifeOptions {
   /** Image to boot (default `python`). Not with `snapshot`. */
   image?: string;
   /** Start from this snapshot (copy-on-write, a fraction of a second) instead of booting. */
@@ -41,8 +75,10 @@ export interface SandboxOptions extends ConnectionOptions {
   vcpus?: number;
   /** Environment applied to every command in the sandbox. */
   env?: Record<string, string>;
-  /** Lifetime: the daemon removes the sandbox this many milliseconds after creation (rounded up to seconds). Not with `snapshot`. */
-  timeoutMs?: number;
+  /** Same as `env` (E2B's name). */
+  envs?: Record<string, string>;
+  /** E2B's form of `onExpiry`: `{ onTimeout: "pause" }`. */
+  lifecycle?: { onTimeout: OnExpiry | { action: OnExpiry } };
   /** With `snapshot`: the child gets its own memory (so it can be branched in `copy` mode) instead of copy-on-write. */
   privateMemory?: boolean;
   /** With `snapshot` and `privateMemory`: back the child's memory with 2 MiB hugepages. */
@@ -50,7 +86,7 @@ export interface SandboxOptions extends ConnectionOptions {
 }
 
 /** Options of {@link Sandbox.spawn}. */
-export interface SpawnOptions extends ConnectionOptions {
+export interface SpawnOptions extends ConnectionOptions, LifeOptions {
   /** Each child gets its own memory instead of copy-on-write over the snapshot. */
   privateMemory?: boolean;
   /** With `privateMemory`: hugepage-backed child memory. */
@@ -73,8 +109,28 @@ export interface BranchOptions {
   downtimeLimitMs?: number;
 }
 
+/** Options of {@link Sandbox.connect}. */
+export interface SandboxConnectOptions extends ConnectionOptions {
+  /** A new lifetime from now, in milliseconds (`setTimeout`). */
+  timeoutMs?: number;
+  /** `false`: leave a paused sandbox paused (zygote's addition; default: resume it, as E2B). */
+  resume?: boolean;
+}
+
+/** Options of {@link Sandbox.list}. */
+export interface SandboxListOptions extends ConnectionOptions {
+  /** Only sandboxes with all these labels. */
+  metadata?: Record<string, string>;
+  /** Only sandboxes in this state. */
+  state?: SandboxState;
+  /** At most this many (1-1000); `nextToken` of the result then names the next page. */
+  limit?: number;
+  /** The page after the one that gave this token. */
+  nextToken?: string;
+}
+
 /** Options of {@link Sandbox.fork}. */
-export interface ForkOptions {
+export interface ForkOptions extends LifeOptions {
   /** Branch mode of the intermediate snapshot. */
   mode?: BranchMode;
   /** Tag of the intermediate snapshot (default: generated). */
@@ -102,8 +158,10 @@ export class Sandbox {
   info: SandboxInfo;
   /** Run commands. */
   readonly commands: Commands;
-  /** Read, write, list and remove files. */
+  /** Read, write, list, watch and remove files. */
   readonly files: Files;
+  /** Terminals. */
+  readonly pty: Pty;
   /** @internal */
   readonly client: Client;
 
@@ -114,6 +172,7 @@ export class Sandbox {
     this.info = info;
     this.commands = new Commands(client, info.id);
     this.files = new Files(client, info.id);
+    this.pty = new Pty(client, info.id, this.commands);
   }
 
   /**
@@ -133,15 +192,11 @@ export class Sandbox {
           `image \`${opts.image}\` and snapshot \`${opts.snapshot}\` were both given: a child of a snapshot runs the snapshot's image (drop image)`,
         );
       }
-      if (opts.timeoutMs !== undefined) {
-        throw new BadRequestError(
-          "timeoutMs cannot be set for a child of a snapshot: the daemon's spawn API has no lifetime (drop timeoutMs and kill the sandbox yourself)",
-        );
-      }
-      const body: Record<string, unknown> = { n: 1 };
+      const body: Record<string, unknown> = lifeBody({ n: 1 }, opts);
       if (opts.memoryMib !== undefined) body.memory_mib = positiveInt(opts.memoryMib, "memoryMib");
       if (opts.vcpus !== undefined) body.vcpus = positiveInt(opts.vcpus, "vcpus");
-      if (opts.env !== undefined) body.env = checkEnv(opts.env, "env");
+      const env = envOf(opts);
+      if (env !== undefined) body.env = env;
       if (opts.privateMemory) body.private_memory = true;
       if (opts.hugepages) body.hugepages = true;
       const results = await client.json<WireSpawnResult[]>({ method: "POST", path: spawnPath(opts.snapshot), json: body });
@@ -152,12 +207,12 @@ export class Sandbox {
     if (opts.privateMemory || opts.hugepages) {
       throw new BadRequestError("privateMemory and hugepages apply to children of a snapshot: pass snapshot too");
     }
-    const body: Record<string, unknown> = {};
+    const body: Record<string, unknown> = lifeBody({}, opts);
     if (opts.image !== undefined) body.image = opts.image;
     if (opts.memoryMib !== undefined) body.memory_mib = positiveInt(opts.memoryMib, "memoryMib");
     if (opts.vcpus !== undefined) body.vcpus = positiveInt(opts.vcpus, "vcpus");
-    if (opts.env !== undefined) body.env = checkEnv(opts.env, "env");
-    if (opts.timeoutMs !== undefined) body.timeout_secs = wholeSecondsFromMs(opts.timeoutMs, "timeoutMs");
+    const env = envOf(opts);
+    if (env !== undefined) body.env = env;
     const w = await client.json<WireSandboxInfo>({ method: "POST", path: "/v1/sandboxes", json: body });
     return new Sandbox(client, sandboxInfo(w));
   }
@@ -169,7 +224,7 @@ export class Sandbox {
    */
   static async spawn(snapshot: string, n: number, opts: SpawnOptions = {}): Promise<Sandbox[]> {
     const client = new Client(opts);
-    const body: Record<string, unknown> = { n: positiveInt(n, "n") };
+    const body: Record<string, unknown> = lifeBody({ n: positiveInt(n, "n") }, opts);
     if (opts.env !== undefined) body.env = checkEnv(opts.env, "env");
     if (opts.privateMemory) body.private_memory = true;
     if (opts.hugepages) body.hugepages = true;
@@ -178,21 +233,46 @@ export class Sandbox {
   }
 
   /**
-   * Attach to an existing sandbox by id.
+   * Attach to an existing sandbox by id; a paused one is resumed first (as
+   * E2B's `connect`), under the same id with its processes, memory and files.
    *
    * @throws {NotFoundError} No sandbox has that id.
    */
-  static async connect(id: string, opts: ConnectionOptions = {}): Promise<Sandbox> {
+  static async connect(id: string, opts: SandboxConnectOptions = {}): Promise<Sandbox> {
     const client = new Client(opts);
     const w = await client.json<WireSandboxInfo>({ method: "GET", path: `/v1/sandboxes/${encode(id)}` });
-    return new Sandbox(client, sandboxInfo(w));
+    const sb = new Sandbox(client, sandboxInfo(w));
+    if ((opts.resume ?? true) && sb.info.state === "paused") await sb.resume();
+    if (opts.timeoutMs !== undefined) await sb.setTimeout(opts.timeoutMs);
+    return sb;
   }
 
-  /** Every sandbox the daemon holds. */
-  static async list(opts: ConnectionOptions = {}): Promise<SandboxInfo[]> {
+  /**
+   * The sandboxes the daemon holds, oldest first: all of them, or those with
+   * every label of `metadata` and in `state`; a page of at most `limit`.
+   *
+   * @returns The sandboxes, with `nextToken` (`null` on the last page).
+   */
+  static async list(opts: SandboxListOptions = {}): Promise<SandboxList> {
     const client = new Client(opts);
-    const ws = await client.json<WireSandboxInfo[]>({ method: "GET", path: "/v1/sandboxes" });
-    return ws.map(sandboxInfo);
+    const query: Record<string, string> = {};
+    for (const [k, v] of Object.entries(checkEnv(opts.metadata ?? {}, "metadata"))) query[`metadata.${k}`] = v;
+    if (opts.state !== undefined) query.state = opts.state;
+    if (opts.limit !== undefined) query.limit = String(positiveInt(opts.limit, "limit"));
+    if (opts.nextToken !== undefined) query.next_token = opts.nextToken;
+    const resp = await client.send({ method: "GET", path: "/v1/sandboxes", query });
+    let ws: WireSandboxInfo[];
+    try {
+      ws = (await resp.body.json()) as WireSandboxInfo[];
+    } catch (e) {
+      throw client.wrap(e, "unreadable JSON answer from the daemon");
+    }
+    const h = resp.headers["x-next-token"];
+    const next = (Array.isArray(h) ? h[0] : h) || null;
+    const out = ws.map(sandboxInfo);
+    Object.defineProperty(out, "nextToken", { value: next, enumerable: false });
+    Object.defineProperty(out, "hasNext", { value: next !== null, enumerable: false });
+    return out as SandboxList;
   }
 
   /**
@@ -279,7 +359,7 @@ export class Sandbox {
    * @throws {SpawnError} Some children did not start (those that did were removed).
    */
   async fork(n = 1, opts: ForkOptions = {}): Promise<Sandbox[]> {
-    const body: Record<string, unknown> = { n: positiveInt(n, "n") };
+    const body: Record<string, unknown> = lifeBody({ n: positiveInt(n, "n") }, opts);
     if (opts.mode !== undefined) body.mode = opts.mode;
     if (opts.tag !== undefined) body.tag = opts.tag;
     if (opts.privateMemory) body.private_memory = true;
@@ -290,6 +370,50 @@ export class Sandbox {
       json: body,
     });
     return children(this.client, r.children);
+  }
+
+  /**
+   * Pause the sandbox: store it as a snapshot of itself (memory, devices,
+   * disk), stop its VM and free its memory. It stays listed, `paused`,
+   * across daemon restarts; {@link resume} (or `Sandbox.connect`) brings it
+   * back under the same id.
+   *
+   * @returns `true` when it was paused, `false` when it already was.
+   */
+  async pause(): Promise<boolean> {
+    return this.lifecycle("pause", "paused");
+  }
+
+  /**
+   * Resume a paused sandbox under the same id (processes, interpreter state
+   * and files as they were).
+   *
+   * @returns `true` when it was resumed, `false` when it was running already.
+   */
+  async resume(): Promise<boolean> {
+    return this.lifecycle("resume", "running");
+  }
+
+  private async lifecycle(verb: "pause" | "resume", already: SandboxState): Promise<boolean> {
+    try {
+      const w = await this.client.json<WireSandboxInfo>({ method: "POST", path: `/v1/sandboxes/${encode(this.id)}/${verb}` });
+      this.info = sandboxInfo(w);
+      return true;
+    } catch (e) {
+      if (e instanceof ZygoteError && e.status === 409 && (await this.getInfo()).state === already) return false;
+      throw e;
+    }
+  }
+
+  /**
+   * A new lifetime, `timeoutMs` from now (rounded up to seconds; it replaces
+   * the old one); then the sandbox is removed, or paused (`onExpiry:
+   * "pause"`; default: what it was). `info.expiresAtUnix` shows the new end.
+   */
+  async setTimeout(timeoutMs: number, opts: { onExpiry?: OnExpiry } = {}): Promise<void> {
+    const body = lifeBody({}, { timeoutMs, ...(opts.onExpiry ? { onExpiry: opts.onExpiry } : {}) });
+    const w = await this.client.json<WireSandboxInfo>({ method: "POST", path: `/v1/sandboxes/${encode(this.id)}/timeout`, json: body });
+    this.info = sandboxInfo(w);
   }
 
   /**
@@ -305,6 +429,15 @@ export class Sandbox {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.kill();
   }
+}
+
+function envOf(opts: { env?: Record<string, string>; envs?: Record<string, string> }): Record<string, string> | undefined {
+  if (opts.env !== undefined && opts.envs !== undefined) {
+    throw new BadRequestError("env and envs were both given: pass one (envs is E2B's name for env)");
+  }
+  if (opts.envs !== undefined) return checkEnv(opts.envs, "envs");
+  if (opts.env !== undefined) return checkEnv(opts.env, "env");
+  return undefined;
 }
 
 async function killById(client: Client, id: string): Promise<boolean> {

@@ -6,9 +6,9 @@
  */
 
 import { Client, type ConnectionOptions, encode } from "./client.js";
-import { ZygoteError } from "./errors.js";
+import { BadRequestError, ZygoteError } from "./errors.js";
 import { type ImageInfo, type SnapshotInfo, type VersionInfo, type WireSnapshotInfo, snapshotInfo } from "./types.js";
-import { positiveInt } from "./validate.js";
+import { positiveInt, wholeSecondsFromMs } from "./validate.js";
 
 /** Options of {@link Snapshot.create}. */
 export interface SnapshotCreateOptions extends ConnectionOptions {
@@ -18,6 +18,14 @@ export interface SnapshotCreateOptions extends ConnectionOptions {
   image?: string;
   /** Python run in the warm interpreter before the snapshot, e.g. `import numpy`. */
   warmup?: string;
+  /** A shell command started in the background before the snapshot (a server, a database); it runs on in every child. */
+  warmupCmd?: string;
+  /** A shell command retried until it exits 0 before the snapshot is taken. */
+  readyCmd?: string;
+  /** Or: a guest TCP port that must accept on 127.0.0.1 before the snapshot. */
+  readyPort?: number;
+  /** How long readiness may take, in milliseconds (default 60 s). */
+  readyTimeoutMs?: number;
   /** Guest RAM in MiB (children have the same). */
   memoryMib?: number;
   /** Virtual CPUs. */
@@ -34,8 +42,9 @@ export class Snapshot {
   private constructor() {}
 
   /**
-   * Boot the image, run `warmup` in its interpreter, and snapshot it (the
-   * booted sandbox is removed).
+   * Boot the image, run `warmup` in its interpreter and `warmupCmd` in the
+   * background, wait for readiness (`readyCmd` or `readyPort`), and snapshot
+   * it (the booted sandbox is removed).
    *
    * @throws {ConflictError} The tag is taken.
    * @throws {BadRequestError} The tag or an option is invalid.
@@ -45,6 +54,18 @@ export class Snapshot {
     const body: Record<string, unknown> = { tag: opts.tag };
     if (opts.image !== undefined) body.image = opts.image;
     if (opts.warmup !== undefined) body.warmup = opts.warmup;
+    if (opts.warmupCmd !== undefined) body.warmup_cmd = opts.warmupCmd;
+    if (opts.readyCmd !== undefined && opts.readyPort !== undefined) {
+      throw new BadRequestError("readyCmd and readyPort were both given: pass one readiness check");
+    }
+    if (opts.readyCmd !== undefined) body.ready_cmd = opts.readyCmd;
+    if (opts.readyPort !== undefined) {
+      if (!Number.isInteger(opts.readyPort) || opts.readyPort < 1 || opts.readyPort > 65535) {
+        throw new BadRequestError(`readyPort ${String(opts.readyPort)} is not a TCP port: pass 1-65535`);
+      }
+      body.ready_port = opts.readyPort;
+    }
+    if (opts.readyTimeoutMs !== undefined) body.ready_timeout_secs = wholeSecondsFromMs(opts.readyTimeoutMs, "readyTimeoutMs");
     if (opts.memoryMib !== undefined) body.memory_mib = positiveInt(opts.memoryMib, "memoryMib");
     if (opts.vcpus !== undefined) body.vcpus = positiveInt(opts.vcpus, "vcpus");
     if (opts.hugepages) body.hugepages = true;

@@ -5,8 +5,11 @@
  * @module
  */
 
-/** Lifecycle state of a sandbox. */
-export type SandboxState = "booting" | "running" | "stopping" | "dead";
+/** Lifecycle state of a sandbox (`paused`: stored as a snapshot of itself, no VM). */
+export type SandboxState = "booting" | "running" | "paused" | "stopping" | "dead";
+
+/** What happens when a sandbox's lifetime runs out: it is removed, or paused. */
+export type OnExpiry = "kill" | "pause";
 
 /** How a branch captures memory: `copy` (stop, copy RAM, resume) or `live` (precopy, ~10-20 ms pause). */
 export type BranchMode = "copy" | "live";
@@ -42,7 +45,24 @@ export interface SandboxInfo {
   snapshotTag: string | null;
   /** Guest memory: `own` or `cow` (copy-on-write over a snapshot). */
   memory: string | null;
+  /** What the end of its lifetime does. */
+  onExpiry: OnExpiry;
+  /** Its labels (`Sandbox.list({ metadata })` finds it by them). */
+  metadata: Record<string, string>;
+  /** E2B's name for {@link id}. */
+  sandboxId: string;
 }
+
+/**
+ * What `Sandbox.list` returns: the sandboxes (one page when `limit` was
+ * given) and the token of the next page.
+ */
+export type SandboxList = SandboxInfo[] & {
+  /** Pass it as `nextToken` for the next page; `null` on the last. */
+  readonly nextToken: string | null;
+  /** Whether another page follows (E2B's paginator name). */
+  readonly hasNext: boolean;
+};
 
 /** A snapshot as the daemon shows it. */
 export interface SnapshotInfo {
@@ -106,23 +126,92 @@ export interface CommandResult {
   signal: number | null;
   /** The command's `timeoutMs` ran out and its process group was killed. */
   timedOut: boolean;
-  /** Wall time in milliseconds, as the daemon measured it. */
+  /** Wall time in milliseconds, as the daemon measured it (a followed background command: since following started). */
   durationMs: number;
+  /** E2B's field; always undefined here (a failure is an error). */
+  error?: string;
 }
 
 /** Kind of a directory entry. */
 export type EntryKind = "file" | "dir" | "symlink" | "other";
 
-/** One entry of `sandbox.files.list`. */
+/** One entry of `sandbox.files.list` (and `getInfo`, `rename`). */
 export interface EntryInfo {
   /** Entry name. */
   name: string;
-  /** Absolute guest path (the listed directory joined with `name`). */
+  /** Absolute guest path. */
   path: string;
   /** `file`, `dir`, `symlink` or `other`. */
   kind: EntryKind;
+  /** E2B's name for {@link kind}. */
+  type: EntryKind;
   /** Size in bytes. */
   size: number;
+  /** `st_mode`: file type and permission bits. */
+  mode: number;
+  /** Modification time. */
+  modifiedTime: Date;
+  /** Where a symlink points. */
+  symlinkTarget?: string;
+}
+
+/** A terminal's size. */
+export interface PtySize {
+  /** Rows (1-1000). */
+  rows: number;
+  /** Columns (1-1000). */
+  cols: number;
+}
+
+/** A background command or terminal, as `sandbox.commands.list()` shows it. */
+export interface ProcessInfo {
+  /** Guest pid (what `kill`, `sendStdin` and `connect` take). */
+  pid: number;
+  /** The command line. */
+  cmd: string;
+  /** Its label (`warmup` for a snapshot's warm-up server). */
+  tag: string | null;
+  /** It runs on a terminal. */
+  pty: boolean;
+  /** Its stdin takes input. */
+  stdin: boolean;
+  /** Start time, seconds since the Unix epoch (guest clock). */
+  startedUnix: number;
+  /** It has not ended. */
+  running: boolean;
+  /** Its exit code once it ended (`null` while it runs or after a signal). */
+  exitCode: number | null;
+  /** The signal that ended it. */
+  signal: number | null;
+}
+
+/** What happened to a watched path (E2B's names). */
+export enum FilesystemEventType {
+  CHMOD = "chmod",
+  CREATE = "create",
+  REMOVE = "remove",
+  RENAME = "rename",
+  WRITE = "write",
+}
+
+/** One event of `sandbox.files.watchDir`. */
+export interface FilesystemEvent {
+  /** The path relative to the watched directory (E2B's field). */
+  name: string;
+  /** What happened. */
+  type: FilesystemEventType;
+  /** The absolute guest path. */
+  path: string;
+}
+
+/** One file of `sandbox.files.write([...])` / `writeFiles`. */
+export interface WriteEntry {
+  /** Absolute guest path (parents are created). */
+  path: string;
+  /** Text (written as UTF-8) or bytes. */
+  data: string | Uint8Array | ArrayBuffer;
+  /** Permission bits, e.g. `0o755`. */
+  mode?: number;
 }
 
 /** What `sandbox.files.stat` returns. */
@@ -192,6 +281,30 @@ export interface WireSandboxInfo {
   expires_at_unix?: number | null;
   snapshot_tag?: string | null;
   memory?: string | null;
+  on_expiry?: OnExpiry;
+  metadata?: Record<string, string>;
+}
+
+/** @internal */
+export interface WireProcInfo {
+  pid: number;
+  cmd: string;
+  tag?: string | null;
+  pty: boolean;
+  stdin: boolean;
+  started_unix: number;
+  exit?: { code: number | null; signal: number | null; timed_out: boolean } | null;
+}
+
+/** @internal */
+export interface WireWalkEntry {
+  path: string;
+  name: string;
+  kind: EntryKind;
+  size: number;
+  mode: number;
+  mtime: number;
+  target?: string | null;
 }
 
 /** @internal */
@@ -238,7 +351,40 @@ export function sandboxInfo(w: WireSandboxInfo): SandboxInfo {
     expiresAtUnix: w.expires_at_unix ?? null,
     snapshotTag: w.snapshot_tag ?? null,
     memory: w.memory ?? null,
+    onExpiry: w.on_expiry ?? "kill",
+    metadata: { ...(w.metadata ?? {}) },
+    sandboxId: w.id,
   };
+}
+
+/** @internal */
+export function procInfo(w: WireProcInfo): ProcessInfo {
+  return {
+    pid: w.pid,
+    cmd: w.cmd,
+    tag: w.tag ?? null,
+    pty: w.pty,
+    stdin: w.stdin,
+    startedUnix: w.started_unix,
+    running: !w.exit,
+    exitCode: w.exit?.code ?? null,
+    signal: w.exit?.signal ?? null,
+  };
+}
+
+/** @internal */
+export function walkEntry(w: WireWalkEntry): EntryInfo {
+  const e: EntryInfo = {
+    name: w.name,
+    path: w.path,
+    kind: w.kind,
+    type: w.kind,
+    size: w.size,
+    mode: w.mode,
+    modifiedTime: new Date(w.mtime * 1000),
+  };
+  if (w.target) e.symlinkTarget = w.target;
+  return e;
 }
 
 /** @internal */

@@ -18,6 +18,7 @@ import {
 } from "@zygote/sdk";
 
 import { Daemon, e2eSkip } from "./daemon.js";
+import * as features from "./features.js";
 
 const skip = e2eSkip();
 
@@ -30,7 +31,7 @@ describe("SDK end to end", { skip }, () => {
     d = await Daemon.start();
     conn = { socket: d.socket };
     try {
-      sb = await Sandbox.create({ ...conn, memoryMib: 320, env: { ZY_SANDBOX: "from-create" }, timeoutMs: 3_600_000 });
+      sb = await Sandbox.create({ ...conn, memoryMib: 320, env: { ZY_SANDBOX: "from-create" }, timeoutMs: 3_600_000, metadata: { suite: "ts" } });
     } catch (e) {
       throw new Error(`create failed: ${String(e)}\n--- daemon log ---\n${d.tail()}`);
     }
@@ -47,7 +48,10 @@ describe("SDK end to end", { skip }, () => {
     assert.equal(sb.info.memoryMib, 320);
     assert.equal(sb.info.vcpus, 1);
     assert.equal(sb.info.memory, "own");
-    assert.ok(sb.info.expiresAtUnix !== null && sb.info.expiresAtUnix - sb.info.createdAtUnix === 3600, String(sb.info.expiresAtUnix));
+    assert.deepEqual([sb.info.metadata, sb.info.onExpiry, sb.info.sandboxId], [{ suite: "ts" }, "kill", sb.id]);
+    // The lifetime counts from when the sandbox runs, a boot after its creation.
+    const life = sb.info.expiresAtUnix! - sb.info.createdAtUnix;
+    assert.ok(life >= 3600 && life <= 3630, `${sb.info.createdAtUnix} ${sb.info.expiresAtUnix}`);
     const all = await Sandbox.list(conn);
     assert.deepEqual(all.map((s) => s.id), [sb.id]);
     const again = await Sandbox.connect(sb.id, conn);
@@ -111,9 +115,9 @@ describe("SDK end to end", { skip }, () => {
     const u = await sb.commands.run("printf '\\303'; sleep 0.5; printf '\\251!\\n'", { onStdout: (s) => parts.push(s) });
     assert.equal(u.stdout, "é!\n");
     assert.equal(parts.join(""), "é!\n");
-    // a failure to start, streamed, is still an error with the daemon's message
+    // a failure to start, streamed, is the same typed error as buffered
     await assert.rejects(sb.commands.run(["/no/such/program"], { onStdout: () => {} }), (e: unknown) => {
-      return e instanceof ZygoteError && e.message.includes("/no/such/program");
+      return e instanceof NotFoundError && e.status === 404 && e.message.includes("/no/such/program");
     });
     // a callback that throws ends the run with its error
     const boom = new Error("stop here");
@@ -152,7 +156,7 @@ describe("SDK end to end", { skip }, () => {
   it("files: list, stat, remove (and recursively)", async () => {
     await sb.commands.run("mkdir -p /root/d/sub && printf abc > /root/d/a && ln -s a /root/d/link");
     await sb.files.write("/root/d/sub/deep", "x");
-    const ls = await sb.files.list("/root/d");
+    const ls = (await sb.files.list("/root/d")).map(({ name, path, kind, size }) => ({ name, path, kind, size }));
     assert.deepEqual(ls, [
       { name: "a", path: "/root/d/a", kind: "file", size: 3 },
       { name: "link", path: "/root/d/link", kind: "symlink", size: 1 },
@@ -220,9 +224,14 @@ describe("SDK end to end", { skip }, () => {
   it("fork: children see the parent's state and then diverge", async () => {
     await sb.files.write("/root/forked", "parent state");
     await sb.eval("fork_var = [1, 2, 3]");
-    const kids = await sb.fork(2);
+    const kids = await sb.fork(2, { timeoutMs: 600_000, metadata: { forked: "yes" } });
     try {
       assert.equal(kids.length, 2);
+      for (const k of kids) {
+        // the parent's labels, and the fork's over them; a lifetime of its own
+        assert.deepEqual(k.info.metadata, { suite: "ts", forked: "yes" });
+        assert.ok(Math.abs(k.info.expiresAtUnix! - Date.now() / 1000 - 600) < 10);
+      }
       assert.notEqual(kids[0]!.id, kids[1]!.id);
       const tag = kids[0]!.info.snapshotTag;
       assert.ok(tag && kids[1]!.info.snapshotTag === tag);
@@ -244,8 +253,23 @@ describe("SDK end to end", { skip }, () => {
     }
   });
 
-  it("Snapshot.create with warmup; spawn, kill, withSandbox and await using", async () => {
-    const snap = await Snapshot.create({ ...conn, tag: "ts-warm", warmup: "import json\nwarm = json.dumps({'v': 6 * 7})" });
+  it("commands.run background: a server listed, re-attached from a second client, killed", () =>
+    features.backgroundServer(sb, conn));
+
+  it("background stdin, user, envs; streamed errors keep their class", () => features.stdinUserEnvs(sb));
+
+  it("pty: python3 typed into a terminal, 6*7, a resize", () => features.terminal(sb));
+
+  it("files: several in one call, a tree to a depth, mkdir, rename, a watch", () => features.trees(sb));
+
+  it("Snapshot.create with warmup and a server; spawn, kill, withSandbox and await using", async () => {
+    const snap = await Snapshot.create({
+      ...conn,
+      tag: "ts-warm",
+      warmup: "import json\nwarm = json.dumps({'v': 6 * 7})",
+      warmupCmd: features.WARM_SERVER,
+      readyPort: features.WARM_PORT,
+    });
     assert.equal(snap.tag, "ts-warm");
     assert.equal(snap.image, "python");
     assert.equal(snap.memoryMib, 256);
@@ -291,8 +315,16 @@ describe("SDK end to end", { skip }, () => {
     }
     assert.ok(!(await Sandbox.list(conn)).some((s) => s.id === inside));
     assert.deepEqual((await Sandbox.list(conn)).map((s) => s.id), [sb.id]);
-    assert.equal(await Snapshot.delete("ts-warm", conn), true);
   });
+
+  it("a warm-up server runs in three children; labels find them, paged", () =>
+    features.warmServerAndLabels(conn, "ts-warm"));
+
+  it("lifetimes: a child with timeoutMs 3000 goes, one extended stays, one pauses on expiry", () =>
+    features.lifetimes(conn, "ts-warm"));
+
+  it("pause then resume (connect) keeps eval state and a background counter", () =>
+    features.pauseResume(conn, "ts-warm"));
 
   it("bad input is a typed error with the daemon's message", async () => {
     await assert.rejects(Sandbox.connect("no-such-id", conn), (e: unknown) => {

@@ -124,7 +124,11 @@ describe("arguments are checked before anything is sent", () => {
     await bad(Sandbox.create({ socket, memoryMib: 0 }), /memoryMib 0 is not a positive integer/);
     await bad(Sandbox.create({ socket, timeoutMs: -5 }), /timeoutMs -5 is not a positive number/);
     await bad(Sandbox.create({ socket, snapshot: "s", image: "python" }), /both given/);
-    await bad(Sandbox.create({ socket, snapshot: "s", timeoutMs: 1000 }), /timeoutMs cannot be set/);
+    await bad(Sandbox.create({ socket, snapshot: "s", timeoutMs: -1 }), /timeoutMs -1/);
+    await bad(Sandbox.create({ socket, onExpiry: "stop" as "kill" }), /onExpiry `stop` is unknown/);
+    await bad(Sandbox.create({ socket, onExpiry: "kill", lifecycle: { onTimeout: "pause" } }), /both given/);
+    await bad(Sandbox.create({ socket, env: {}, envs: {} }), /env and envs were both given/);
+    await bad(Sandbox.list({ socket, limit: 0 }), /limit 0/);
     await bad(Sandbox.create({ socket, privateMemory: true }), /pass snapshot too/);
     await bad(Sandbox.create({ socket, env: { N: 1 as unknown as string } }), /env\.N is number/);
     await bad(withSandbox({ socket, vcpus: 1.5 }, () => 1), /vcpus 1.5/);
@@ -144,5 +148,12 @@ describe("arguments are checked before anything is sent", () => {
     await bad(sb.files.write("/tmp/x", "x", { mode: 0o10000 }), /mode 4096/);
     await bad(sb.files.read("/tmp/x", { format: "json" as "text" }), /format `json`/);
     await bad(sb.fork(0), /n 0 is not a positive integer/);
+    await bad(sb.commands.run("true", { stdin: true }), /pass background: true/);
+    await bad(sb.commands.connect(0), /pid 0 is not a process id/);
+    await bad(sb.pty.create({ rows: 0, cols: 80 }), /terminal rows 0 is out of range/);
+    await bad(sb.pty.resize(7, { rows: 24, cols: 1001 }), /terminal cols 1001/);
+    await bad(sb.files.list("/tmp", { depth: 33 }), /depth 33 is out of range/);
+    await bad(sb.files.write([{ path: "rel", data: "x" }]), /not an absolute guest path/);
+    await bad(sb.files.writeFiles([{ path: "/a", data: "x", mode: -1 }]), /mode -1 of \/a/);
   });
 });

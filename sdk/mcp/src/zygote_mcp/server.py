@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import base64
 import binascii
-import dataclasses
 import os
 import re
 import sys
@@ -27,8 +26,20 @@ from pydantic import Field
 import zygote
 from zygote import AsyncSandbox, AsyncSnapshot, NotFoundError, ZygoteError
 
-MAX_OUTPUT_CHARS = 50_000
-"""Per stream: longer command output keeps its last this many characters."""
+from .common import (
+    MAX_OUTPUT_CHARS,
+    Env,
+    GuestPath,
+    Metadata,
+    Mode,
+    OnExpiryArg,
+    SandboxId,
+    _dict,
+    _fail,
+    _tail,
+)
+from .procs import MoreTools
+
 MAX_READ_BYTES = 10 * 1024 * 1024
 """The most ``read_file`` returns in one call."""
 
@@ -36,57 +47,18 @@ INSTRUCTIONS = """\
 Tools for zygote sandboxes: isolated Linux microVMs (Debian with Python 3) that boot
 in seconds and can be branched (snapshotted while running) and forked into
 copy-on-write children in well under a second. Create a sandbox, run commands and
-Python in it, move files, then kill it when done. Fork a sandbox to try several
-futures from the same state; each child starts with the parent's files, processes
-and Python variables. Sandboxes are not removed when this server exits: kill them.
+Python in it, move files, then kill it when done. Start servers and long jobs with
+start_process and come back to them with process_output. Fork a sandbox to try
+several futures from the same state; each child starts with the parent's files,
+processes and Python variables. Pause a sandbox you will need later (it frees its
+memory; resume_sandbox brings it back as it was), or give it a lifetime
+(set_timeout). Sandboxes are not removed when this server exits: kill them.
 """
 
-SandboxId = Annotated[
-    str, Field(description="Id of the sandbox, as create_sandbox or list_sandboxes returns it.")
-]
-GuestPath = Annotated[
-    str, Field(description="Absolute path inside the sandbox, e.g. /root/app/main.py.")
-]
-Env = Annotated[
-    dict[str, str] | None,
-    Field(description='Extra environment variables, e.g. {"DEBUG": "1"}.'),
-]
-Mode = Annotated[
-    Literal["copy", "live"] | None,
-    Field(
-        description="How memory is captured: 'copy' (brief pause, copies touched RAM) or "
-        "'live' (precopy while the guest runs; pause of a few ms). Default: what suits the sandbox."
-    ),
-]
 
-
-def _dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
-
-
-def _tail(s: str, limit: int) -> tuple[str, bool]:
-    if len(s) <= limit:
-        return s, False
-    return s[-limit:], True
-
-
-def _fail(e: ZygoteError) -> ToolError:
-    return ToolError(str(e))
-
-
-class Tools:
-    """The tool implementations, bound to one daemon endpoint."""
-
-    def __init__(self, endpoint: zygote.Endpoint) -> None:
-        self.ep = endpoint
-
-    def _conn(self) -> dict[str, Any]:
-        if self.ep.socket is not None:
-            return {"socket": self.ep.socket}
-        return {"url": self.ep.url, "token": self.ep.token}
-
-    async def _sandbox(self, sandbox_id: str) -> AsyncSandbox:
-        return await AsyncSandbox.connect(sandbox_id, **self._conn())
+class Tools(MoreTools):
+    """The tool implementations, bound to one daemon endpoint (those of processes,
+    trees and lifetimes come from :class:`MoreTools`)."""
 
     async def create_sandbox(
         self,
@@ -108,14 +80,16 @@ class Tools:
             int | None,
             Field(
                 ge=1,
-                description="Lifetime in seconds; the sandbox is removed after it "
-                "(image boots only).",
+                description="Lifetime in seconds; after it the sandbox is removed (or "
+                "paused, with on_expiry='pause'). Extend it with set_timeout.",
             ),
         ] = None,
+        on_expiry: OnExpiryArg = None,
+        metadata: Metadata = None,
     ) -> dict[str, Any]:
         """Create a sandbox: boot a fresh Linux microVM from an image (a few seconds), or
         start one from a snapshot (a fraction of a second). Returns its id and details.
-        Kill it with kill_sandbox when done."""
+        Kill it with kill_sandbox when done, or give it a lifetime."""
         try:
             sb = await AsyncSandbox.create(
                 image,
@@ -124,6 +98,8 @@ class Tools:
                 vcpus=vcpus,
                 env=env,
                 timeout=timeout_secs,
+                on_expiry=on_expiry,
+                metadata=metadata,
                 **self._conn(),
             )
         except ZygoteError as e:
@@ -303,10 +279,22 @@ class Tools:
             "children": [_dict(k.info) for k in kids],
         }
 
-    async def list_sandboxes(self) -> dict[str, Any]:
-        """List every sandbox the daemon holds, with state, image, memory and age."""
+    async def list_sandboxes(
+        self,
+        metadata: Annotated[
+            dict[str, str] | None,
+            Field(description="Only sandboxes with all these labels."),
+        ] = None,
+        state: Annotated[
+            Literal["running", "paused", "booting", "stopping", "dead"] | None,
+            Field(description="Only sandboxes in this state."),
+        ] = None,
+    ) -> dict[str, Any]:
+        """List the sandboxes the daemon holds (all, or those with the given labels and
+        state), with state, image, memory, labels, lifetime and age."""
         try:
-            return {"sandboxes": [_dict(s) for s in await AsyncSandbox.list(**self._conn())]}
+            found = await AsyncSandbox.list(metadata=metadata, state=state, **self._conn())
+            return {"sandboxes": [_dict(s) for s in found]}
         except ZygoteError as e:
             raise _fail(e) from e
 
@@ -314,7 +302,7 @@ class Tools:
         """Remove a sandbox: stop its VM and delete its disk. removed is false when it was
         already gone."""
         try:
-            sb = await self._sandbox(sandbox_id)
+            sb = await self._sandbox(sandbox_id, resume=False)
         except NotFoundError:
             return {"id": sandbox_id, "removed": False}
         except ZygoteError as e:
@@ -341,12 +329,35 @@ class Tools:
         memory_mib: Annotated[
             int | None, Field(ge=64, le=65536, description="Guest RAM in MiB.")
         ] = None,
+        warmup_cmd: Annotated[
+            str | None,
+            Field(
+                description="Shell command started in the background before the snapshot, "
+                "e.g. a database or dev server; it runs on in every child."
+            ),
+        ] = None,
+        ready_port: Annotated[
+            int | None,
+            Field(ge=1, le=65535, description="Snapshot only once this guest TCP port accepts."),
+        ] = None,
+        ready_cmd: Annotated[
+            str | None,
+            Field(description="Snapshot only once this shell command exits 0 (retried)."),
+        ] = None,
     ) -> dict[str, Any]:
-        """Create a reusable snapshot: boot a sandbox, run warmup in its interpreter, freeze it,
-        remove the booted sandbox. Children start from it with create_sandbox(snapshot=tag)."""
+        """Create a reusable snapshot: boot a sandbox, run warmup in its interpreter and
+        warmup_cmd in the background, wait until it is ready, freeze it, remove the booted
+        sandbox. Children start from it with create_sandbox(snapshot=tag)."""
         try:
             s = await AsyncSnapshot.create(
-                tag, image=image, warmup=warmup, memory_mib=memory_mib, **self._conn()
+                tag,
+                image=image,
+                warmup=warmup,
+                warmup_cmd=warmup_cmd,
+                ready_port=ready_port,
+                ready_cmd=ready_cmd,
+                memory_mib=memory_mib,
+                **self._conn(),
             )
         except ZygoteError as e:
             raise _fail(e) from e
@@ -459,6 +470,17 @@ TOOL_NAMES = (
     "create_snapshot",
     "list_snapshots",
     "wait_for_text",
+    "start_process",
+    "list_processes",
+    "process_output",
+    "send_stdin",
+    "kill_process",
+    "make_dir",
+    "list_files",
+    "write_files",
+    "pause_sandbox",
+    "resume_sandbox",
+    "set_timeout",
 )
 
 
@@ -467,6 +489,9 @@ _ANNOTATIONS = {
     "list_sandboxes": _READ_ONLY,
     "list_snapshots": _READ_ONLY,
     "read_file": _READ_ONLY,
+    "list_processes": _READ_ONLY,
+    "process_output": _READ_ONLY,
+    "list_files": _READ_ONLY,
     "wait_for_text": ToolAnnotations(read_only_hint=False, open_world_hint=False),
     "kill_sandbox": ToolAnnotations(
         destructive_hint=True, idempotent_hint=True, open_world_hint=False
@@ -474,6 +499,10 @@ _ANNOTATIONS = {
     "write_file": ToolAnnotations(
         destructive_hint=True, idempotent_hint=True, open_world_hint=False
     ),
+    "write_files": ToolAnnotations(
+        destructive_hint=True, idempotent_hint=True, open_world_hint=False
+    ),
+    "kill_process": ToolAnnotations(destructive_hint=True, open_world_hint=False),
 }
 
 

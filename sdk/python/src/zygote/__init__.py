@@ -20,13 +20,16 @@ arguments, else ``ZYGOTE_URL`` (+ ``ZYGOTE_TOKEN``), else ``ZYGOTE_SOCKET``,
 else ``/run/zygote/zygote.sock``.
 """
 
-from ._async import AsyncCommands, AsyncFiles, AsyncSandbox, AsyncSnapshot, PendingSandbox
+from ._async import AsyncSandbox, AsyncSnapshot, PendingSandbox
+from ._commands_async import AsyncCommands, AsyncPty
+from ._commands_sync import Commands, Pty
 from ._config import DEFAULT_SOCKET, ENV_SOCKET, ENV_TOKEN, ENV_URL, Endpoint, resolve
 from ._errors import (
     ApiError,
     AuthenticationError,
     BadRequestError,
     CommandExitError,
+    CommandExitException,
     ConfigError,
     ConflictError,
     ConnectError,
@@ -42,58 +45,84 @@ from ._errors import (
     UnavailableError,
     ZygoteError,
 )
+from ._files_async import AsyncFiles
+from ._files_sync import Files
+from ._handles import AsyncCommandHandle, CommandHandle
 from ._models import (
     BranchMode,
     CommandResult,
     EntryInfo,
     EvalResult,
     FileStat,
+    FilesystemEvent,
+    FilesystemEventType,
+    FileType,
     ImageInfo,
+    OnExpiry,
+    ProcessInfo,
+    PtySize,
     SandboxInfo,
+    SandboxList,
     SandboxState,
     SnapshotInfo,
     SnapshotStatus,
+    WriteEntry,
     WriteInfo,
 )
-from ._sync import Commands, Files, Sandbox, Snapshot
+from ._sync import Sandbox, Snapshot
+from ._watch import AsyncWatchHandle, WatchHandle
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ApiError",
+    "AsyncCommandHandle",
     "AsyncCommands",
     "AsyncFiles",
+    "AsyncPty",
     "AsyncSandbox",
     "AsyncSnapshot",
+    "AsyncWatchHandle",
     "AuthenticationError",
     "BadRequestError",
     "BranchMode",
     "CommandExitError",
+    "CommandExitException",
+    "CommandHandle",
     "CommandResult",
     "Commands",
     "ConfigError",
     "ConflictError",
     "ConnectError",
     "DEFAULT_SOCKET",
+    "Endpoint",
+    "EntryInfo",
     "ENV_SOCKET",
     "ENV_TOKEN",
     "ENV_URL",
-    "Endpoint",
-    "EntryInfo",
     "EvalResult",
-    "FileStat",
     "Files",
+    "FileStat",
+    "FilesystemEvent",
+    "FilesystemEventType",
+    "FileType",
     "ForbiddenError",
     "GatewayTimeoutError",
     "ImageInfo",
     "NotFoundError",
     "NotSupportedError",
+    "OnExpiry",
     "PayloadTooLargeError",
     "PendingSandbox",
+    "ProcessInfo",
     "ProtocolError",
+    "Pty",
+    "PtySize",
+    "resolve",
     "Sandbox",
     "SandboxError",
     "SandboxInfo",
+    "SandboxList",
     "SandboxState",
     "ServerError",
     "Snapshot",
@@ -101,7 +130,8 @@ __all__ = [
     "SnapshotStatus",
     "TransportError",
     "UnavailableError",
+    "WatchHandle",
+    "WriteEntry",
     "WriteInfo",
     "ZygoteError",
-    "resolve",
 ]

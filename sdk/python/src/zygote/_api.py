@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from ._errors import ConfigError, ProtocolError, SandboxError
+from ._errors import ConfigError, ProtocolError, SandboxError, error_for_status
 from ._models import CommandResult
 
 EXEC_TIMEOUT_SLACK = 30.0
@@ -74,6 +74,26 @@ def _seconds(v: float | None, what: str) -> float | None:
     return float(v)
 
 
+def labels(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Labels: a string-to-string map (the daemon checks the key syntax)."""
+    return _env(metadata, "metadata")
+
+
+def _lifetime(body: dict[str, Any], timeout: float | None, on_expiry: str | None) -> None:
+    """``timeout_secs`` (whole seconds, rounded up) and ``on_expiry`` into ``body``."""
+    if (t := _seconds(timeout, "timeout")) is not None:
+        body["timeout_secs"] = max(1, math.ceil(t))
+    if on_expiry is not None:
+        body["on_expiry"] = expiry(on_expiry)
+
+
+def expiry(on_expiry: str) -> str:
+    """A checked ``on_expiry``."""
+    if on_expiry not in ("kill", "pause"):
+        raise ConfigError(f"on_expiry={on_expiry!r}: pass 'kill' (remove it) or 'pause'")
+    return on_expiry
+
+
 def _mode(mode: str | None) -> str | None:
     if mode is None:
         return None
@@ -82,12 +102,28 @@ def _mode(mode: str | None) -> str | None:
     return mode
 
 
+@dataclass(slots=True)
+class Life:
+    """A sandbox's lifetime and labels, as create, spawn and fork take them."""
+
+    timeout: float | None = None
+    on_expiry: str | None = None
+    metadata: Mapping[str, str] | None = None
+
+    def into(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Add ``timeout_secs``, ``on_expiry`` and ``metadata`` to ``body``."""
+        _lifetime(body, self.timeout, self.on_expiry)
+        if self.metadata is not None:
+            body["metadata"] = labels(self.metadata)
+        return body
+
+
 def create_sandbox(
     image: str | None,
     memory_mib: int | None,
     vcpus: int | None,
     env: Mapping[str, str] | None,
-    timeout: float | None,
+    life: Life,
 ) -> Call:
     """``POST /v1/sandboxes`` (boot from an image)."""
     body: dict[str, Any] = {"env": _env(env, "env")}
@@ -97,9 +133,42 @@ def create_sandbox(
         body["memory_mib"] = m
     if (c := _positive_int(vcpus, "vcpus")) is not None:
         body["vcpus"] = c
-    if (t := _seconds(timeout, "timeout")) is not None:
-        body["timeout_secs"] = max(1, math.ceil(t))
-    return Call("POST", "/v1/sandboxes", json=body)
+    return Call("POST", "/v1/sandboxes", json=life.into(body))
+
+
+def list_sandboxes(
+    metadata: Mapping[str, str] | None,
+    state: str | None,
+    limit: int | None,
+    next_token: str | None,
+) -> Call:
+    """``GET /v1/sandboxes?metadata.K=V&state=&limit=&next_token=``."""
+    q = {f"metadata.{k}": v for k, v in labels(metadata).items()}
+    if state is not None:
+        if not isinstance(state, str):
+            raise ConfigError(
+                f"state={state!r}: pass one state, e.g. 'running' or 'paused' (list twice for two)"
+            )
+        q["state"] = state
+    if (n := _positive_int(limit, "limit")) is not None:
+        q["limit"] = str(n)
+    if next_token is not None:
+        q["next_token"] = next_token
+    return Call("GET", "/v1/sandboxes", params=q or None)
+
+
+def sandbox_call(method: str, sandbox_id: str, sub: str = "", json: Any = None) -> Call:
+    """``/v1/sandboxes/{id}[/sub]``."""
+    return Call(method, f"/v1/sandboxes/{seg(sandbox_id, 'sandbox id')}{sub}", json=json)
+
+
+def set_timeout(sandbox_id: str, timeout: float, on_expiry: str | None) -> Call:
+    """``POST /v1/sandboxes/{id}/timeout``: a new lifetime from now."""
+    body: dict[str, Any] = {}
+    if timeout is None:
+        raise ConfigError("timeout=None: pass the seconds from now the sandbox may live")
+    _lifetime(body, timeout, on_expiry)
+    return sandbox_call("POST", sandbox_id, "/timeout", body)
 
 
 def spawn(
@@ -110,6 +179,7 @@ def spawn(
     env: Mapping[str, str] | None,
     private_memory: bool,
     hugepages: bool,
+    life: Life,
 ) -> Call:
     """``POST /v1/snapshots/{tag}/spawn`` (children of a snapshot)."""
     if not isinstance(snapshot, str) or not snapshot:
@@ -124,6 +194,7 @@ def spawn(
         body["memory_mib"] = m
     if (c := _positive_int(vcpus, "vcpus")) is not None:
         body["vcpus"] = c
+    life.into(body)
     return Call("POST", f"/v1/snapshots/{seg(snapshot, 'snapshot')}/spawn", json=body)
 
 
@@ -135,20 +206,10 @@ def exec_call(
     timeout: float | None,
     stdin: str | bytes | None,
     stream: bool,
+    user: str | None = None,
 ) -> Call:
     """``POST /v1/sandboxes/{id}/exec`` or ``/exec/stream``."""
-    body: dict[str, Any] = {"env": _env(env, "env")}
-    if isinstance(cmd, str):
-        if not cmd.strip():
-            raise ConfigError("cmd is empty: pass a shell command line or a list of arguments")
-        body["cmd"] = cmd
-    else:
-        argv = list(cmd)
-        if not argv or not all(isinstance(a, str) for a in argv):
-            raise ConfigError(f"cmd={cmd!r}: an argument list must be non-empty strings")
-        body["argv"] = argv
-    if cwd is not None:
-        body["cwd"] = cwd
+    body = command_body(cmd, env, cwd, user)
     if isinstance(stdin, str):
         body["stdin"] = stdin
     elif isinstance(stdin, (bytes, bytearray, memoryview)):
@@ -167,6 +228,37 @@ def exec_call(
         json=body,
         timeout=read_timeout,
     )
+
+
+def command_body(
+    cmd: str | Sequence[str],
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    user: str | None,
+) -> dict[str, Any]:
+    """``cmd``/``argv``, ``env``, ``cwd`` and ``user`` of an exec or a process."""
+    body: dict[str, Any] = {"env": _env(env, "envs")}
+    if isinstance(cmd, str):
+        if not cmd.strip():
+            raise ConfigError("cmd is empty: pass a shell command line or a list of arguments")
+        body["cmd"] = cmd
+    else:
+        argv = list(cmd)
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise ConfigError(f"cmd={cmd!r}: an argument list must be non-empty strings")
+        body["argv"] = argv
+    if cwd is not None:
+        body["cwd"] = cwd
+    if user is not None:
+        if not isinstance(user, str) or not user:
+            raise ConfigError(f"user={user!r}: pass a guest user name, e.g. 'nobody'")
+        body["user"] = user
+    return body
+
+
+def process_timeout(timeout: float | None) -> float | None:
+    """A checked background-process ``timeout`` (seconds)."""
+    return _seconds(timeout, "timeout")
 
 
 def branch(
@@ -195,6 +287,7 @@ def fork(
     tag: str | None,
     private_memory: bool,
     hugepages: bool,
+    life: Life,
 ) -> Call:
     """``POST /v1/sandboxes/{id}/fork``."""
     body: dict[str, Any] = {
@@ -206,13 +299,44 @@ def fork(
         body["mode"] = m
     if tag is not None:
         body["tag"] = tag
+    life.into(body)
     return Call("POST", f"/v1/sandboxes/{seg(sandbox_id, 'sandbox id')}/fork", json=body)
+
+
+@dataclass(slots=True)
+class Warmup:
+    """How a snapshot warms up: Python in its interpreter, a shell command left
+    running (a server), and what says it is ready (a command or a port)."""
+
+    warmup: str | None = None
+    warmup_cmd: str | None = None
+    ready_cmd: str | None = None
+    ready_port: int | None = None
+    ready_timeout: float | None = None
+
+    def into(self, body: dict[str, Any]) -> None:
+        """Add the warm-up fields to a ``CreateSnapshot`` body."""
+        for k in ("warmup", "warmup_cmd", "ready_cmd"):
+            v = getattr(self, k)
+            if v is not None:
+                if not isinstance(v, str) or not v.strip():
+                    raise ConfigError(f"{k}={v!r} must be a non-empty string")
+                body[k] = v
+        if self.ready_cmd is not None and self.ready_port is not None:
+            raise ConfigError("pass ready_cmd= or ready_port=, not both: one readiness check")
+        if self.ready_port is not None:
+            p = self.ready_port
+            if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
+                raise ConfigError(f"ready_port={p!r} is not a TCP port: pass 1-65535")
+            body["ready_port"] = p
+        if (t := _seconds(self.ready_timeout, "ready_timeout")) is not None:
+            body["ready_timeout_secs"] = max(1, math.ceil(t))
 
 
 def create_snapshot(
     tag: str,
     image: str | None,
-    warmup: str | None,
+    warm: Warmup,
     memory_mib: int | None,
     vcpus: int | None,
     hugepages: bool,
@@ -223,8 +347,7 @@ def create_snapshot(
     body: dict[str, Any] = {"tag": tag, "hugepages": bool(hugepages)}
     if image is not None:
         body["image"] = image
-    if warmup is not None:
-        body["warmup"] = warmup
+    warm.into(body)
     if (m := _positive_int(memory_mib, "memory_mib")) is not None:
         body["memory_mib"] = m
     if (c := _positive_int(vcpus, "vcpus")) is not None:
@@ -282,17 +405,23 @@ def _chunks(f: Any, size: int = 256 * 1024) -> Iterable[bytes]:
 
 
 class ExecStream:
-    """Decoder of the NDJSON exec stream (one ``ExecEvent`` per line).
+    """Decoder of an NDJSON stream of ``ExecEvent`` lines (an exec's, or a
+    followed background process's).
 
     ``feed`` takes one line and returns the decoded output chunks
-    (``("stdout", text)`` / ``("stderr", text)``); after the ``exit`` event
-    ``result`` holds the :class:`CommandResult`. Text is decoded incrementally
-    so a multi-byte character split across chunks is not mangled.
+    (``("stdout", text)`` / ``("stderr", text)``, or ``("pty", bytes)`` for a
+    terminal's output when ``pty``); after the ``exit`` event ``result`` holds
+    the :class:`CommandResult` (with the whole output when ``keep``). Text is
+    decoded incrementally so a multi-byte character split across chunks is not
+    mangled. An ``error`` event raises the :class:`ApiError` subclass of its
+    ``status`` (as the same failure outside a stream), else :class:`SandboxError`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pty: bool = False, keep: bool = True) -> None:
         self.result: CommandResult | None = None
         self.pid: int | None = None
+        self._pty = pty
+        self._keep = keep
         self._out = bytearray()
         self._err = bytearray()
         self._dec = {
@@ -300,7 +429,7 @@ class ExecStream:
             "stderr": codecs.getincrementaldecoder("utf-8")("replace"),
         }
 
-    def feed(self, line: str | bytes) -> list[tuple[str, str]]:
+    def feed(self, line: str | bytes) -> list[tuple[str, Any]]:
         """Decode one line of the stream."""
         if self.result is not None or not line.strip():
             return []
@@ -314,7 +443,10 @@ class ExecStream:
             return []
         if kind in ("stdout", "stderr"):
             data = base64.b64decode(ev.get("data_b64", ""))
-            (self._out if kind == "stdout" else self._err).extend(data)
+            if self._keep:
+                (self._out if kind == "stdout" else self._err).extend(data)
+            if self._pty and kind == "stdout":
+                return [("pty", data)] if data else []
             text = self._dec[kind].decode(data)
             return [(kind, text)] if text else []
         if kind == "exit":
@@ -328,12 +460,12 @@ class ExecStream:
             )
             return self._flush()
         if kind == "error":
-            raise SandboxError(f"the command failed in the sandbox: {ev.get('error', ev)}")
+            raise stream_error(ev, "the command failed in the sandbox")
         return []  # an event type this SDK does not know yet
 
-    def _flush(self) -> list[tuple[str, str]]:
+    def _flush(self) -> list[tuple[str, Any]]:
         """Text still held by the incremental decoders (an incomplete character)."""
-        out = []
+        out: list[tuple[str, Any]] = []
         for kind, dec in self._dec.items():
             t = dec.decode(b"", final=True)
             if t:
@@ -345,3 +477,13 @@ class ExecStream:
         if self.result is None:
             raise SandboxError("the exec stream ended without an exit status")
         return self.result
+
+
+def stream_error(ev: dict[str, Any], what: str) -> Exception:
+    """The exception for an ``error`` event (or line) of a stream: the
+    :class:`ApiError` subclass of its ``status``, else :class:`SandboxError`."""
+    msg = ev.get("error", ev)
+    status = ev.get("status")
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+        return error_for_status(status, str(msg))
+    return SandboxError(f"{what}: {msg}")

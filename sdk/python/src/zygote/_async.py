@@ -2,46 +2,39 @@
 # _sync.py is generated from this file by scripts/unasync.py: run it after an
 # edit (its docstring lists what it renames); code that differs is marked `unasync:`.
 # unasync: end
-"""The asynchronous API: :class:`AsyncSandbox`, its ``commands`` and ``files``,
-and :class:`AsyncSnapshot`."""
+"""The asynchronous API: :class:`AsyncSandbox` (its ``commands``, ``pty`` and
+``files`` are in ``_commands_async.py`` and ``_files_async.py``) and
+:class:`AsyncSnapshot`."""
 
 from __future__ import annotations
 
 import builtins
-import contextlib
-import inspect  # unasync: async-only
 import os
-import stat
-from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import Coroutine, Generator, Mapping
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, overload
+from typing import Any, Literal
 
 from . import _api
+from ._commands_async import AsyncCommands, AsyncPty
 from ._config import DEFAULT_REQUEST_TIMEOUT, Endpoint, resolve
 from ._errors import (
-    CommandExitError,
     ConfigError,
+    ConflictError,
     NotFoundError,
+    ProtocolError,
     SandboxError,
-    TransportError,
     ZygoteError,
 )
+from ._files_async import AsyncFiles
 from ._models import (
-    CommandResult,
-    EntryInfo,
     EvalResult,
-    FileStat,
     ImageInfo,
+    OnExpiry,
     SandboxInfo,
+    SandboxList,
     SnapshotInfo,
-    WriteInfo,
-    entries_from_json,
-    write_info_from_json,
 )
 from ._transport import AsyncTransport
-
-AsyncOutputCallback = Callable[[str], Any]
-"""Called with each decoded chunk of output as it arrives; may be a coroutine function."""
 
 
 def _endpoint(
@@ -51,6 +44,20 @@ def _endpoint(
     request_timeout: float | None,
 ) -> Endpoint:
     return resolve(socket=socket, url=url, token=token, request_timeout=request_timeout)
+
+
+def _on_expiry(on_expiry: str | None, lifecycle: Mapping[str, Any] | None) -> str | None:
+    """``on_expiry``, or E2B's ``lifecycle={"on_timeout": "kill"|"pause"}``."""
+    if lifecycle is None:
+        return on_expiry
+    if on_expiry is not None:
+        raise ConfigError("pass on_expiry= or lifecycle= (E2B's form), not both")
+    on = lifecycle.get("on_timeout") if isinstance(lifecycle, Mapping) else None
+    if isinstance(on, Mapping):
+        on = on.get("action")
+    if on is None:
+        raise ConfigError(f"lifecycle={lifecycle!r}: pass {{'on_timeout': 'kill' or 'pause'}}")
+    return _api.expiry(on)
 
 
 async def _children(
@@ -89,10 +96,11 @@ async def _spawn(
     env: Mapping[str, str] | None,
     private_memory: bool,
     hugepages: bool,
+    life: _api.Life,
 ) -> builtins.list[AsyncSandbox]:
     t = AsyncTransport(ep)
     try:
-        call = _api.spawn(tag, n, memory_mib, vcpus, env, private_memory, hugepages)
+        call = _api.spawn(tag, n, memory_mib, vcpus, env, private_memory, hugepages, life)
         return await _children(t, await t.json(call), ep)
     finally:
         await t.close()
@@ -127,177 +135,6 @@ class PendingSandbox:
 # unasync: end
 
 
-class AsyncCommands:
-    """``sandbox.commands``: run processes in the guest."""
-
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self._sb = sandbox
-
-    async def run(
-        self,
-        cmd: str | Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        timeout: float | None = None,
-        stdin: str | bytes | None = None,
-        on_stdout: AsyncOutputCallback | None = None,
-        on_stderr: AsyncOutputCallback | None = None,
-        check: bool = False,
-    ) -> CommandResult:
-        """Run a command and wait for it to end.
-
-        Args:
-            cmd: A shell command line (run with ``/bin/sh -c``) or an argument list
-                (run directly, no shell).
-            env: Extra environment variables for this command.
-            cwd: Working directory in the guest.
-            timeout: Seconds after which the command's process group is killed;
-                the result then has ``timed_out=True``. ``None``: no limit.
-            stdin: Text or bytes fed to the command's stdin (then closed).
-            on_stdout: Called with each chunk of stdout as it arrives (uses the
-                streaming endpoint).
-            on_stderr: Called with each chunk of stderr as it arrives.
-            check: Raise :class:`CommandExitError` unless the exit code is 0.
-
-        Returns:
-            The :class:`CommandResult` with the whole ``stdout``, ``stderr`` and
-            ``exit_code`` (also when callbacks were given).
-
-        Raises:
-            NotFoundError: The sandbox is gone.
-            BadRequestError: The daemon rejected an argument (e.g. a relative ``cwd``).
-        """
-        stream = on_stdout is not None or on_stderr is not None
-        call = _api.exec_call(self._sb.id, cmd, env, cwd, timeout, stdin, stream)
-        t = self._sb._transport
-        if not stream:
-            result = CommandResult.from_json(await t.json(call))
-        else:
-            dec = _api.ExecStream()
-            async with t.stream(call) as resp:
-                async for line in resp.aiter_lines():
-                    for kind, text in dec.feed(line):
-                        cb = on_stdout if kind == "stdout" else on_stderr
-                        if cb is not None:
-                            # unasync: async-only
-                            r = cb(text)
-                            if inspect.isawaitable(r):
-                                await r
-                            # unasync: sync-only
-                            # cb(text)
-                            # unasync: end
-                    if dec.result is not None:
-                        break
-            result = dec.finish()
-        if check and result.exit_code != 0:
-            raise CommandExitError(result)
-        return result
-
-
-class AsyncFiles:
-    """``sandbox.files``: the guest's filesystem. Paths are absolute guest paths."""
-
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self._sb = sandbox
-
-    async def write(self, path: str, data: Any, *, mode: int | None = None) -> WriteInfo:
-        """Write a file (created or replaced atomically; parent directories are created).
-
-        Args:
-            path: Absolute guest path.
-            data: ``str`` (written as UTF-8), ``bytes``, a binary file object, or
-                an iterable of ``bytes`` chunks (streamed).
-            mode: Permission bits, e.g. ``0o755``.
-        """
-        call = _api.write_file(self._sb.id, path, data, mode)
-        return write_info_from_json(await self._sb._transport.json(call))
-
-    @overload
-    async def read(self, path: str, *, format: Literal["text"] = "text") -> str: ...
-    @overload
-    async def read(self, path: str, *, format: Literal["bytes"]) -> bytes: ...
-
-    async def read(self, path: str, *, format: Literal["text", "bytes"] = "text") -> str | bytes:
-        """Read a whole file.
-
-        Args:
-            path: Absolute guest path.
-            format: ``"text"`` (decoded as UTF-8, invalid bytes replaced) or
-                ``"bytes"`` (exactly the file's bytes).
-
-        Raises:
-            NotFoundError: No such file.
-        """
-        if format not in ("text", "bytes"):
-            raise ConfigError(f"format={format!r}: pass 'text' or 'bytes'")
-        call = _api.files_call("GET", self._sb.id, path)
-        call.timeout = None
-        resp = await self._sb._transport.send(call)
-        data = resp.content
-        return data if format == "bytes" else data.decode("utf-8", "replace")
-
-    async def download(self, path: str, dest: str | os.PathLike[str] | BinaryIO) -> int:
-        """Stream a guest file into a local file (a path, created or truncated, or a
-        binary file object) without holding it in memory; returns the bytes written.
-
-        Raises:
-            NotFoundError: No such guest file.
-            TransportError: The download ended early.
-        """
-        call = _api.files_call("GET", self._sb.id, path)
-        call.timeout = None
-        n = 0
-        async with self._sb._transport.stream(call) as resp:
-            expected = resp.headers.get("content-length")
-            with contextlib.ExitStack() as stack:
-                out: BinaryIO = (
-                    stack.enter_context(open(dest, "wb"))
-                    if isinstance(dest, (str, os.PathLike))
-                    else dest
-                )
-                async for chunk in resp.aiter_bytes():
-                    out.write(chunk)
-                    n += len(chunk)
-        if expected is not None and int(expected) != n:
-            raise TransportError(f"download of {path} ended after {n} of {expected} bytes")
-        return n
-
-    async def upload(
-        self, local: str | os.PathLike[str], path: str, *, mode: int | None = None
-    ) -> WriteInfo:
-        """Stream a local file into the guest (its permission bits too, unless ``mode``)."""
-        with open(local, "rb") as f:
-            if mode is None:
-                mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
-            return await self.write(path, f, mode=mode)
-
-    async def list(self, path: str) -> builtins.list[EntryInfo]:
-        """List a directory (sorted by name)."""
-        call = _api.files_call("GET", self._sb.id, path, "/list")
-        return entries_from_json(await self._sb._transport.json(call))
-
-    async def stat(self, path: str) -> FileStat:
-        """Size, mode, kind and mtime of a path."""
-        call = _api.files_call("GET", self._sb.id, path, "/stat")
-        return FileStat.from_json(await self._sb._transport.json(call))
-
-    async def exists(self, path: str) -> bool:
-        """Whether a path exists."""
-        try:
-            await self.stat(path)
-        except NotFoundError:
-            return False
-        return True
-
-    async def remove(self, path: str, *, recursive: bool = False) -> None:
-        """Remove a file, or a directory (``recursive=True`` for a non-empty one)."""
-        call = _api.files_call(
-            "DELETE", self._sb.id, path, recursive="true" if recursive else "false"
-        )
-        await self._sb._transport.send(call)
-
-
 class AsyncSandbox:
     """A running sandbox: a Linux microVM with a warm Python interpreter.
 
@@ -311,7 +148,8 @@ class AsyncSandbox:
     Attributes:
         id: The sandbox id.
         info: The :class:`SandboxInfo` as last fetched (see :meth:`get_info`).
-        commands: :class:`Commands` of this sandbox.
+        commands: :class:`Commands` of this sandbox (foreground and background).
+        pty: :class:`Pty`, its terminals.
         files: :class:`Files` of this sandbox.
     """
 
@@ -320,6 +158,7 @@ class AsyncSandbox:
         self.id = info.id
         self._transport = transport
         self.commands = AsyncCommands(self)
+        self.pty = AsyncPty(self, self.commands)
         self.files = AsyncFiles(self)
 
     def __repr__(self) -> str:
@@ -340,8 +179,12 @@ class AsyncSandbox:
         vcpus: int | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        on_expiry: OnExpiry | None = None,
         private_memory: bool = False,
         hugepages: bool = False,
+        envs: Mapping[str, str] | None = None,
+        lifecycle: Mapping[str, Any] | None = None,
         socket: str | os.PathLike[str] | None = None,
         url: str | None = None,
         token: str | None = None,
@@ -358,9 +201,15 @@ class AsyncSandbox:
                 of a second instead of a boot).
             memory_mib: Guest RAM in MiB (default 256; a snapshot's child must match it).
             vcpus: Virtual CPUs (default 1).
-            env: Environment applied to every command in the sandbox.
-            timeout: Lifetime in seconds; the daemon removes the sandbox after it.
-                Only for image boots (the daemon has no lifetime for children).
+            env: Environment applied to every command in the sandbox (``envs=``,
+                E2B's name, is the same).
+            timeout: Lifetime in seconds (whole, rounded up); when it runs out the
+                daemon removes the sandbox (or pauses it: ``on_expiry="pause"``).
+                Extend it with :meth:`set_timeout`. Default: no limit.
+            metadata: Labels (string to string) that :meth:`list` filters on; a
+                child of a snapshot has its snapshot's labels under these.
+            on_expiry: ``"kill"`` (default) or ``"pause"``.
+            lifecycle: E2B's form of ``on_expiry``: ``{"on_timeout": "pause"}``.
             private_memory: With ``snapshot``: the child gets its own memory
                 (can then be branched in ``copy`` mode) instead of copy-on-write.
             hugepages: With ``private_memory``: back it with 2 MiB hugepages.
@@ -369,13 +218,16 @@ class AsyncSandbox:
             token: Bearer token for ``url`` (default ``ZYGOTE_TOKEN``).
             request_timeout: Seconds one API call may take.
         """
+        if env is not None and envs is not None:
+            raise ConfigError("pass envs= (E2B's name) or env=, not both")
+        life = _api.Life(timeout, _on_expiry(on_expiry, lifecycle), metadata)
         created = cls._create(
             image,
             snapshot,
             memory_mib,
             vcpus,
-            env,
-            timeout,
+            envs if envs is not None else env,
+            life,
             private_memory,
             hugepages,
             _endpoint(socket, url, token, request_timeout),
@@ -394,7 +246,7 @@ class AsyncSandbox:
         memory_mib: int | None,
         vcpus: int | None,
         env: Mapping[str, str] | None,
-        timeout: float | None,
+        life: _api.Life,
         private_memory: bool,
         hugepages: bool,
         ep: Endpoint,
@@ -404,18 +256,23 @@ class AsyncSandbox:
                 raise ConfigError(
                     "pass image= or snapshot=, not both: a child has its snapshot's image"
                 )
-            if timeout is not None:
-                raise ConfigError(
-                    "timeout= is not supported for children of a snapshot (the daemon has "
-                    "no lifetime for them): remove it with kill() or a `with` block"
-                )
-            kids = await _spawn(ep, snapshot, 1, memory_mib, vcpus, env, private_memory, hugepages)
+            kids = await _spawn(
+                ep,
+                snapshot,
+                1,
+                memory_mib,
+                vcpus,
+                env,
+                private_memory,
+                hugepages,
+                life,
+            )
             return kids[0]
         if private_memory or hugepages:
             raise ConfigError("private_memory= and hugepages= apply to snapshot= children only")
         t = AsyncTransport(ep)
         try:
-            doc = await t.json(_api.create_sandbox(image, memory_mib, vcpus, env, timeout))
+            doc = await t.json(_api.create_sandbox(image, memory_mib, vcpus, env, life))
         except BaseException:
             await t.close()
             raise
@@ -426,41 +283,70 @@ class AsyncSandbox:
         cls,
         sandbox_id: str,
         *,
+        timeout: float | None = None,
+        resume: bool = True,
         socket: str | os.PathLike[str] | None = None,
         url: str | None = None,
         token: str | None = None,
         request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> AsyncSandbox:
-        """Attach to an existing sandbox by id.
+        """Attach to an existing sandbox by id; a paused one is resumed first
+        (as E2B's ``connect``), under the same id with its processes, memory and
+        files.
+
+        Args:
+            timeout: A new lifetime in seconds from now (:meth:`set_timeout`).
+            resume: ``False``: leave a paused sandbox paused (zygote's addition).
 
         Raises:
             NotFoundError: No sandbox has that id.
         """
         t = AsyncTransport(_endpoint(socket, url, token, request_timeout))
         try:
-            doc = await t.json(
-                _api.Call("GET", f"/v1/sandboxes/{_api.seg(sandbox_id, 'sandbox id')}"),
-            )
+            sb = cls(SandboxInfo.from_json(await t.json(_api.sandbox_call("GET", sandbox_id))), t)
+            if resume and sb.info.state == "paused":
+                await sb.resume()
+            if timeout is not None:
+                await sb.set_timeout(timeout)
         except BaseException:
             await t.close()
             raise
-        return cls(SandboxInfo.from_json(doc), t)
+        return sb
 
     @staticmethod
     async def list(
         *,
+        metadata: Mapping[str, str] | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        next_token: str | None = None,
         socket: str | os.PathLike[str] | None = None,
         url: str | None = None,
         token: str | None = None,
         request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
-    ) -> builtins.list[SandboxInfo]:
-        """Every sandbox the daemon holds."""
+    ) -> SandboxList:
+        """The sandboxes the daemon holds, oldest first: all of them, or those with
+        every label of ``metadata`` and in ``state``; a page of at most ``limit``.
+
+        Args:
+            metadata: Labels a sandbox must all have, e.g. ``{"run": "7"}``.
+            state: Only sandboxes in this state (``running``, ``paused``, ...).
+            limit: At most this many (1-1000); the result's ``next_token`` then
+                names the next page (``None`` on the last).
+            next_token: The page after the one that gave this token.
+        """
         t = AsyncTransport(_endpoint(socket, url, token, request_timeout))
         try:
-            docs = await t.json(_api.Call("GET", "/v1/sandboxes"))
-            return [SandboxInfo.from_json(d) for d in docs]
+            resp = await t.send(_api.list_sandboxes(metadata, state, limit, next_token))
         finally:
             await t.close()
+        try:
+            docs = resp.json()
+        except ValueError as e:
+            raise ProtocolError(f"GET /v1/sandboxes: the answer is not JSON: {e}") from None
+        out = SandboxList(SandboxInfo.from_json(d) for d in docs)
+        out.next_token = resp.headers.get("x-next-token") or None
+        return out
 
     @staticmethod
     async def images(
@@ -543,19 +429,65 @@ class AsyncSandbox:
         tag: str | None = None,
         private_memory: bool = False,
         hugepages: bool = False,
+        timeout: float | None = None,
+        on_expiry: OnExpiry | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> builtins.list[AsyncSandbox]:
         """Branch this sandbox and start ``n`` children from the snapshot.
 
         Each child starts with this sandbox's memory, processes and files as they
         were at the branch, then goes its own way. The intermediate snapshot's
-        tag is in each child's ``info.snapshot_tag``.
+        tag is in each child's ``info.snapshot_tag``. ``timeout``, ``on_expiry``
+        and ``metadata`` are each child's (labels over this sandbox's).
 
         Raises:
             SandboxError: A child did not start (the ones that did are removed).
         """
-        call = _api.fork(self.id, n, mode, tag, private_memory, hugepages)
+        life = _api.Life(timeout, on_expiry, metadata)
+        call = _api.fork(self.id, n, mode, tag, private_memory, hugepages, life)
         doc = await self._transport.json(call)
         return await _children(self._transport, doc.get("children"), self._transport.endpoint)
+
+    async def pause(self) -> bool:
+        """Pause the sandbox: store it as a snapshot of itself (memory, devices,
+        disk), stop its VM and free its memory. It stays listed, ``paused``,
+        across daemon restarts; :meth:`resume` (or ``Sandbox.connect``) brings
+        it back under the same id.
+
+        Returns:
+            ``True`` when it was paused, ``False`` when it already was.
+        """
+        try:
+            doc = await self._transport.json(_api.sandbox_call("POST", self.id, "/pause"))
+        except ConflictError:
+            if (await self.get_info()).state == "paused":
+                return False
+            raise
+        self.info = SandboxInfo.from_json(doc)
+        return True
+
+    async def resume(self) -> bool:
+        """Resume a paused sandbox under the same id (processes, interpreter
+        state and files as they were).
+
+        Returns:
+            ``True`` when it was resumed, ``False`` when it was running already.
+        """
+        try:
+            doc = await self._transport.json(_api.sandbox_call("POST", self.id, "/resume"))
+        except ConflictError:
+            if (await self.get_info()).state == "running":
+                return False
+            raise
+        self.info = SandboxInfo.from_json(doc)
+        return True
+
+    async def set_timeout(self, timeout: float, *, on_expiry: OnExpiry | None = None) -> None:
+        """A new lifetime, ``timeout`` seconds from now (it replaces the old one);
+        then the sandbox is removed, or paused (``on_expiry="pause"``; default:
+        what it was). ``info.expires_at_unix`` shows the new end."""
+        doc = await self._transport.json(_api.set_timeout(self.id, timeout, on_expiry))
+        self.info = SandboxInfo.from_json(doc)
 
     async def kill(self) -> bool:
         """Remove the sandbox (stops its VM, deletes its disk). False if it was already gone."""
@@ -601,6 +533,10 @@ class AsyncSnapshot:
         *,
         image: str | None = None,
         warmup: str | None = None,
+        warmup_cmd: str | None = None,
+        ready_cmd: str | None = None,
+        ready_port: int | None = None,
+        ready_timeout: float | None = None,
         memory_mib: int | None = None,
         vcpus: int | None = None,
         hugepages: bool = False,
@@ -609,12 +545,17 @@ class AsyncSnapshot:
         token: str | None = None,
         request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> SnapshotInfo:
-        """Boot a sandbox, run ``warmup`` in its interpreter, snapshot it, remove it.
+        """Boot a sandbox, warm it up, snapshot it, remove it.
 
         Args:
             tag: The snapshot's name.
             image: Image to boot (default ``python``).
             warmup: Python run before the snapshot (e.g. ``"import json, math"``).
+            warmup_cmd: A shell command started in the background before the
+                snapshot (a server, a database); it runs on in every child.
+            ready_cmd: A shell command retried until it exits 0 before the snapshot.
+            ready_port: Or: a guest TCP port that must accept on 127.0.0.1 first.
+            ready_timeout: Seconds readiness may take (default 60).
             memory_mib: Guest RAM in MiB.
             vcpus: vCPUs.
             hugepages: Hugepage-backed snapshot memory.
@@ -624,7 +565,8 @@ class AsyncSnapshot:
         """
         t = AsyncTransport(_endpoint(socket, url, token, request_timeout))
         try:
-            call = _api.create_snapshot(tag, image, warmup, memory_mib, vcpus, hugepages)
+            warm = _api.Warmup(warmup, warmup_cmd, ready_cmd, ready_port, ready_timeout)
+            call = _api.create_snapshot(tag, image, warm, memory_mib, vcpus, hugepages)
             return SnapshotInfo.from_json(await t.json(call))
         finally:
             await t.close()
@@ -694,16 +636,21 @@ class AsyncSnapshot:
         env: Mapping[str, str] | None = None,
         private_memory: bool = False,
         hugepages: bool = False,
+        timeout: float | None = None,
+        on_expiry: OnExpiry | None = None,
+        metadata: Mapping[str, str] | None = None,
         socket: str | os.PathLike[str] | None = None,
         url: str | None = None,
         token: str | None = None,
         request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> builtins.list[AsyncSandbox]:
-        """Start ``n`` children of a snapshot.
+        """Start ``n`` children of a snapshot; ``timeout`` (seconds), ``on_expiry``
+        and ``metadata`` (over the snapshot's labels) are each child's.
 
         Raises:
             NotFoundError: No snapshot has that tag.
             SandboxError: A child did not start (the ones that did are removed).
         """
         ep = _endpoint(socket, url, token, request_timeout)
-        return await _spawn(ep, tag, n, memory_mib, vcpus, env, private_memory, hugepages)
+        life = _api.Life(timeout, on_expiry, metadata)
+        return await _spawn(ep, tag, n, memory_mib, vcpus, env, private_memory, hugepages, life)

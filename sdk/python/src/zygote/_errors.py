@@ -102,12 +102,16 @@ class SandboxError(ZygoteError):
     """A sandbox-side failure reported inside a successful answer.
 
     Raised when a child of a snapshot did not start (the daemon lists it with an
-    ``error`` instead of a sandbox) or when an exec stream ends with an error event.
+    ``error`` instead of a sandbox), or when a stream ends with an error event
+    that carries no status (one with a status raises that status's
+    :class:`ApiError` subclass, as the same failure outside a stream would).
     """
 
 
 class CommandExitError(ZygoteError):
-    """``commands.run(..., check=True)`` and the command did not exit with 0.
+    """A command did not exit with 0: ``commands.run(..., check=True)``, or
+    ``wait()`` on a background command's handle (as E2B's ``CommandExitException``,
+    also importable under that name).
 
     Attributes:
         result: The :class:`~zygote.CommandResult`.
@@ -125,6 +129,30 @@ class CommandExitError(ZygoteError):
         tail = result.stderr.strip()[-500:]
         super().__init__(f"the command {how}" + (f": {tail}" if tail else ""))
 
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code (``None`` when a signal ended the command)."""
+        return self.result.exit_code
+
+    @property
+    def stdout(self) -> str:
+        """What the command printed to stdout."""
+        return self.result.stdout
+
+    @property
+    def stderr(self) -> str:
+        """What the command printed to stderr."""
+        return self.result.stderr
+
+    @property
+    def error(self) -> str | None:
+        """Why it failed, in words (E2B's field)."""
+        return str(self)
+
+
+CommandExitException = CommandExitError
+"""E2B's name for :class:`CommandExitError`."""
+
 
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequestError,
@@ -137,6 +165,15 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     503: UnavailableError,
     504: GatewayTimeoutError,
 }
+
+
+def error_for_status(status: int, message: str) -> ApiError:
+    """The :class:`ApiError` subclass for ``status`` (also for the ``status`` of
+    an error event inside a stream, so a streamed failure raises the same class)."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        cls = ServerError if status >= 500 else ApiError
+    return cls(status, message)
 
 
 def api_error(status: int, body: bytes) -> ApiError:
@@ -152,7 +189,4 @@ def api_error(status: int, body: bytes) -> ApiError:
         pass
     if not message:
         message = body.decode("utf-8", "replace").strip() or httpx.codes.get_reason_phrase(status)
-    cls = _BY_STATUS.get(status)
-    if cls is None:
-        cls = ServerError if status >= 500 else ApiError
-    return cls(status, message)
+    return error_for_status(status, message)

@@ -6,13 +6,19 @@ older SDK; a missing required field is a :class:`~zygote.ProtocolError`.
 
 from __future__ import annotations
 
+import posixpath
+import stat as statmod
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import IO, Any, Literal, NotRequired, TypedDict
 
 from ._errors import ProtocolError
 
-SandboxState = Literal["booting", "running", "stopping", "dead"]
-"""Lifecycle state of a sandbox."""
+SandboxState = Literal["booting", "running", "paused", "stopping", "dead"]
+"""Lifecycle state of a sandbox (``paused``: stored as a snapshot of itself, no VM)."""
+OnExpiry = Literal["kill", "pause"]
+"""What happens when a sandbox's lifetime runs out: removed, or paused."""
 BranchMode = Literal["copy", "live"]
 """How a branch captures memory: ``copy`` (stop, copy touched RAM, resume) or
 ``live`` (precopy while the guest runs; pause of a few ms)."""
@@ -53,6 +59,8 @@ class SandboxInfo:
         expires_at_unix: When the daemon removes it (its ``timeout``).
         snapshot_tag: The snapshot it was started from (children).
         memory: ``own`` or ``cow`` (copy-on-write over a snapshot).
+        on_expiry: ``kill`` or ``pause``: what its lifetime's end does.
+        metadata: Its labels (``Sandbox.list(metadata=...)`` finds it by them).
     """
 
     id: str
@@ -68,6 +76,13 @@ class SandboxInfo:
     expires_at_unix: int | None = None
     snapshot_tag: str | None = None
     memory: str | None = None
+    on_expiry: OnExpiry = "kill"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sandbox_id(self) -> str:
+        """E2B's name for :attr:`id`."""
+        return self.id
 
     @classmethod
     def from_json(cls, doc: Any) -> SandboxInfo:
@@ -88,7 +103,25 @@ class SandboxInfo:
             expires_at_unix=d.get("expires_at_unix"),
             snapshot_tag=d.get("snapshot_tag"),
             memory=d.get("memory"),
+            on_expiry=d.get("on_expiry") or "kill",
+            metadata=dict(d.get("metadata") or {}),
         )
+
+
+class SandboxList(list[SandboxInfo]):
+    """What ``Sandbox.list`` returns: a list of :class:`SandboxInfo` (one page when
+    ``limit`` was given) and the token of the next page.
+
+    Attributes:
+        next_token: Pass it as ``next_token=`` for the next page; ``None`` on the last.
+    """
+
+    next_token: str | None = None
+
+    @property
+    def has_next(self) -> bool:
+        """Whether another page follows (E2B's paginator name)."""
+        return self.next_token is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +199,9 @@ class CommandResult:
         exit_code: Exit code; ``None`` when a signal ended the process.
         signal: The signal that ended the process, if one did.
         timed_out: The command's ``timeout`` fired (the process group was killed).
-        duration_ms: Wall time in milliseconds, measured by the daemon.
+        duration_ms: Wall time in milliseconds, measured by the daemon (for a
+            followed background command: since following started).
+        error: E2B's field; always ``None`` here (a failure is an exception).
     """
 
     stdout: str
@@ -175,6 +210,7 @@ class CommandResult:
     signal: int | None = None
     timed_out: bool = False
     duration_ms: float = 0.0
+    error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -227,21 +263,77 @@ class EvalResult:
         )
 
 
+class FileType(StrEnum):
+    """E2B's name for an entry's kind (equal to the ``kind`` strings)."""
+
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    OTHER = "other"
+
+
 @dataclass(frozen=True, slots=True)
 class EntryInfo:
-    """One entry of ``sandbox.files.list``.
+    """One entry of ``sandbox.files.list`` (and ``get_info``, ``rename``).
 
     Attributes:
         name: Entry name.
-        path: Full guest path (the listed directory joined with ``name``).
+        path: Full guest path.
         kind: ``file``, ``dir``, ``symlink`` or ``other``.
         size: Size in bytes.
+        mode: ``st_mode`` (file type and permission bits).
+        modified_time: Modification time (UTC).
+        symlink_target: Where a symlink points.
     """
 
     name: str
     path: str
     kind: EntryKind
     size: int
+    mode: int | None = None
+    modified_time: datetime | None = None
+    symlink_target: str | None = None
+
+    @property
+    def type(self) -> FileType:
+        """E2B's name for :attr:`kind`."""
+        return FileType(self.kind)
+
+    @property
+    def permissions(self) -> str | None:
+        """The mode as ``ls -l`` prints it, e.g. ``-rw-r--r--``."""
+        return None if self.mode is None else statmod.filemode(self.mode)
+
+    @classmethod
+    def from_walk(cls, doc: Any) -> EntryInfo:
+        """Parse a ``WalkEntry`` object."""
+        d = _obj(doc, "a directory entry")
+        w = "entry"
+        return cls(
+            name=_req(d, "name", w),
+            path=_req(d, "path", w),
+            kind=_req(d, "kind", w),
+            size=_req(d, "size", w),
+            mode=d.get("mode"),
+            modified_time=_time(d.get("mtime")),
+            symlink_target=d.get("target"),
+        )
+
+    @classmethod
+    def from_stat(cls, path: str, st: FileStat) -> EntryInfo:
+        """The entry of ``path`` from its :class:`FileStat`."""
+        return cls(
+            name=posixpath.basename(path.rstrip("/")) or "/",
+            path=path,
+            kind=st.kind,
+            size=st.size,
+            mode=st.mode,
+            modified_time=_time(st.mtime),
+        )
+
+
+def _time(t: Any) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +363,120 @@ class FileStat:
             kind=_req(d, "kind", w),
             mtime=_req(d, "mtime", w),
         )
+
+
+class WriteEntry(TypedDict):
+    """One file of ``sandbox.files.write_files`` (E2B's shape).
+
+    Keys: ``path`` (absolute guest path), ``data`` (``str`` written as UTF-8,
+    ``bytes``, or a binary file object, read whole), ``mode`` (optional
+    permission bits, e.g. ``0o755``).
+    """
+
+    path: str
+    data: str | bytes | IO[bytes]
+    mode: NotRequired[int]
+
+
+@dataclass(frozen=True, slots=True)
+class PtySize:
+    """A terminal's size.
+
+    Attributes:
+        rows: Rows (1-1000).
+        cols: Columns (1-1000).
+    """
+
+    rows: int
+    cols: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A background command or terminal (``sandbox.commands.list``).
+
+    Attributes:
+        pid: Guest pid (what ``kill``, ``send_stdin`` and ``connect`` take).
+        cmd: The command line.
+        tag: Its label (``warmup`` for a snapshot's warm-up server).
+        pty: It runs on a terminal.
+        stdin: Its stdin takes input.
+        started_unix: Start time, seconds since the epoch (guest clock).
+        exit_code: How it ended, once it has (``None`` while it runs or after a signal).
+        signal: The signal that ended it.
+        timed_out: Its ``timeout`` fired.
+        running: It has not ended.
+    """
+
+    pid: int
+    cmd: str
+    tag: str | None
+    pty: bool
+    stdin: bool
+    started_unix: int
+    running: bool
+    exit_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+
+    @classmethod
+    def from_json(cls, doc: Any) -> ProcessInfo:
+        """Parse a ``ProcInfo`` object."""
+        d = _obj(doc, "a process")
+        w = "process"
+        x = d.get("exit")
+        x = _obj(x, "an exit status") if x is not None else {}
+        return cls(
+            pid=_req(d, "pid", w),
+            cmd=_req(d, "cmd", w),
+            tag=d.get("tag"),
+            pty=bool(d.get("pty", False)),
+            stdin=bool(d.get("stdin", False)),
+            started_unix=d.get("started_unix", 0),
+            running=d.get("exit") is None,
+            exit_code=x.get("code"),
+            signal=x.get("signal"),
+            timed_out=bool(x.get("timed_out", False)),
+        )
+
+
+class FilesystemEventType(StrEnum):
+    """What happened to a watched path (E2B's names; equal to the strings)."""
+
+    CHMOD = "chmod"
+    CREATE = "create"
+    REMOVE = "remove"
+    RENAME = "rename"
+    WRITE = "write"
+
+
+@dataclass(frozen=True, slots=True)
+class FilesystemEvent:
+    """One event of ``sandbox.files.watch_dir``.
+
+    Attributes:
+        name: The path relative to the watched directory (E2B's field).
+        type: What happened.
+        path: The absolute guest path.
+    """
+
+    name: str
+    type: FilesystemEventType
+    path: str
+
+    @classmethod
+    def from_json(cls, doc: Any, base: str) -> FilesystemEvent:
+        """Parse an ``FsEvent`` object seen under the watched directory ``base``."""
+        d = _obj(doc, "a filesystem event")
+        path = str(_req(d, "path", "filesystem event"))
+        kind = _req(d, "kind", "filesystem event")
+        try:
+            t = FilesystemEventType(kind)
+        except ValueError:
+            raise ProtocolError(f"unknown filesystem event kind {kind!r}") from None
+        root = base.rstrip("/") + "/"
+        name = path[len(root) :] if path.startswith(root) else path
+        return cls(name=name, type=t, path=path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +546,12 @@ def entries_from_json(doc: Any) -> list[EntryInfo]:
             )
         )
     return out
+
+
+def entries_from_walk(doc: Any) -> list[EntryInfo]:
+    """Parse a ``WalkResult`` object."""
+    d = _obj(doc, "a directory walk")
+    return [EntryInfo.from_walk(e) for e in _req(d, "entries", "walk")]
 
 
 def write_info_from_json(doc: Any) -> WriteInfo:

@@ -92,6 +92,28 @@ class SyncTransport:
         """Send and decode the JSON answer."""
         return _json(self.send(call), call)
 
+    def open_stream(self, call: Call) -> httpx.Response:
+        """Send and return the response with its body unread, for a caller that
+        keeps reading it beyond one block (a background command's handle, a
+        watch); the caller closes it. Error statuses raise."""
+        try:
+            resp = self._live().send(self._build(call), stream=True)
+        except httpx.HTTPError as e:
+            raise _wrap(self.endpoint, call, e) from e
+        if resp.is_error:
+            try:
+                body = resp.read()
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                resp.close()
+            raise api_error(resp.status_code, body)
+        return resp
+
+    def wrap(self, call: Call, e: httpx.HTTPError) -> Exception:
+        """The SDK's error for an httpx failure while reading ``call``'s answer."""
+        return _wrap(self.endpoint, call, e)
+
     @contextlib.contextmanager
     def stream(self, call: Call) -> Iterator[httpx.Response]:
         """Send and yield the response with its body unread (error statuses raise)."""
@@ -164,6 +186,28 @@ class AsyncTransport:
     async def json(self, call: Call) -> Any:
         """Send and decode the JSON answer."""
         return _json(await self.send(call), call)
+
+    async def open_stream(self, call: Call) -> httpx.Response:
+        """Send and return the response with its body unread, for a caller that
+        keeps reading it beyond one block (a background command's handle, a
+        watch); the caller closes it. Error statuses raise."""
+        try:
+            resp = await self._live().send(self._build(call), stream=True)
+        except httpx.HTTPError as e:
+            raise _wrap(self.endpoint, call, e) from e
+        if resp.is_error:
+            try:
+                body = await resp.aread()
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await resp.aclose()
+            raise api_error(resp.status_code, body)
+        return resp
+
+    def wrap(self, call: Call, e: httpx.HTTPError) -> Exception:
+        """The SDK's error for an httpx failure while reading ``call``'s answer."""
+        return _wrap(self.endpoint, call, e)
 
     @contextlib.asynccontextmanager
     async def stream(self, call: Call) -> AsyncIterator[httpx.Response]:
