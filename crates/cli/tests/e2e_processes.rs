@@ -175,7 +175,8 @@ async fn stdin_streams_and_a_python_repl_on_a_terminal() {
     )
     .await
     .unwrap();
-    let out = output_until(&d, &sb.id, py.pid, false, "lines=40").await;
+    // Replay from the start: python may answer before a live attach subscribes.
+    let out = output_until(&d, &sb.id, py.pid, true, "lines=40").await;
     assert!(out.contains("columns=100, lines=40"), "{out:?}");
     c.process_stdin(&sb.id, py.pid, b"exit(5)\n".to_vec(), false)
         .await

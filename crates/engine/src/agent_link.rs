@@ -58,6 +58,11 @@ pub enum LinkError {
     /// The agent did not answer in time.
     #[error("the guest agent did not answer within {0:?}")]
     Timeout(Duration),
+    /// The caller stopped reading a stream: more than [`PER_REQUEST_QUEUE`]
+    /// frames waited for it, so the request was cancelled rather than let it
+    /// hold up every other request of the sandbox.
+    #[error("the request was cancelled: its reader fell {0} frames behind the guest (read the stream as it comes)")]
+    FellBehind(usize),
     /// The request does not fit in one agent frame.
     #[error("the request is {len} bytes, over the agent's {max}-byte frame cap: send large inputs as files (PUT /v1/sandboxes/ID/files)")]
     TooLarge {
@@ -78,9 +83,12 @@ pub struct Hello {
 }
 
 type Routes = Arc<Mutex<HashMap<u64, mpsc::Sender<Frame>>>>;
+/// Requests cancelled because their reader fell behind.
+type Overrun = Arc<Mutex<std::collections::HashSet<u64>>>;
 
 struct Shared {
     routes: Routes,
+    overrun: Overrun,
     out: mpsc::Sender<Vec<u8>>,
     next_id: AtomicU64,
     closed: watch::Receiver<Option<String>>,
@@ -145,6 +153,9 @@ impl AgentLink {
             }
         });
         let reader_routes = routes.clone();
+        let overrun: Overrun = Arc::default();
+        let reader_overrun = overrun.clone();
+        let cancel_out = out_tx.clone();
         let reader = tokio::spawn(async move {
             let mut hello_tx = Some(hello_tx);
             let mut dec = Decoder::new();
@@ -175,12 +186,27 @@ impl AgentLink {
                                 .lock()
                                 .ok()
                                 .and_then(|r| r.get(&f.id).cloned());
-                            match route {
-                                Some(tx) => {
-                                    // A dropped request is not an error: its id is forgotten.
-                                    let _ = tx.send(f).await;
+                            let id = f.id;
+                            match route.map(|tx| tx.try_send(f)) {
+                                // A dropped request is not an error: its id is forgotten.
+                                Some(Ok(())) | Some(Err(mpsc::error::TrySendError::Closed(_))) => {}
+                                // Its reader stopped: never wait for it (every
+                                // other request of the sandbox would wait too).
+                                Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                                    warn!(id, "a request's reader fell behind; cancelling it");
+                                    if let Ok(mut r) = reader_routes.lock() {
+                                        r.remove(&id);
+                                    }
+                                    if let Ok(mut o) = reader_overrun.lock() {
+                                        o.insert(id);
+                                    }
+                                    let _ = cancel_out.try_send(agent::encode_vec(
+                                        id,
+                                        &Msg::Cancel,
+                                        &[],
+                                    ));
                                 }
-                                None => debug!(id = f.id, "agent frame for a forgotten request"),
+                                None => debug!(id, "agent frame for a forgotten request"),
                             }
                         }
                         Ok(None) => break,
@@ -197,6 +223,7 @@ impl AgentLink {
 
         let shared = Arc::new(Shared {
             routes,
+            overrun,
             out: out_tx,
             next_id: AtomicU64::new(1),
             closed: closed_rx,
@@ -417,8 +444,17 @@ impl Request {
                 msg: Msg::Error(e), ..
             }) => Err(LinkError::Agent(e)),
             Some(f) => Ok(f),
+            None if self.fell_behind() => Err(LinkError::FellBehind(PER_REQUEST_QUEUE)),
             None => Err(LinkError::Closed(closed_reason(&self.shared.closed))),
         }
+    }
+
+    fn fell_behind(&self) -> bool {
+        self.shared
+            .overrun
+            .lock()
+            .map(|o| o.contains(&self.id))
+            .unwrap_or(false)
     }
 }
 
@@ -426,6 +462,9 @@ impl Drop for Request {
     fn drop(&mut self) {
         if let Ok(mut r) = self.shared.routes.lock() {
             r.remove(&self.id);
+        }
+        if let Ok(mut o) = self.shared.overrun.lock() {
+            o.remove(&self.id);
         }
         if self.cancel_on_drop {
             // Best effort: a full queue or a closed link means the agent will

@@ -157,7 +157,7 @@ impl EngineError {
                     ErrorKind::Internal => ErrorClass::Internal,
                 },
                 LinkError::Timeout(_) | LinkError::HandshakeTimeout(_) => ErrorClass::Timeout,
-                LinkError::Closed(_) => ErrorClass::Conflict,
+                LinkError::Closed(_) | LinkError::FellBehind(_) => ErrorClass::Conflict,
                 LinkError::TooLarge { .. } => ErrorClass::TooLarge,
                 LinkError::Connect { .. }
                 | LinkError::Protocol { .. }

@@ -68,6 +68,18 @@ impl Sandbox {
     /// Follow a background process: its kept output (with `replay`), then
     /// live output and its exit. Dropping the stream stops following.
     pub(crate) async fn attach(&self, pid: u32, replay: bool) -> Result<ExecItems> {
+        // An unknown pid is refused before any stream starts (the agent would
+        // say so only as the stream's first item).
+        if !self.processes().await?.iter().any(|p| p.pid == pid) {
+            return Err(LinkError::Agent(zygote_proto::agent::AgentError {
+                kind: zygote_proto::agent::ErrorKind::NotFound,
+                message: format!(
+                    "no background process {pid} in sandbox `{}`: list them with `zygote ps {}`",
+                    self.id, self.id
+                ),
+            })
+            .into());
+        }
         let req = self
             .agent()?
             .start(&Msg::Attach { pid, replay }, &[])

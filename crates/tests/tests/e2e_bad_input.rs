@@ -575,3 +575,62 @@ async fn bad_input_is_refused_clearly_and_the_daemon_keeps_serving() {
     };
     assert!(spec["paths"]["/v1/sandboxes/{id}/exec"].is_object());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_a_stream_does_not_wedge_the_sandbox() {
+    use tokio::io::AsyncWriteExt;
+    if !require_e2e() {
+        return;
+    }
+    let d = Daemon::start_with(&["--prestart", "0"]).await;
+    let sb = d.create().await;
+    let c = &d.client;
+    let p = c
+        .start_process(
+            &sb.id,
+            &zygote_proto::api::ProcessStart {
+                cmd: Some("yes 'a line the reader never reads'".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Follow its output and never read a byte.
+    let mut raw = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    let req = format!(
+        "GET /v1/sandboxes/{}/processes/{}/output HTTP/1.1\r\nHost: x\r\n\r\n",
+        sb.id, p.pid
+    );
+    raw.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // The sandbox answers everyone else meanwhile.
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), c.ping(&sb.id))
+            .await
+            .expect("a stalled reader wedged the sandbox");
+        r.unwrap();
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(d.sh(&sb.id, "echo ok").await.stdout, "ok\n");
+    }
+    // The process still runs (only the follower was let go), and a new
+    // follower that reads sees its output.
+    let ps = c.processes(&sb.id).await.unwrap();
+    assert!(
+        ps.iter().any(|x| x.pid == p.pid && x.exit.is_none()),
+        "{ps:?}"
+    );
+    assert!(d.log().contains("fell behind"), "{}", tail(&d.log(), 30));
+    c.kill_process(&sb.id, p.pid).await.unwrap();
+    drop(raw);
+    // Following a pid that does not exist is a plain 404, before any stream.
+    let e = c
+        .process_output(&sb.id, 999_999, false, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    assert!(
+        e.to_string().contains("no background process 999999"),
+        "{e}"
+    );
+}
