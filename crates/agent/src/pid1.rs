@@ -124,7 +124,30 @@ pub(crate) fn init() {
     if let Err(e) = sys::loopback_up() {
         log!("loopback up: {e}");
     }
+    network_up();
     std::env::set_var("PATH", crate::util::BASE_ENV[0].1);
+}
+
+/// With a network card (`eth0`): the address every sandbox's guest has, the
+/// default route and the resolver (the gateway, which forwards to the host's).
+fn network_up() {
+    use zygote_proto::guest_net::{GATEWAY, GUEST_ADDR, GUEST_IF, PREFIX};
+    if !std::path::Path::new("/sys/class/net")
+        .join(GUEST_IF)
+        .exists()
+    {
+        return;
+    }
+    match sys::configure_link(GUEST_IF, GUEST_ADDR, PREFIX, GATEWAY) {
+        Ok(()) => {
+            // A symlink (debootstrap leaves one to systemd-resolved) is replaced.
+            let _ = fs::remove_file("/etc/resolv.conf");
+            if let Err(e) = fs::write("/etc/resolv.conf", format!("nameserver {GATEWAY}\n")) {
+                log!("writing /etc/resolv.conf: {e}");
+            }
+        }
+        Err(e) => log!("configuring {GUEST_IF}: {e}"),
+    }
 }
 
 /// Make sure fds 0-2 are open (on the console, else /dev/null), so the port we

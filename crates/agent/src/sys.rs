@@ -436,25 +436,87 @@ pub(crate) fn add_entropy_and_reseed(fd: RawFd, bytes: &[u8]) -> io::Result<()> 
     check(unsafe { libc::ioctl(fd, RNDRESEEDCRNG as _) }).map(drop)
 }
 
-/// Bring the loopback interface up (`SIOCGIFFLAGS` / `SIOCSIFFLAGS` on `lo`).
-pub(crate) fn loopback_up() -> io::Result<()> {
+/// An AF_INET datagram socket for interface ioctls.
+fn inet_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket takes plain integers.
     let sock =
         check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: socket succeeded, so `sock` is an open descriptor we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    Ok(unsafe { OwnedFd::from_raw_fd(sock) })
+}
+
+/// An ifreq naming interface `name` (at most 15 bytes).
+fn ifreq(name: &str) -> libc::ifreq {
     // SAFETY: ifreq is plain old data; zeroed is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *s as libc::c_char;
+    for (d, s) in req.ifr_name.iter_mut().take(15).zip(name.bytes()) {
+        *d = s as libc::c_char;
     }
-    // SAFETY: `req` is a valid ifreq naming `lo`; the kernel fills ifru_flags.
+    req
+}
+
+/// A `sockaddr` holding IPv4 `a`.
+fn sockaddr(a: std::net::Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(a).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr are both 16 bytes of plain data; the
+    // kernel reads a sockaddr of family AF_INET as a sockaddr_in.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// Bring interface `name` up (`SIOCGIFFLAGS` / `SIOCSIFFLAGS`).
+pub(crate) fn link_up(name: &str) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let mut req = ifreq(name);
+    // SAFETY: `req` is a valid ifreq naming the link; the kernel fills ifru_flags.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) })?;
     // SAFETY: SIOCGIFFLAGS initialised the flags member of the union.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
     req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: `req` is a valid ifreq; the kernel only reads it.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) }).map(drop)
+}
+
+/// Bring the loopback interface up.
+pub(crate) fn loopback_up() -> io::Result<()> {
+    link_up("lo")
+}
+
+/// Give interface `name` address `addr/prefix`, bring it up and route
+/// everything through `gateway` (`SIOCSIFADDR`, `SIOCSIFNETMASK`, `SIOCADDRT`).
+pub(crate) fn configure_link(
+    name: &str,
+    addr: std::net::Ipv4Addr,
+    prefix: u8,
+    gateway: std::net::Ipv4Addr,
+) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let mut req = ifreq(name);
+    req.ifr_ifru.ifru_addr = sockaddr(addr);
+    // SAFETY: `req` names the link and holds an AF_INET address; read only.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR as _, &req) })?;
+    let mask = std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0));
+    req.ifr_ifru.ifru_netmask = sockaddr(mask);
+    // SAFETY: as above, with the netmask.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNETMASK as _, &req) })?;
+    link_up(name)?;
+    // SAFETY: rtentry is plain old data; zeroed is a valid value.
+    let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+    rt.rt_dst = sockaddr(std::net::Ipv4Addr::UNSPECIFIED);
+    rt.rt_genmask = sockaddr(std::net::Ipv4Addr::UNSPECIFIED);
+    rt.rt_gateway = sockaddr(gateway);
+    rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // SAFETY: `rt` is a valid rtentry (no device pointer); the kernel only reads it.
+    match check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT as _, &rt) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        r => r.map(drop),
+    }
 }
 
 /// `sync(2)`.

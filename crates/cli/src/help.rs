@@ -401,6 +401,28 @@ pub(crate) fn man() -> Result<u8> {
     Ok(0)
 }
 
+pub(crate) const NETWORK: &str = "\
+Replace a running sandbox's egress policy; new connections follow it at once.
+
+  zygote network ID --no-internet --allow-out 198.18.0.2/32
+  zygote network ID --deny-out 10.0.0.0/8
+  zygote network ID                      (internet on, no lists)
+
+--deny-out wins over --allow-out; --no-internet with --allow-out lets only
+those CIDRs through. A refused connection is refused at once (a TCP reset).
+Create-time flags are the same (`zygote create --no-internet ...`), plus
+--no-network for a sandbox without a network card.";
+
+pub(crate) const PORT: &str = "\
+Expose a guest TCP port on the daemon's host and print the address that
+reaches it (a relay in the daemon connects inside the sandbox's namespace).
+
+  zygote exec -d ID -- python3 -m http.server 8000
+  curl http://$(zygote port ID 8000)/
+  zygote port ID 8000 --rm               (stop exposing it)
+
+Ports go away with the sandbox, and when it pauses.";
+
 #[cfg(test)]
 mod tests {
     #[test]

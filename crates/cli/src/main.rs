@@ -9,6 +9,7 @@ mod doctor;
 mod env;
 mod help;
 mod image_cmd;
+mod net_cmd;
 mod output;
 mod proc_cmd;
 mod sandbox_cmd;
@@ -93,6 +94,12 @@ enum Cmd {
     /// Give a sandbox a new lifetime, from now.
     #[command(long_about = help::TIMEOUT)]
     Timeout(proc_cmd::TimeoutArgs),
+    /// Change a running sandbox's egress policy.
+    #[command(long_about = help::NETWORK)]
+    Network(net_cmd::NetworkArgs),
+    /// Expose a guest TCP port on the host; prints the address that reaches it.
+    #[command(long_about = help::PORT)]
+    Port(net_cmd::PortArgs),
     /// Copy a file into or out of a sandbox (`ID:/path` on exactly one side).
     #[command(long_about = help::CP)]
     Cp(sandbox_cmd::CpArgs),
@@ -177,6 +184,14 @@ struct DaemonArgs {
     /// read-only volumes (`--volume /host/dir:/guest/dir:ro`); without it none may.
     #[arg(long)]
     volume_host_root: Option<PathBuf>,
+    /// Sandbox networking: `nat` (a namespace per sandbox, NAT out of the
+    /// host's default route, internet on by default) or `none` (no network
+    /// cards).
+    #[arg(long, default_value = "nat", value_parser = ["nat", "none"])]
+    network: String,
+    /// Host-side addresses for sandboxes under --network nat (a /30 each).
+    #[arg(long, default_value = "10.200.0.0/16")]
+    network_pool: String,
 }
 
 const DAEMON_HELP: &str = "\
@@ -255,6 +270,8 @@ async fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Pause(a) => proc_cmd::pause(a).await,
         Cmd::Resume(a) => proc_cmd::resume(a).await,
         Cmd::Timeout(a) => proc_cmd::timeout(a).await,
+        Cmd::Network(a) => net_cmd::network(a).await,
+        Cmd::Port(a) => net_cmd::port(a).await,
         Cmd::Fork(a) => snapshot_cmd::fork(a).await,
         Cmd::Doctor(a) => doctor::run(a).await,
         Cmd::Completions(a) => help::completions(a),
@@ -287,6 +304,13 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
     engine.prestart = a.prestart;
     engine.prestart_max = a.prestart_max;
     engine.volume_host_root = a.volume_host_root;
+    engine.network = match a.network.as_str() {
+        "none" => zygote_engine::NetworkMode::None,
+        _ => zygote_engine::NetworkMode::Nat {
+            pool: zygote_engine::Cidr::parse(&a.network_pool)
+                .map_err(|e| anyhow::anyhow!("--network-pool: {e}"))?,
+        },
+    };
     zygote_daemon::run(zygote_daemon::DaemonConfig {
         socket: a.socket,
         listen: a.listen,

@@ -47,6 +47,8 @@ pub(crate) struct SandboxOpts {
     /// /host/dir:/guest/path:ro (repeatable, up to 4).
     #[arg(long = "volume", short = 'v')]
     volumes: Vec<String>,
+    #[command(flatten)]
+    net: crate::net_cmd::NetOpts,
 }
 
 #[derive(Args, Debug)]
@@ -210,6 +212,7 @@ fn create_body(
         env,
         timeout_secs: timeout,
         volumes: crate::volume_cmd::parse_volumes(&opts.volumes)?,
+        network: opts.net.body()?,
         ..Default::default()
     })
 }

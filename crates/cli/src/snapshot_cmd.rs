@@ -140,6 +140,8 @@ pub(crate) struct ForkArgs {
     /// /host/dir:/guest/path:ro (repeatable; writable ones with -n 1 only).
     #[arg(long = "volume", short = 'v')]
     volumes: Vec<String>,
+    #[command(flatten)]
+    net: crate::net_cmd::NetOpts,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -434,6 +436,7 @@ async fn spawn_children(c: &zygote_client::Client, a: &ForkArgs) -> Result<u8> {
             on_expiry: a.on_expiry,
             metadata: crate::sandbox_cmd::parse_pairs(&a.labels, "--label")?,
             volumes: crate::volume_cmd::parse_volumes(&a.volumes)?,
+            network: a.net.body()?,
             ..Default::default()
         })
         .await?;
@@ -452,6 +455,9 @@ pub(crate) async fn fork(a: ForkArgs) -> Result<u8> {
         Err(e) if e.status() == Some(404) || e.status() == Some(400) => {
             if !a.volumes.is_empty() {
                 bail!("--volume attaches volumes to children of a snapshot: `zygote branch {}` first, then `zygote spawn TAG --volume ...`", a.source);
+            }
+            if a.net.given() {
+                bail!("a fork of a running sandbox keeps its policy: `zygote branch {}` first, then `zygote spawn TAG --no-internet ...` (or `zygote network CHILD ...` after)", a.source);
             }
             let spin = Spinner::start(format!(
                 "branching {} and starting {}",

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+mod net;
 mod procs;
 mod tls;
 mod volumes;

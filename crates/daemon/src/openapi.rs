@@ -52,6 +52,9 @@ use utoipa::OpenApi;
         crate::routes::volumes::create,
         crate::routes::volumes::get,
         crate::routes::volumes::delete,
+        crate::routes::network::set_policy,
+        crate::routes::network::expose,
+        crate::routes::network::unexpose,
     ),
     components(schemas(
         zygote_proto::api::ExecBody,
@@ -59,6 +62,8 @@ use utoipa::OpenApi;
         zygote_proto::compat::SpawnRequest,
         zygote_proto::api::BranchBody,
         zygote_proto::volumes::VolumeMount,
+        zygote_proto::net::NetworkBody,
+        zygote_proto::net::NetworkInfo,
     ))
 )]
 struct ApiDoc;

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use zygote_engine as eng;
 use zygote_proto::api;
+use zygote_proto::net as api_net;
 use zygote_proto::volumes as api_vol;
 
 use crate::error::{chain, ApiError};
@@ -66,6 +67,80 @@ pub(crate) fn sandbox(v: eng::SandboxView) -> api::SandboxInfo {
         memory: v.memory.map(|m| m.as_str().to_string()),
         metadata: v.metadata,
         volumes: v.volumes.into_iter().map(volume_mount).collect(),
+        network: v.network.map(network),
+    }
+}
+
+/// A sandbox's network as the API shows it.
+fn network(n: eng::NetworkView) -> api_net::NetworkInfo {
+    let cidrs = |l: Vec<eng::Cidr>| l.iter().map(|c| c.to_string()).collect();
+    api_net::NetworkInfo {
+        address: n.address.to_string(),
+        internet: n.policy.internet,
+        allow_out: cidrs(n.policy.allow_out),
+        deny_out: cidrs(n.policy.deny_out),
+        ports: n.ports.into_iter().map(port).collect(),
+    }
+}
+
+/// An exposed port as the API shows it.
+pub(crate) fn port(p: eng::PortView) -> api_net::PortInfo {
+    api_net::PortInfo {
+        port: p.port,
+        host: p.host.to_string(),
+    }
+}
+
+/// A guest TCP port from a body or path.
+pub(crate) fn guest_port(p: u32) -> Result<u16, ApiError> {
+    match u16::try_from(p) {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(ApiError::bad_request(format!(
+            "port {p} is out of range: give a guest TCP port from 1 to 65535"
+        ))),
+    }
+}
+
+/// The egress policy a body asks for; a bad CIDR is a 400 naming it.
+pub(crate) fn policy(b: &api_net::NetworkBody) -> Result<eng::Policy, ApiError> {
+    let parse = |field: &str, l: &[String]| -> Result<Vec<eng::Cidr>, ApiError> {
+        l.iter()
+            .map(|c| {
+                eng::Cidr::parse(c).map_err(|e| ApiError::bad_request(format!("{field}: {e}")))
+            })
+            .collect()
+    };
+    let p = eng::Policy {
+        internet: b.internet.unwrap_or(true),
+        allow_out: parse("allow_out", &b.allow_out)?,
+        deny_out: parse("deny_out", &b.deny_out)?,
+    };
+    p.check()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(p)
+}
+
+/// The network a create or spawn body asks for.
+fn network_request(
+    b: Option<api_net::NetworkBody>,
+    create: bool,
+) -> Result<eng::NetworkRequest, ApiError> {
+    let Some(b) = b else {
+        return Ok(eng::NetworkRequest::Inherit);
+    };
+    match b.enabled {
+        Some(false) if !create => Err(ApiError::bad_request(
+            "network.enabled applies on create only: a child has its snapshot's network card (set internet: false to cut it off)",
+        )),
+        Some(false) => {
+            if b.internet.is_some() || !b.allow_out.is_empty() || !b.deny_out.is_empty() {
+                return Err(ApiError::bad_request(
+                    "network.enabled is false, so internet, allow_out and deny_out mean nothing: drop them or enable the network",
+                ));
+            }
+            Ok(eng::NetworkRequest::Off)
+        }
+        _ => Ok(eng::NetworkRequest::Policy(policy(&b)?)),
     }
 }
 
@@ -213,6 +288,7 @@ pub(crate) fn create(b: api::CreateSandbox) -> Result<eng::CreateSpec, ApiError>
         lifetime: lifetime(b.timeout_secs, b.on_expiry),
         metadata: b.metadata,
         volumes: volume_specs(b.volumes)?,
+        network: network_request(b.network, true)?,
     })
 }
 
@@ -243,6 +319,7 @@ pub(crate) fn spawn(tag: &str, b: api::SpawnBody) -> Result<eng::SpawnSpec, ApiE
         lifetime: lifetime(b.timeout_secs, b.on_expiry),
         metadata: b.metadata,
         volumes: volume_specs(b.volumes)?,
+        network: network_request(b.network, false)?,
     })
 }
 

@@ -187,12 +187,17 @@ impl AgentLink {
                                 .ok()
                                 .and_then(|r| r.get(&f.id).cloned());
                             let id = f.id;
-                            match route.map(|tx| tx.try_send(f)) {
+                            // Err(true): its channel is full.
+                            let sent = route.map(|tx| {
+                                tx.try_send(f)
+                                    .map_err(|e| matches!(e, mpsc::error::TrySendError::Full(_)))
+                            });
+                            match sent {
                                 // A dropped request is not an error: its id is forgotten.
-                                Some(Ok(())) | Some(Err(mpsc::error::TrySendError::Closed(_))) => {}
+                                Some(Ok(())) | Some(Err(false)) => {}
                                 // Its reader stopped: never wait for it (every
                                 // other request of the sandbox would wait too).
-                                Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                                Some(Err(true)) => {
                                     warn!(id, "a request's reader fell behind; cancelling it");
                                     if let Ok(mut r) = reader_routes.lock() {
                                         r.remove(&id);

@@ -13,7 +13,7 @@ use zygote_proto::procs::{FsEvent, ProcInfo, WalkEntry};
 use crate::error::Result;
 use crate::model::{
     ChildOutcome, CreateSpec, DeleteScope, EngineFacts, ExecItems, ExecSpec, FileRead, ForkSpec,
-    Forked, ImageView, Lifetime, ListQuery, ProcessSpec, SandboxView, SnapshotDeletion,
+    Forked, ImageView, Lifetime, ListQuery, PortView, ProcessSpec, SandboxView, SnapshotDeletion,
     SnapshotSpec, SnapshotView, SpawnSpec, UploadStream, VolumeView,
 };
 use crate::{BranchSpec, Engine};
@@ -35,6 +35,12 @@ pub trait EngineApi: Send + Sync + 'static {
     async fn pause(&self, id: &str) -> Result<SandboxView>;
     /// Resume a paused sandbox under its id.
     async fn resume(&self, id: &str) -> Result<SandboxView>;
+    /// Replace a running sandbox's egress policy.
+    async fn set_network(&self, id: &str, policy: zygote_net::Policy) -> Result<SandboxView>;
+    /// Expose a guest TCP port on the host.
+    async fn expose_port(&self, id: &str, port: u16) -> Result<PortView>;
+    /// Stop exposing a guest port.
+    async fn unexpose_port(&self, id: &str, port: u16) -> Result<()>;
     /// One sandbox.
     fn sandbox(&self, id: &str) -> Result<SandboxView>;
     /// Sandboxes being started right now (not yet listed).
@@ -169,6 +175,18 @@ impl EngineApi for Arc<Engine> {
 
     async fn resume(&self, id: &str) -> Result<SandboxView> {
         Engine::resume(self, id).await
+    }
+
+    async fn set_network(&self, id: &str, policy: zygote_net::Policy) -> Result<SandboxView> {
+        Engine::set_network(self, id, policy).await
+    }
+
+    async fn expose_port(&self, id: &str, port: u16) -> Result<PortView> {
+        Engine::expose_port(self, id, port).await
+    }
+
+    async fn unexpose_port(&self, id: &str, port: u16) -> Result<()> {
+        Engine::unexpose_port(self, id, port).await
     }
 
     fn starting(&self) -> usize {

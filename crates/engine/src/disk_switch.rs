@@ -130,5 +130,6 @@ pub(crate) fn snapshot_meta(
         metadata: sb.spec.metadata.clone(),
         owner: f.owner,
         volume_slots_used: sb.volumes.iter().map(|a| a.slot).collect(),
+        network: sb.net().map(|n| n.policy()),
     }
 }

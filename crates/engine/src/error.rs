@@ -94,6 +94,9 @@ pub enum EngineError {
     /// Guest memory could not be set up.
     #[error(transparent)]
     Mem(#[from] zygote_mem::MemError),
+    /// Host networking failed.
+    #[error(transparent)]
+    Net(#[from] zygote_net::NetError),
     /// The state database failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -167,6 +170,14 @@ impl EngineError {
                 ErrorClass::InsufficientStorage
             }
             EngineError::DiskFull { .. } => ErrorClass::InsufficientStorage,
+            EngineError::Net(n) => match n {
+                zygote_net::NetError::BadInput(_) => ErrorClass::BadRequest,
+                zygote_net::NetError::Limit(_) => ErrorClass::Conflict,
+                zygote_net::NetError::PoolExhausted(_) => ErrorClass::Unavailable,
+                zygote_net::NetError::Tool { .. } | zygote_net::NetError::Io { .. } => {
+                    ErrorClass::Internal
+                }
+            },
             EngineError::Qemu(_)
             | EngineError::Mem(_)
             | EngineError::Store(_)

@@ -15,6 +15,7 @@ mod lifecycle;
 mod live;
 mod machine;
 mod model;
+mod network;
 mod observe;
 pub mod ops;
 mod paths;
@@ -46,6 +47,7 @@ pub use observe::{Observer, Timing};
 pub use sandbox::Sandbox;
 use tokio::sync::watch;
 use tracing::{info, warn};
+pub use zygote_net::{Cidr, Policy};
 pub use zygote_qemu::Accel;
 use zygote_qemu::{AccelChoice, QemuBinary};
 
@@ -84,6 +86,8 @@ pub struct EngineConfig {
     /// Host directories under this one may be attached read-only as volumes
     /// (`None`: no host directory may).
     pub volume_host_root: Option<PathBuf>,
+    /// How sandboxes are networked.
+    pub network: model::NetworkMode,
 }
 
 impl std::fmt::Debug for dyn Observer {
@@ -103,6 +107,7 @@ impl EngineConfig {
             prestart_max: DEFAULT_PRESTART_MAX,
             observer: None,
             volume_host_root: None,
+            network: model::NetworkMode::None,
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Engine {
     store: Arc<Store>,
     snapshots: snapshot::Snapshots,
     volumes: Arc<volumes::Volumes>,
+    /// Host networking (`None`: `--network none`).
+    net: Option<Arc<zygote_net::HostNet>>,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
     pool: pool::Pool,
     shutting_down: AtomicBool,
@@ -151,6 +158,7 @@ impl Engine {
             &cfg.home,
             cfg.volume_host_root.clone(),
         )?);
+        let net = network::host(&cfg)?;
         let engine = Arc::new(Engine {
             cfg,
             pool,
@@ -160,12 +168,15 @@ impl Engine {
             store,
             snapshots,
             volumes,
+            net,
             sandboxes: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             launches: AtomicUsize::new(0),
         });
         engine.recover().await?;
+        // After re-adoption: namespaces no sandbox owns are a dead daemon's.
+        engine.sweep_networks();
         // Lifetimes: a few checks a second, for as long as the engine lives.
         let weak = Arc::downgrade(&engine);
         tokio::spawn(async move {
@@ -299,6 +310,9 @@ impl Engine {
         );
         for sb in sandboxes {
             sb.dir.keep();
+            if let Some(n) = sb.net() {
+                n.detach();
+            }
             if let Some(g) = &sb.guest {
                 let (done, wait) = tokio::sync::oneshot::channel();
                 if g.cmd.send(sandbox::Command::Detach { done }).await.is_ok() {
@@ -340,6 +354,9 @@ impl Engine {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while self.launches_in_flight() > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(h) = &self.net {
+            h.shutdown();
         }
     }
 }

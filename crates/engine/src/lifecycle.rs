@@ -13,7 +13,9 @@ use tracing::{info, warn, Instrument};
 use zygote_qemu::QemuProcess;
 
 use crate::error::{EngineError, Result};
-use crate::model::{CreateSpec, Expiry, Lifetime, ListQuery, SandboxState, SandboxView};
+use crate::model::{
+    CreateSpec, Expiry, Lifetime, ListQuery, NetworkRequest, SandboxState, SandboxView,
+};
 use crate::observe::Timing;
 use crate::sandbox::{Command, Expires, Sandbox, Spec};
 use crate::vm::Running;
@@ -114,6 +116,7 @@ impl Engine {
             lifetime,
             metadata,
             volumes,
+            network,
         } = req;
         let memory_mib = memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) {
@@ -142,13 +145,19 @@ impl Engine {
 
         let id = new_id();
         let span = tracing::info_span!("sandbox", id = %id);
-        let machine = self.machine_for(&image, memory_mib, vcpus);
+        let policy = match network {
+            NetworkRequest::Off => None,
+            NetworkRequest::Inherit if self.net.is_none() => None,
+            NetworkRequest::Inherit => Some(zygote_net::Policy::open()),
+            NetworkRequest::Policy(p) => Some(p),
+        };
+        let machine = self.machine_for(&image, memory_mib, vcpus, policy.is_some());
         let lease = self
             .volumes
             .attach(&id, &volumes, machine.volume_slots)
             .await?;
         let running = self
-            .launching(self.boot_vm(&id, machine, &image, lease))
+            .launching(self.boot_vm(&id, machine, &image, lease, policy))
             .instrument(span.clone())
             .await
             .inspect_err(|e| warn!(parent: &span, error = %e, "boot failed"))?;
@@ -426,6 +435,9 @@ async fn supervise(sb: Arc<Sandbox>, mut proc: QemuProcess, mut cmds: mpsc::Rece
         }
         cmd = cmds.recv() => match cmd {
             Some(Command::Detach { done }) => {
+                if let Some(n) = sb.net() {
+                    n.detach();
+                }
                 proc.detach();
                 info!(pid = proc.pid(), "left running for the next daemon");
                 let _ = done.send(());
@@ -448,6 +460,8 @@ async fn supervise(sb: Arc<Sandbox>, mut proc: QemuProcess, mut cmds: mpsc::Rece
     // QEMU is gone: free the guest memory before anyone is told.
     *sb.memory.lock().unwrap_or_else(|p| p.into_inner()) = None;
     drop(proc);
+    // Its namespace, veth pair, rules and exposed ports go with it.
+    sb.net.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(done) = stop_reply {
         let _ = done.send(());
     }

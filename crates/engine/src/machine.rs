@@ -95,6 +95,11 @@ pub struct Machine {
     /// them); 0 for VMs booted before volumes existed.
     #[serde(default)]
     pub volume_slots: u8,
+    /// A virtio-net card (the VM runs in a network namespace of its own);
+    /// false for VMs of a daemon with `--network none` or from before
+    /// networking.
+    #[serde(default)]
+    pub nic: bool,
 }
 
 impl Machine {
@@ -140,18 +145,25 @@ pub(crate) enum Start {
     Restore,
 }
 
+/// What a VM is attached to: its overlay, its volumes in their slots, its
+/// network namespace.
+pub(crate) struct Attached<'a> {
+    pub(crate) disk: &'a Path,
+    pub(crate) volumes: &'a [Attachment],
+    pub(crate) net: Option<&'a zygote_net::SandboxNet>,
+}
+
 /// The QEMU configuration of the VM `name` with machine `m` in `dir`, on
-/// `memory`, writing to the overlay `disk`, with `volumes` in their slots. The
-/// only place a [`VmConfig`] is built.
+/// `memory`, attached to `to`. The only place a [`VmConfig`] is built.
 pub(crate) fn vm_config(
     name: &str,
     m: &Machine,
     dir: &RuntimeDir,
     memory: &SandboxMemory,
-    disk: &Path,
-    volumes: &[Attachment],
+    to: Attached<'_>,
     start: Start,
 ) -> VmConfig {
+    let Attached { disk, volumes, net } = to;
     let (mem_path, mem_share) = match memory {
         SandboxMemory::Own(r) => (r.backend_path(), true),
         SandboxMemory::Cow(r) => (r.backend_path(), false),
@@ -179,6 +191,12 @@ pub(crate) fn vm_config(
         start_paused: restore,
         tb_size_mib: None,
         name: name.to_string(),
+        nic: net.map(|n| zygote_qemu::Nic {
+            netns: n.path(),
+            tap: zygote_net::TAP.to_string(),
+            mac: zygote_net::GUEST_MAC.to_string(),
+            vhost: m.accel == Accel::Kvm && Path::new("/dev/vhost-net").exists(),
+        }),
     }
 }
 
@@ -197,6 +215,7 @@ mod tests {
             initrd: "/i/initrd.img".into(),
             append: "console=ttyS0".into(),
             volume_slots: 2,
+            nic: false,
         }
     }
 
@@ -246,8 +265,11 @@ mod tests {
             &machine(),
             &dir,
             &own,
-            &dir.overlay(1),
-            &[],
+            Attached {
+                disk: &dir.overlay(1),
+                volumes: &[],
+                net: None,
+            },
             Start::Boot,
         );
         let cow = SandboxMemory::Cow(mem);
@@ -256,8 +278,11 @@ mod tests {
             &machine(),
             &dir,
             &cow,
-            &dir.overlay(1),
-            &[],
+            Attached {
+                disk: &dir.overlay(1),
+                volumes: &[],
+                net: None,
+            },
             Start::Restore,
         );
         assert_eq!(boot.volumes, vec![None, None], "every slot is there, empty");

@@ -157,6 +157,52 @@ pub struct Lifetime {
     pub on_expiry: Expiry,
 }
 
+/// How a daemon networks its sandboxes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// No network cards.
+    #[default]
+    None,
+    /// A namespace per sandbox with NAT out of the host's default route;
+    /// host-side addresses come from `pool`.
+    Nat {
+        /// A /30 of it per sandbox.
+        pool: zygote_net::Cidr,
+    },
+}
+
+/// The network a create or spawn asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NetworkRequest {
+    /// The daemon's default (a create) or the snapshot's (a spawn).
+    #[default]
+    Inherit,
+    /// No network card (a create only: a child has its snapshot's devices).
+    Off,
+    /// A card with this egress policy.
+    Policy(zygote_net::Policy),
+}
+
+/// A sandbox's network as shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkView {
+    /// The guest's address (the same in every sandbox).
+    pub address: std::net::Ipv4Addr,
+    /// Its egress policy.
+    pub policy: zygote_net::Policy,
+    /// Exposed ports.
+    pub ports: Vec<PortView>,
+}
+
+/// An exposed guest port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortView {
+    /// The guest's TCP port.
+    pub port: u16,
+    /// Where the host relays it from.
+    pub host: std::net::SocketAddr,
+}
+
 /// Labels: a string map a caller finds sandboxes by.
 pub type Metadata = BTreeMap<String, String>;
 
@@ -223,6 +269,8 @@ pub struct CreateSpec {
     pub metadata: Metadata,
     /// Volumes to attach.
     pub volumes: Vec<VolumeSpec>,
+    /// Its network.
+    pub network: NetworkRequest,
 }
 
 /// Children of a snapshot.
@@ -246,6 +294,8 @@ pub struct SpawnSpec {
     pub metadata: Metadata,
     /// Volumes to attach to each child (read-only ones only when `count` > 1).
     pub volumes: Vec<VolumeSpec>,
+    /// Each child's egress policy (default: the snapshot's).
+    pub network: NetworkRequest,
 }
 
 /// A branch of a running sandbox into a snapshot.
@@ -401,6 +451,8 @@ pub struct SandboxView {
     pub metadata: Metadata,
     /// Its volumes.
     pub volumes: Vec<VolumeSpec>,
+    /// Its network, when it has a card.
+    pub network: Option<NetworkView>,
 }
 
 /// A snapshot as the engine reports it.

@@ -113,6 +113,7 @@ impl Engine {
                     mem,
                     memory,
                     VolumeLease::existing(sb.volumes.clone()),
+                    None,
                 ))
                 .await?;
             let (running, _) = self.launching(self.resume_child(vm, t0)).await?;

@@ -247,6 +247,7 @@ impl Engine {
                 mem,
                 ChildMemory::CopyOnWrite,
                 crate::volumes::VolumeLease::existing(Vec::new()),
+                None,
             )
             .await?;
         let (running, _) = self.resume_child(vm, Instant::now()).await?;

@@ -27,6 +27,7 @@ use crate::state;
 use crate::store::{RuntimeFacts, SandboxRow, Store};
 use crate::vm::Running;
 use crate::volumes::Attachment;
+use zygote_net::SandboxNet;
 
 /// Default time an eval may take.
 pub(crate) const EVAL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -111,6 +112,7 @@ fn runtime_facts(
     memory: &SandboxMemory,
     boot_ms: Option<u64>,
     volumes: &[Attachment],
+    net: Option<&SandboxNet>,
 ) -> RuntimeFacts {
     RuntimeFacts {
         env: spec.env.clone(),
@@ -126,6 +128,10 @@ fn runtime_facts(
         memfd: memory.region().name().to_string(),
         paused_snapshot: None,
         volumes: volumes.to_vec(),
+        network: net.map(|n| crate::store::NetFacts {
+            netns: n.name().to_string(),
+            policy: n.policy(),
+        }),
     }
 }
 
@@ -182,6 +188,8 @@ pub struct Sandbox {
     pub(crate) disk: Mutex<DiskState>,
     /// Its volumes, in their slots.
     pub(crate) volumes: Vec<Attachment>,
+    /// Its network namespace (dropped when QEMU is gone).
+    pub(crate) net: Mutex<Option<Arc<SandboxNet>>>,
     state: watch::Sender<(SandboxState, Option<String>)>,
     store: Arc<Store>,
     pub(crate) span: tracing::Span,
@@ -200,8 +208,13 @@ impl Sandbox {
         created_at_unix: u64,
         store: Arc<Store>,
     ) -> Result<(Arc<Sandbox>, QemuProcess, mpsc::Receiver<Command>)> {
-        let Running { vm, link, ready_ms } = running;
+        let Running {
+            mut vm,
+            link,
+            ready_ms,
+        } = running;
         let pid = vm.process.pid();
+        let net = vm.net.take();
         let volumes = vm.volumes.commit();
         let boot_ms = Some(ready_ms as u64);
         let row = SandboxRow {
@@ -215,7 +228,13 @@ impl Sandbox {
             created_at_unix,
             snapshot_tag: snapshot_tag.clone(),
             runtime: Some(runtime_facts(
-                &spec, expires, &vm.disk, &vm.memory, boot_ms, &volumes,
+                &spec,
+                expires,
+                &vm.disk,
+                &vm.memory,
+                boot_ms,
+                &volumes,
+                net.as_deref(),
             )),
         };
         store.insert(&row)?;
@@ -240,6 +259,7 @@ impl Sandbox {
             expires: Mutex::new(expires),
             disk: Mutex::new(vm.disk),
             volumes,
+            net: Mutex::new(net),
             state: watch::channel((SandboxState::Running, None)).0,
             store,
             span,
@@ -286,6 +306,7 @@ impl Sandbox {
                 .as_ref()
                 .map(|f| f.volumes.clone())
                 .unwrap_or_default(),
+            net: Mutex::new(None),
             state: watch::channel((SandboxState::Dead, reason)).0,
             store,
             span,
@@ -325,6 +346,7 @@ impl Sandbox {
                 generation: 0,
             }),
             volumes: self.volumes.clone(),
+            net: Mutex::new(None),
             state: watch::channel((SandboxState::Paused, None)).0,
             store: self.store.clone(),
             span: self.span.clone(),
@@ -355,6 +377,7 @@ impl Sandbox {
             memfd: String::new(),
             paused_snapshot: Some(p.snapshot.clone()),
             volumes: self.volumes.clone(),
+            network: None,
         };
         Ok(self.store.set_paused(&self.id, &facts)?)
     }
@@ -397,6 +420,7 @@ impl Sandbox {
             &memory,
             self.boot_ms,
             &self.volumes,
+            self.net().as_deref(),
         );
         if let Err(e) = self.store.set_runtime(&self.id, &facts) {
             tracing::warn!(parent: &self.span, error = %e, "cannot record the sandbox's disk chain");
@@ -456,7 +480,21 @@ impl Sandbox {
             memory: self.memory_kind(),
             metadata: self.spec.metadata.clone(),
             volumes: self.volumes.iter().map(Attachment::spec).collect(),
+            network: self.net().map(|n| crate::model::NetworkView {
+                address: zygote_net::GUEST_ADDR,
+                policy: n.policy(),
+                ports: n
+                    .ports()
+                    .into_iter()
+                    .map(|(port, host)| crate::model::PortView { port, host })
+                    .collect(),
+            }),
         }
+    }
+
+    /// Its network namespace, while QEMU runs.
+    pub(crate) fn net(&self) -> Option<Arc<SandboxNet>> {
+        self.net.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Where its guest RAM lives, while it holds any.

@@ -78,6 +78,10 @@ pub struct SnapshotMeta {
     /// its children clear them before mounting their own.
     #[serde(default)]
     pub volume_slots_used: Vec<u8>,
+    /// The egress policy of the sandbox it was taken from (its children's
+    /// unless a spawn says otherwise); `None` without a network card.
+    #[serde(default)]
+    pub network: Option<zygote_net::Policy>,
 }
 
 /// `meta.json` format 1, read and converted to the current format.
@@ -140,6 +144,7 @@ impl SnapshotMetaV1 {
                 initrd: self.initrd,
                 append: self.append,
                 volume_slots: 0,
+                nic: false,
             },
             disk: self.disk,
             disk_bytes: self.disk_bytes,
@@ -153,6 +158,7 @@ impl SnapshotMetaV1 {
             metadata: Default::default(),
             owner: None,
             volume_slots_used: Vec::new(),
+            network: None,
         })
     }
 }

@@ -12,7 +12,7 @@ use zygote_mem::Region;
 
 use crate::error::{EngineError, Result};
 use crate::lifecycle::new_id;
-use crate::model::{Child, ChildMemory, ChildOutcome, SpawnSpec};
+use crate::model::{Child, ChildMemory, ChildOutcome, NetworkRequest, SpawnSpec};
 use crate::observe::Timing;
 use crate::pool::Prestarted;
 use crate::sandbox::{Expires, Spec};
@@ -47,6 +47,28 @@ impl Engine {
             }
         }
         m.machine.check_restorable(&m.tag, self.accel.accel)?;
+        match (&spec.network, m.machine.nic) {
+            (NetworkRequest::Off, true) => {
+                return Err(EngineError::BadRequest(format!(
+                    "snapshot `{}` has a network card and its children keep it: pass {{\"internet\": false}} to cut them off instead",
+                    m.tag
+                )))
+            }
+            (NetworkRequest::Policy(_), false) => {
+                return Err(EngineError::BadRequest(format!(
+                    "snapshot `{}` has no network card (its parent was created without a network), so its children cannot have one: create the parent with a network",
+                    m.tag
+                )))
+            }
+            (NetworkRequest::Policy(p), true) => p.check()?,
+            _ => {}
+        }
+        if m.machine.nic && self.net.is_none() {
+            return Err(EngineError::BadRequest(format!(
+                "snapshot `{}` has a network card and this daemon runs with --network none: start it with --network nat",
+                m.tag
+            )));
+        }
         let n = spec.count.unwrap_or(1);
         if !(1..=MAX_CHILDREN).contains(&n) {
             return Err(EngineError::BadRequest(format!(
@@ -112,6 +134,10 @@ impl Engine {
             None => (None, new_id()),
         };
         let span = tracing::info_span!("sandbox", id = %id);
+        let policy = match &spec.network {
+            NetworkRequest::Policy(p) => Some(p.clone()),
+            NetworkRequest::Inherit | NetworkRequest::Off => None,
+        };
         let started = self.launching(async {
             // Taken first, so a volume someone holds fails the child early.
             let lease = self
@@ -125,12 +151,24 @@ impl Engine {
                 None => {
                     let empty = VolumeLease::existing(Vec::new());
                     let vm = self
-                        .load_child(&id, snap, snap_mem, spec.memory, empty)
+                        .load_child(&id, snap, snap_mem, spec.memory, empty, policy.clone())
                         .await?;
                     self.resume_child(vm, t0).await?
                 }
             };
             crate::volumes::fill_child(&mut running, &snap.meta.volume_slots_used, lease).await?;
+            // A pre-started child runs with the snapshot's policy: the spawn's
+            // replaces it before anyone is told the child is ready.
+            if let (Some(p), Some(n)) = (&policy, &running.vm.net) {
+                if prestarted && n.policy() != *p {
+                    let (n, p) = (n.clone(), p.clone());
+                    tokio::task::spawn_blocking(move || n.set_policy(p))
+                        .await
+                        .map_err(|e| {
+                            EngineError::Conflict(format!("setting the policy failed: {e}"))
+                        })??;
+                }
+            }
             Ok::<_, EngineError>((running, running_ms))
         });
         let (running, running_ms) = started

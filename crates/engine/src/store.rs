@@ -54,6 +54,19 @@ pub struct RuntimeFacts {
     /// Its volumes.
     #[serde(default)]
     pub volumes: Vec<crate::volumes::Attachment>,
+    /// Its network namespace and policy.
+    #[serde(default)]
+    pub network: Option<NetFacts>,
+}
+
+/// A running sandbox's network, as a restarted daemon needs it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetFacts {
+    /// The namespace (`ip netns`).
+    pub netns: String,
+    /// The egress policy in force.
+    pub policy: zygote_net::Policy,
 }
 
 /// [`MemoryKind`] as stored.
@@ -371,6 +384,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<SandboxRow> {
             initrd: PathBuf::new(),
             append: String::new(),
             volume_slots: 0,
+            nic: false,
         },
     };
     Ok(SandboxRow {
@@ -419,6 +433,7 @@ mod tests {
                 initrd: "/i".into(),
                 append: "quiet".into(),
                 volume_slots: 4,
+                nic: false,
             },
             created_at_unix: 1,
             snapshot_tag: Some("t".into()),
@@ -443,6 +458,7 @@ mod tests {
                     image: "/h/volumes/data.img".into(),
                     qcow2: false,
                 }],
+                network: None,
             }),
         }
     }

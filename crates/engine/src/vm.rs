@@ -29,7 +29,7 @@ use crate::agent_link::{AgentLink, LinkError};
 use crate::branch::wait_migration;
 use crate::error::{EngineError, Result};
 use crate::lifecycle::console_tail;
-use crate::machine::{vm_config, Machine, PageSize, Start};
+use crate::machine::{vm_config, Attached, Machine, PageSize, Start};
 use crate::model::ChildMemory;
 use crate::rundir::RuntimeDir;
 use crate::sandbox::{DiskState, SandboxMemory};
@@ -45,6 +45,8 @@ const ENTROPY_BYTES: usize = 64;
 pub(crate) struct Vm {
     pub(crate) id: String,
     pub(crate) process: QemuProcess,
+    /// Its network namespace (QEMU runs inside; removed after QEMU is killed).
+    pub(crate) net: Option<Arc<zygote_net::SandboxNet>>,
     pub(crate) qmp: Arc<Qmp>,
     pub(crate) memory: SandboxMemory,
     pub(crate) disk: DiskState,
@@ -132,6 +134,7 @@ impl Engine {
         image: &zygote_image::ImageInfo,
         memory_mib: u64,
         vcpus: u32,
+        nic: bool,
     ) -> Machine {
         Machine {
             accel: self.accel.accel,
@@ -143,7 +146,26 @@ impl Engine {
             initrd: image.initrd.clone(),
             append: self.append.clone(),
             volume_slots: crate::volumes::SLOTS,
+            nic,
         }
+    }
+
+    /// A new network namespace with `policy`, for a VM with a network card.
+    pub(crate) async fn sandbox_net(
+        &self,
+        policy: zygote_net::Policy,
+    ) -> Result<Arc<zygote_net::SandboxNet>> {
+        let host = self.net.clone().ok_or_else(|| {
+            EngineError::BadRequest(
+                "this daemon runs with --network none: start it with --network nat to give sandboxes a network".into(),
+            )
+        })?;
+        let net = tokio::task::spawn_blocking(move || host.create(policy))
+            .await
+            .map_err(|e| {
+                EngineError::Conflict(format!("creating a network namespace failed: {e}"))
+            })??;
+        Ok(Arc::new(net))
     }
 
     /// Boot `machine` from `image` as sandbox `id` with `volumes` mounted, up
@@ -154,8 +176,14 @@ impl Engine {
         machine: Machine,
         image: &zygote_image::ImageInfo,
         volumes: VolumeLease,
+        policy: Option<zygote_net::Policy>,
     ) -> Result<Running> {
         let t0 = Instant::now();
+        let net = match (machine.nic, policy) {
+            (true, Some(p)) => Some(self.sandbox_net(p).await?),
+            (true, None) => Some(self.sandbox_net(zygote_net::Policy::open()).await?),
+            (false, _) => None,
+        };
         let dir = self.runtime_dir(id)?;
         let memory = SandboxMemory::Own(Arc::new(Region::create(
             &format!("zygote-{id}"),
@@ -169,14 +197,18 @@ impl Engine {
             &machine,
             &dir,
             &memory,
-            &overlay,
-            volumes.list(),
+            Attached {
+                disk: &overlay,
+                volumes: volumes.list(),
+                net: net.as_deref(),
+            },
             Start::Boot,
         );
         let (process, qmp) = start_qemu(self, &cfg).await?;
         let mut vm = Vm {
             id: id.to_string(),
             process,
+            net,
             qmp: Arc::new(qmp),
             memory,
             disk: DiskState {
@@ -214,9 +246,20 @@ impl Engine {
         snap_mem: Arc<Region>,
         memory: ChildMemory,
         volumes: VolumeLease,
+        policy: Option<zygote_net::Policy>,
     ) -> Result<Vm> {
         let t = Instant::now();
         let m = &snap.meta;
+        // A child has its snapshot's devices: a card if the parent had one,
+        // in a namespace of its own, with the snapshot's policy by default.
+        let net = if m.machine.nic {
+            let p = policy
+                .or_else(|| m.network.clone())
+                .unwrap_or_else(zygote_net::Policy::open);
+            Some(self.sandbox_net(p).await?)
+        } else {
+            None
+        };
         // Taken before anything uses them: a delete of the snapshot meanwhile
         // fails this child rather than pulling its disk or vmstate away.
         let claim = self.snapshots.claim(snap)?;
@@ -256,8 +299,11 @@ impl Engine {
             &machine,
             &dir,
             &memory,
-            &overlay,
-            volumes.list(),
+            Attached {
+                disk: &overlay,
+                volumes: volumes.list(),
+                net: net.as_deref(),
+            },
             Start::Restore,
         );
         let prep_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -296,6 +342,7 @@ impl Engine {
         Ok(Vm {
             id: id.to_string(),
             process,
+            net,
             qmp: Arc::new(qmp),
             memory,
             disk,
@@ -396,12 +443,23 @@ impl Engine {
             crate::store::MemoryKindCol::Own => SandboxMemory::Own(region),
             crate::store::MemoryKindCol::Cow => SandboxMemory::Cow(region),
         };
+        let net = match (&facts.network, &self.net) {
+            (Some(n), Some(host)) => Some(Arc::new(host.adopt(&n.netns, n.policy.clone())?)),
+            (Some(n), None) => {
+                return Err(EngineError::Conflict(format!(
+                    "it runs in network namespace `{}` and this daemon runs with --network none",
+                    n.netns
+                )))
+            }
+            (None, _) => None,
+        };
         let dir = RuntimeDir::existing(row.dir.clone());
         let timeout = Duration::from_secs(10);
         let qmp = Qmp::connect(&dir.qmp_socket(), timeout).await?;
         let mut vm = Vm {
             id: row.id.clone(),
             process,
+            net,
             qmp: Arc::new(qmp),
             memory,
             disk: DiskState {

@@ -22,6 +22,7 @@ pub(crate) const GUEST_MODULES: &[&str] = &[
     "virtio_console",
     "virtio_blk",
     "virtio_rng",
+    "virtio_net",
 ];
 
 /// A module ready for the initramfs.

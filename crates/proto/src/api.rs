@@ -39,6 +39,9 @@ pub struct CreateSandbox {
     /// Volumes to attach (at most 4).
     #[serde(default)]
     pub volumes: Vec<crate::volumes::VolumeMount>,
+    /// Its network (default: the daemon's `--network`, internet on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::net::NetworkBody>,
 }
 
 /// What happens when a sandbox's lifetime runs out.
@@ -134,6 +137,9 @@ pub struct SandboxInfo {
     /// Its volumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::volumes::VolumeMount>,
+    /// Its network, when it has a card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::net::NetworkInfo>,
     /// The snapshot it was spawned from.
     #[serde(default)]
     pub snapshot_tag: Option<String>,
@@ -528,6 +534,9 @@ pub struct SpawnBody {
     /// Volumes to attach to each child (writable ones only with `n` 1).
     #[serde(default)]
     pub volumes: Vec<crate::volumes::VolumeMount>,
+    /// Each child's egress policy (default: the snapshot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::net::NetworkBody>,
 }
 
 /// One child of a spawn: a sandbox or why it failed.

@@ -13,6 +13,8 @@
 pub mod agent;
 pub mod api;
 pub mod compat;
+pub mod guest_net;
+pub mod net;
 pub mod procs;
 pub mod volumes;
 

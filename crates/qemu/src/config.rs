@@ -84,6 +84,23 @@ pub struct VmConfig {
     pub tb_size_mib: Option<u32>,
     /// `-name` (shown in `ps` and QMP `query-name`).
     pub name: String,
+    /// A virtio-net card on a tap; QEMU then runs inside the tap's network
+    /// namespace. `None`: no network card.
+    pub nic: Option<Nic>,
+}
+
+/// A virtio-net card backed by a tap device in a network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    /// The namespace file (`/run/netns/<name>`); QEMU is started inside it.
+    pub netns: PathBuf,
+    /// The tap's name there.
+    pub tap: String,
+    /// The guest's MAC.
+    pub mac: String,
+    /// Use the kernel's vhost-net (only where `/dev/vhost-net` exists and the
+    /// accelerator is KVM).
+    pub vhost: bool,
 }
 
 /// A disk image in a volume slot. Always writable at the device, so every
@@ -158,6 +175,27 @@ impl VmConfig {
                 self.name.clone(),
                 "use a non-empty name without commas",
             );
+        }
+        if let Some(n) = &self.nic {
+            let ok = |v: &str| {
+                !v.is_empty()
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b':' || b == b'-' || b == b'_')
+            };
+            if !ok(&n.tap) || n.tap.len() > 15 {
+                return bad(
+                    "nic.tap",
+                    n.tap.clone(),
+                    "use an interface name of at most 15 letters, digits, - or _",
+                );
+            }
+            if !ok(&n.mac) {
+                return bad(
+                    "nic.mac",
+                    n.mac.clone(),
+                    "use a MAC such as 52:54:00:12:34:56",
+                );
+            }
         }
         for (field, p) in [("kernel", &self.kernel), ("initrd", &self.initrd)] {
             // -kernel/-initrd take a plain path; -initrd splits on commas.
@@ -259,6 +297,16 @@ impl VmConfig {
             push(&["-blockdev", &blockdev, "-device", &device]);
         }
         push(&["-device", "virtio-rng-device"]);
+        // Last, so machines without a card keep their devices' order.
+        if let Some(n) = &self.nic {
+            let netdev = format!(
+                "tap,id=n0,ifname={},script=no,downscript=no,vhost={}",
+                n.tap,
+                if n.vhost { "on" } else { "off" }
+            );
+            let device = format!("virtio-net-device,netdev=n0,mac={}", n.mac);
+            push(&["-netdev", &netdev, "-device", &device]);
+        }
         if self.start_paused {
             push(&["-S"]);
         }
@@ -295,6 +343,7 @@ mod tests {
             start_paused: false,
             tb_size_mib: None,
             name: "sb1".into(),
+            nic: None,
         }
     }
 

@@ -22,7 +22,7 @@ pub mod timing;
 
 pub use accel::{choose_accel, cpu_model, parse_accel, Accel, AccelChoice};
 pub use binary::{detect_qemu, qemu_img_path, QemuBinary};
-pub use config::{volume_serial, VmConfig, VolumeDrive, DEFAULT_APPEND};
+pub use config::{volume_serial, Nic, VmConfig, VolumeDrive, DEFAULT_APPEND};
 pub use error::QemuError;
 pub use pidfd::PidFd;
 pub use process::{create_overlay, create_overlay_unchecked, read_tail, QemuExit, QemuProcess};

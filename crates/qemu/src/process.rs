@@ -92,7 +92,32 @@ impl QemuProcess {
         cfg.validate()?;
         let args = cfg.args();
         tracing::debug!(name = %cfg.name, cmd = %format!("{} {}", bin.path.display(), args.join(" ")), "spawning QEMU");
-        let mut child = Command::new(&bin.path)
+        let mut cmd = Command::new(&bin.path);
+        // With a network card QEMU lives in the card's namespace: it opens the
+        // tap there, and sees no other network than the sandbox's.
+        let netns = match &cfg.nic {
+            Some(n) => Some(
+                std::fs::File::open(&n.netns).map_err(|source| QemuError::Spawn {
+                    path: n.netns.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        if let Some(f) = &netns {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(f);
+            // SAFETY: between fork and exec the closure only calls setns, which
+            // is async-signal-safe, on a descriptor open until after spawn.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -73,6 +73,7 @@ async fn boot_loop() {
             incoming_defer: false,
             start_paused: false,
             tb_size_mib: None,
+            nic: None,
             name: format!("boot-loop-{i}"),
         };
         let start = Instant::now();

@@ -48,6 +48,7 @@ fn config(dir: &Path, mem: &MemFd, kernel: &Path, initrd: &Path, disk: &Path) ->
         incoming_defer: false,
         start_paused: false,
         tb_size_mib: Some(32),
+        nic: None,
         name: "zygote-test".into(),
     }
 }

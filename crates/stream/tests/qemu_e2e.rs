@@ -85,6 +85,7 @@ fn config(dir: &Path, name: &str, mem: &MemFd, share: bool, img: &Image, disk: &
         incoming_defer: !share || name == "recv",
         start_paused: !share || name == "recv",
         tb_size_mib: Some(32),
+        nic: None,
         name: name.into(),
     }
 }

@@ -49,6 +49,33 @@ pub(crate) fn sandbox(id: &str) -> SandboxView {
             path: "/data".into(),
             read_only: false,
         }],
+        network: Some(NetworkView {
+            address: "10.0.2.2".parse().unwrap(),
+            policy: Policy::open(),
+            ports: Vec::new(),
+        }),
+    }
+}
+
+/// A network request in one line.
+fn net_line(n: &NetworkRequest) -> String {
+    match n {
+        NetworkRequest::Inherit => "inherit".into(),
+        NetworkRequest::Off => "off".into(),
+        NetworkRequest::Policy(p) => format!(
+            "internet={} allow={} deny={}",
+            p.internet,
+            p.allow_out
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            p.deny_out
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     }
 }
 
@@ -185,6 +212,43 @@ impl EngineApi for Fake {
         Ok(sandbox(id))
     }
 
+    async fn set_network(&self, id: &str, policy: Policy) -> Result<SandboxView> {
+        self.known(id)?;
+        self.call(format!(
+            "network {id} internet={} allow={:?} deny={:?}",
+            policy.internet,
+            policy
+                .allow_out
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>(),
+            policy
+                .deny_out
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+        ))?;
+        let mut v = sandbox(id);
+        if let Some(n) = v.network.as_mut() {
+            n.policy = policy;
+        }
+        Ok(v)
+    }
+
+    async fn expose_port(&self, id: &str, port: u16) -> Result<PortView> {
+        self.known(id)?;
+        self.call(format!("expose {id} {port}"))?;
+        Ok(PortView {
+            port,
+            host: "127.0.0.1:40000".parse().unwrap(),
+        })
+    }
+
+    async fn unexpose_port(&self, id: &str, port: u16) -> Result<()> {
+        self.known(id)?;
+        self.call(format!("unexpose {id} {port}"))
+    }
+
     fn starting(&self) -> usize {
         1
     }
@@ -201,6 +265,9 @@ impl EngineApi for Fake {
                 format!(" volumes={:?}", spec.volumes)
             }
         ))?;
+        if spec.network != NetworkRequest::Inherit {
+            self.call(format!("  network {}", net_line(&spec.network)))?;
+        }
         Ok(sandbox("sb9"))
     }
 
@@ -336,6 +403,9 @@ impl EngineApi for Fake {
             "spawn {} n={:?} memory={:?}",
             spec.snapshot, spec.count, spec.memory
         ))?;
+        if spec.network != NetworkRequest::Inherit {
+            self.call(format!("  network {}", net_line(&spec.network)))?;
+        }
         let plan = self.child_errors.lock().unwrap().clone();
         let plan = if plan.is_empty() { vec![None] } else { plan };
         Ok(plan

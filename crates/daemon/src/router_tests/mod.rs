@@ -4,6 +4,7 @@
 
 mod fake;
 mod fuzz;
+mod network;
 mod volumes;
 
 use std::sync::Arc;
@@ -102,6 +103,10 @@ impl Harness {
 
     async fn delete(&self, uri: &str) -> Answer {
         self.call(Method::DELETE, uri, None).await
+    }
+
+    async fn patch(&self, uri: &str, body: Value) -> Answer {
+        self.call(Method::PATCH, uri, Some(body)).await
     }
 
     fn fail_next(&self, e: EngineError) {

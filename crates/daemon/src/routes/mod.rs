@@ -8,9 +8,11 @@
 //! - [`files`]: guest files and directory trees (mkdir, rename, walk, watch, batch);
 //! - [`processes`]: background processes and terminals;
 //! - [`snapshots`]: warm snapshots, list, get, delete, spawn;
+//! - [`network`]: a sandbox's egress policy and exposed ports;
 //! - [`volumes`]: named volumes.
 
 pub(crate) mod files;
+pub(crate) mod network;
 pub(crate) mod processes;
 pub(crate) mod sandboxes;
 pub(crate) mod snapshots;
@@ -23,7 +25,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use zygote_proto::api::{Health, VersionInfo};
@@ -100,6 +102,7 @@ pub(crate) fn only_params(q: &Params, allowed: &[&str]) -> Result<(), ApiError> 
 /// The router. `token` guards every route when set (TCP).
 pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
     use self::files as f;
+    use self::network as net;
     use self::processes as pr;
     use self::sandboxes as sb;
     use self::snapshots as sn;
@@ -116,6 +119,9 @@ pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
         .route("/v1/sandboxes/{id}/pause", post(sb::pause))
         .route("/v1/sandboxes/{id}/resume", post(sb::resume))
         .route("/v1/sandboxes/{id}/timeout", post(sb::timeout))
+        .route("/v1/sandboxes/{id}/network", patch(net::set_policy))
+        .route("/v1/sandboxes/{id}/ports", post(net::expose))
+        .route("/v1/sandboxes/{id}/ports/{port}", delete(net::unexpose))
         .route("/v1/sandboxes/{id}/branch", post(sb::branch))
         .route("/v1/sandboxes/{id}/fork", post(sb::fork))
         .route("/v1/sandboxes/{id}/exec", post(sb::exec))
