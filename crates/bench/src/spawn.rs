@@ -46,6 +46,39 @@ pub struct SpawnArgs<C: Connect> {
     /// Run hugepage cells even when the pool is too small (they report the fallback).
     #[arg(long)]
     allow_hugepage_fallback: bool,
+    /// Sandboxes with a network card (`on`, the daemon's default under
+    /// `--network nat`), without (`off`), or both side by side (`on,off`):
+    /// one snapshot each.
+    #[arg(long, default_value = "on")]
+    network: String,
+}
+
+/// `on`, `off` or both.
+fn parse_network(s: &str) -> Result<Vec<bool>> {
+    let mut v = Vec::new();
+    for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let on = match p {
+            "on" => true,
+            "off" => false,
+            other => bail!("--network: {other:?} is not on or off; use on, off or on,off"),
+        };
+        if !v.contains(&on) {
+            v.push(on);
+        }
+    }
+    if v.is_empty() {
+        bail!("--network is empty: use on, off or on,off");
+    }
+    Ok(v)
+}
+
+/// A cell's label: the kind's, marked when the sandboxes have no network.
+fn label(k: Kind, net: bool) -> String {
+    if net {
+        k.label()
+    } else {
+        format!("{} no-net", k.label())
+    }
 }
 
 /// The anchor's published p50 (ms, all children ready) of private-memory
@@ -100,6 +133,7 @@ pub(super) async fn run<C: Connect>(a: SpawnArgs<C>) -> Result<u8> {
     let cow = counts("--cow", &a.cow)?;
     let private = counts("--private", &a.private)?;
     let pages = parse_pages(&a.pages)?;
+    let nets = parse_network(&a.network)?;
     let mut kinds = vec![Kind::Cold];
     kinds.extend(cow.iter().map(|&n| Kind::Cow(n)));
     for &n in &private {
@@ -140,7 +174,11 @@ pub(super) async fn run<C: Connect>(a: SpawnArgs<C>) -> Result<u8> {
     if let Some(w) = pool_warning {
         run.note(w);
     }
-    guarded(&c, &held, body(&c, &held, &a, &kinds, &mut run)).await?;
+    let cells: Vec<(Kind, bool)> = nets
+        .iter()
+        .flat_map(|&n| kinds.iter().map(move |&k| (k, n)))
+        .collect();
+    guarded(&c, &held, body(&c, &held, &a, &cells, &mut run)).await?;
     finish(&run, &a.common, |run, dir| charts(run, dir, &kinds))?;
     Ok(0)
 }
@@ -149,24 +187,25 @@ async fn body<C: Connect>(
     c: &Client,
     held: &Held,
     a: &SpawnArgs<C>,
-    kinds: &[Kind],
+    kinds: &[(Kind, bool)],
     run: &mut Run,
 ) -> Result<()> {
     let mem = a.memory_mib.to_string();
     let cells: Vec<usize> = kinds
         .iter()
-        .map(|k| {
-            let (mode, n, pages) = match *k {
+        .map(|&(k, net)| {
+            let (mode, n, pages) = match k {
                 Kind::Cold => ("cold-boot", "1".to_string(), "4k"),
                 Kind::Cow(n) => ("cow", n.to_string(), "4k"),
                 Kind::Private(n, hp) => ("private", n.to_string(), if hp { "2m" } else { "4k" }),
             };
             run.cell(
-                &k.label(),
+                &label(k, net),
                 &[
                     ("mode", mode.into()),
                     ("n", n),
                     ("pages", pages.into()),
+                    ("network", if net { "on" } else { "off" }.into()),
                     ("memory_mib", mem.clone()),
                 ],
             )
@@ -176,7 +215,7 @@ async fn body<C: Connect>(
     run.ratio_metrics = vec!["running_all_ms", "ready_first_ms", "ready_all_ms"];
     if a.memory_mib == 512 {
         for (k, &cell) in kinds.iter().zip(&cells) {
-            if let Kind::Private(n, hp) = *k {
+            if let (Kind::Private(n, hp), true) = *k {
                 if let Some(&(_, base, huge)) = ANCHOR.iter().find(|x| x.0 == n) {
                     run.references
                         .insert((cell, "ready_all_ms"), if hp { huge } else { base });
@@ -184,41 +223,60 @@ async fn body<C: Connect>(
             }
         }
     }
-    let create = CreateSandbox {
+    let create_for = |net: bool| CreateSandbox {
         image: a.common.image.clone(),
         memory_mib: Some(a.memory_mib),
+        network: (!net).then(|| zygote_proto::net::NetworkBody {
+            enabled: Some(false),
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    let snap = tag("spawn");
-    super::make_snapshot(c, held, &snap, &create).await?;
-    // one unmeasured copy-on-write spawn makes the snapshot hot, so the
-    // daemon's pool of pre-started children is what it is in steady state
-    let kids = held
-        .spawn(
-            c,
-            &SpawnBody {
-                snapshot_tag: snap.clone(),
-                ..Default::default()
-            },
-        )
-        .await?;
-    held.remove_children(c, &kids).await?;
-    let pool = super::learn_pool(c, &snap).await?;
+    // One snapshot per network setting, each made hot by one unmeasured
+    // copy-on-write spawn, so the daemon's pool of pre-started children is
+    // what it is in steady state.
+    let mut snaps: Vec<(bool, String)> = Vec::new();
+    let mut pool = 0;
+    for net in [true, false] {
+        if !kinds.iter().any(|k| k.1 == net) {
+            continue;
+        }
+        let snap = tag(if net { "spawn" } else { "spawn-nonet" });
+        super::make_snapshot(c, held, &snap, &create_for(net)).await?;
+        let kids = held
+            .spawn(
+                c,
+                &SpawnBody {
+                    snapshot_tag: snap.clone(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        held.remove_children(c, &kids).await?;
+        pool = super::learn_pool(c, &snap).await?;
+        snaps.push((net, snap));
+    }
     run.fact(format!(
-        "the daemon keeps {pool} pre-started copy-on-write children for the snapshot; \
+        "the daemon keeps {pool} pre-started copy-on-write children per snapshot; \
          every cell starts with that pool refilled (from_pool: children that came from it)"
     ));
     for i in 0..a.iterations {
         for k in rotation(kinds.len(), i) {
             let cell = cells[k];
-            if !super::settle_pool(c, &snap, pool).await? {
+            let (kind, net) = kinds[k];
+            let snap = &snaps
+                .iter()
+                .find(|s| s.0 == net)
+                .expect("a snapshot per setting")
+                .1;
+            if !super::settle_pool(c, snap, pool).await? {
                 run.note(format!(
                     "the pool of pre-started children was not back to {pool} within 60 s"
                 ));
             }
-            let (n, private, hp) = match kinds[k] {
+            let (n, private, hp) = match kind {
                 Kind::Cold => {
-                    cold_boot(c, held, run, cell, i, &create).await?;
+                    cold_boot(c, held, run, cell, i, &create_for(net)).await?;
                     continue;
                 }
                 Kind::Cow(n) => (n, false, false),
@@ -242,7 +300,7 @@ async fn body<C: Connect>(
             run.add(cell, i, "from_pool", pooled as f64, "children");
             let failed: Vec<&str> = kids.iter().filter_map(|k| k.error.as_deref()).collect();
             for e in &failed {
-                run.note(format!("{}: a child failed: {e}", kinds[k].label()));
+                run.note(format!("{}: a child failed: {e}", label(kind, net)));
             }
             let running: Vec<f64> = kids.iter().filter_map(|k| k.running_ms).collect();
             let ready: Vec<f64> = kids.iter().filter_map(|k| k.ready_ms).collect();
@@ -280,7 +338,7 @@ async fn body<C: Connect>(
                 run.note(format!(
                     "{}: children got 4 KiB pages, not hugepages (the daemon falls back when \
                      the pool is short; see children_on_4k_pages and the daemon's log)",
-                    kinds[k].label()
+                    label(kind, net)
                 ));
             }
             held.remove_children(c, &kids).await?;
@@ -288,7 +346,9 @@ async fn body<C: Connect>(
         eprint!("\rspawn: iteration {}/{}", i + 1, a.iterations);
     }
     eprintln!();
-    held.delete_snapshot(c, &snap).await?;
+    for (_, snap) in &snaps {
+        held.delete_snapshot(c, snap).await?;
+    }
     Ok(())
 }
 

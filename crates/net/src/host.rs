@@ -123,7 +123,7 @@ fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<()> {
 }
 
 /// The host's first IPv4, non-loopback resolver.
-fn host_dns() -> Option<Ipv4Addr> {
+pub fn host_dns() -> Option<Ipv4Addr> {
     let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))

@@ -15,7 +15,9 @@ mod policy;
 mod proxy;
 
 pub use error::{NetError, Result};
-pub use host::{HostConfig, HostNet, SandboxNet, HOST_LINK_PREFIX, MAX_PORTS, NETNS_PREFIX};
+pub use host::{
+    host_dns, HostConfig, HostNet, SandboxNet, HOST_LINK_PREFIX, MAX_PORTS, NETNS_PREFIX,
+};
 pub use policy::{Cidr, Policy, MAX_CIDRS};
 pub use proxy::connect_in;
 pub use zygote_proto::guest_net::{GATEWAY, GUEST_ADDR, GUEST_MAC};

@@ -322,3 +322,9 @@ async def _pause_and_lifetime(tools: Tools, kid: str) -> None:
     await tools.call("pause_sandbox", sandbox_id=kid)
     assert (await tools.call("eval", sandbox_id=kid, code="x"))["result"] == "6"
     assert (await tools.call("resume_sandbox", sandbox_id=kid))["resumed"] is False
+    # Its network: an exposed port and a new egress policy.
+    port = await tools.call("expose_port", sandbox_id=kid, port=8000)
+    assert port["port"] == 8000 and port["host"].startswith("127.0.0.1:")
+    n = await tools.call("set_network", sandbox_id=kid, internet=False, allow_out=["198.18.0.2/32"])
+    assert n["network"]["internet"] is False and n["network"]["allow_out"] == ["198.18.0.2/32"]
+    assert n["network"]["ports"] == [port]

@@ -128,7 +128,7 @@ export async function closeConnections(): Promise<void> {
 
 /** What a request sends. */
 export interface RequestSpec {
-  method: "GET" | "POST" | "PUT" | "DELETE";
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
   path: string;
   query?: Record<string, string | undefined>;
   json?: unknown;

@@ -20,6 +20,7 @@ export type {
   BranchOptions,
   ForkOptions,
   LifeOptions,
+  NetworkOptions,
   SandboxConnectOptions,
   SandboxListOptions,
 } from "./sandbox.js";
@@ -62,6 +63,7 @@ export {
 export { FilesystemEventType } from "./types.js";
 export type {
   SandboxInfo,
+  NetworkInfo,
   SandboxState,
   SnapshotInfo,
   SnapshotStatus,

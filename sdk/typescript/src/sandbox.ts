@@ -63,8 +63,48 @@ function lifeBody(body: Record<string, unknown>, o: LifeOptions & { lifecycle?: 
   return body;
 }
 
+/** Where a sandbox's guest may connect (E2B's names). */
+export interface NetworkOptions {
+  /** `false`: cut it off the internet (only `network.allowOut` answers). Default `true`. */
+  allowInternetAccess?: boolean;
+  /**
+   * IPv4 CIDRs: `allowOut` reachable even without internet, `denyOut` never
+   * (wins). `{ enabled: false }`: no network card at all (a boot only).
+   */
+  network?: { allowOut?: string[]; denyOut?: string[]; enabled?: boolean };
+}
+
+function cidrs(v: unknown, what: string): string[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || !v.every((c) => typeof c === "string")) {
+    throw new BadRequestError(`${what} must be a list of IPv4 CIDR strings, e.g. ["198.18.0.0/15"]`);
+  }
+  return [...v];
+}
+
+/** The `network` of a create or spawn body, or undefined for the default. */
+function netBody(o: NetworkOptions): Record<string, unknown> | undefined {
+  if (o.network === undefined && o.allowInternetAccess === undefined) return undefined;
+  const n = o.network ?? {};
+  const unknown = Object.keys(n).filter((k) => !["allowOut", "denyOut", "enabled"].includes(k));
+  if (unknown.length > 0) throw new BadRequestError(`network has unknown key(s) ${unknown.join(", ")}: use allowOut, denyOut or enabled`);
+  if (n.enabled === false) {
+    if (o.allowInternetAccess !== undefined || n.allowOut || n.denyOut) {
+      throw new BadRequestError("network.enabled is false, which leaves nothing for other network options to apply to");
+    }
+    return { enabled: false };
+  }
+  const body: Record<string, unknown> = {};
+  if (o.allowInternetAccess !== undefined) body.internet = o.allowInternetAccess;
+  const allow = cidrs(n.allowOut, "network.allowOut");
+  const deny = cidrs(n.denyOut, "network.denyOut");
+  if (allow.length > 0) body.allow_out = allow;
+  if (deny.length > 0) body.deny_out = deny;
+  return body;
+}
+
 /** Options of {@link Sandbox.create}: boot an image, or start a child of a snapshot. */
-export interface SandboxOptions extends ConnectionOptions, LifeOptions {
+export interface SandboxOptions extends ConnectionOptions, LifeOptions, NetworkOptions {
   /** Image to boot (default `python`). Not with `snapshot`. */
   image?: string;
   /** Start from this snapshot (copy-on-write, a fraction of a second) instead of booting. */
@@ -86,7 +126,7 @@ export interface SandboxOptions extends ConnectionOptions, LifeOptions {
 }
 
 /** Options of {@link Sandbox.spawn}. */
-export interface SpawnOptions extends ConnectionOptions, LifeOptions {
+export interface SpawnOptions extends ConnectionOptions, LifeOptions, NetworkOptions {
   /** Each child gets its own memory instead of copy-on-write over the snapshot. */
   privateMemory?: boolean;
   /** With `privateMemory`: hugepage-backed child memory. */
@@ -193,6 +233,8 @@ export class Sandbox {
         );
       }
       const body: Record<string, unknown> = lifeBody({ n: 1 }, opts);
+      const net = netBody(opts);
+      if (net !== undefined) body.network = net;
       if (opts.memoryMib !== undefined) body.memory_mib = positiveInt(opts.memoryMib, "memoryMib");
       if (opts.vcpus !== undefined) body.vcpus = positiveInt(opts.vcpus, "vcpus");
       const env = envOf(opts);
@@ -208,6 +250,8 @@ export class Sandbox {
       throw new BadRequestError("privateMemory and hugepages apply to children of a snapshot: pass snapshot too");
     }
     const body: Record<string, unknown> = lifeBody({}, opts);
+    const net = netBody(opts);
+    if (net !== undefined) body.network = net;
     if (opts.image !== undefined) body.image = opts.image;
     if (opts.memoryMib !== undefined) body.memory_mib = positiveInt(opts.memoryMib, "memoryMib");
     if (opts.vcpus !== undefined) body.vcpus = positiveInt(opts.vcpus, "vcpus");
@@ -225,6 +269,8 @@ export class Sandbox {
   static async spawn(snapshot: string, n: number, opts: SpawnOptions = {}): Promise<Sandbox[]> {
     const client = new Client(opts);
     const body: Record<string, unknown> = lifeBody({ n: positiveInt(n, "n") }, opts);
+    const net = netBody(opts);
+    if (net !== undefined) body.network = net;
     if (opts.env !== undefined) body.env = checkEnv(opts.env, "env");
     if (opts.privateMemory) body.private_memory = true;
     if (opts.hugepages) body.hugepages = true;
@@ -410,6 +456,40 @@ export class Sandbox {
    * the old one); then the sandbox is removed, or paused (`onExpiry:
    * "pause"`; default: what it was). `info.expiresAtUnix` shows the new end.
    */
+  /**
+   * Expose the guest's TCP `port` on the daemon's host; returns the
+   * `host:port` that reaches it (the same on every call; it goes away with
+   * the sandbox). E2B's name.
+   */
+  async getHost(port: number): Promise<string> {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new BadRequestError(`port ${port} is out of range: pass a guest TCP port from 1 to 65535`);
+    }
+    const w = await this.client.json<{ port: number; host: string }>({
+      method: "POST",
+      path: `/v1/sandboxes/${encode(this.id)}/ports`,
+      json: { port },
+    });
+    return w.host;
+  }
+
+  /**
+   * Replace the egress policy; new connections follow it at once. `denyOut`
+   * wins over `allowOut`; `internet: false` lets only `allowOut` through.
+   */
+  async setNetwork(p: { internet?: boolean; allowOut?: string[]; denyOut?: string[] } = {}): Promise<void> {
+    const w = await this.client.json<WireSandboxInfo>({
+      method: "PATCH",
+      path: `/v1/sandboxes/${encode(this.id)}/network`,
+      json: {
+        internet: p.internet ?? true,
+        allow_out: cidrs(p.allowOut, "allowOut"),
+        deny_out: cidrs(p.denyOut, "denyOut"),
+      },
+    });
+    this.info = sandboxInfo(w);
+  }
+
   async setTimeout(timeoutMs: number, opts: { onExpiry?: OnExpiry } = {}): Promise<void> {
     const body = lifeBody({}, { timeoutMs, ...(opts.onExpiry ? { onExpiry: opts.onExpiry } : {}) });
     const w = await this.client.json<WireSandboxInfo>({ method: "POST", path: `/v1/sandboxes/${encode(this.id)}/timeout`, json: body });

@@ -49,8 +49,24 @@ export interface SandboxInfo {
   onExpiry: OnExpiry;
   /** Its labels (`Sandbox.list({ metadata })` finds it by them). */
   metadata: Record<string, string>;
+  /** Its network when it has a card (the daemon's `--network nat`). */
+  network: NetworkInfo | null;
   /** E2B's name for {@link id}. */
   sandboxId: string;
+}
+
+/** A sandbox's network. */
+export interface NetworkInfo {
+  /** The guest's address (the same in every sandbox, each in its own namespace). */
+  address: string;
+  /** Everything not denied is reachable. */
+  internet: boolean;
+  /** IPv4 CIDRs reachable even without `internet`. */
+  allowOut: string[];
+  /** IPv4 CIDRs never reachable (wins over `allowOut`). */
+  denyOut: string[];
+  /** Exposed guest ports and the `host:port` that reaches each. */
+  ports: { port: number; host: string }[];
 }
 
 /**
@@ -283,6 +299,7 @@ export interface WireSandboxInfo {
   memory?: string | null;
   on_expiry?: OnExpiry;
   metadata?: Record<string, string>;
+  network?: { address: string; internet: boolean; allow_out?: string[]; deny_out?: string[]; ports?: { port: number; host: string }[] } | null;
 }
 
 /** @internal */
@@ -353,6 +370,15 @@ export function sandboxInfo(w: WireSandboxInfo): SandboxInfo {
     memory: w.memory ?? null,
     onExpiry: w.on_expiry ?? "kill",
     metadata: { ...(w.metadata ?? {}) },
+    network: w.network
+      ? {
+          address: w.network.address,
+          internet: w.network.internet,
+          allowOut: [...(w.network.allow_out ?? [])],
+          denyOut: [...(w.network.deny_out ?? [])],
+          ports: [...(w.network.ports ?? [])],
+        }
+      : null,
     sandboxId: w.id,
   };
 }

@@ -317,6 +317,30 @@ describe("SDK end to end", { skip }, () => {
     assert.deepEqual((await Sandbox.list(conn)).map((s) => s.id), [sb.id]);
   });
 
+  it("getHost reaches a guest server; the egress policy on spawn and on a running child", async () => {
+    await using s = await Sandbox.create({ ...conn, snapshot: "ts-warm", allowInternetAccess: false, network: { allowOut: ["198.18.0.2/32"] } });
+    assert.ok(s.info.network);
+    assert.deepEqual([s.info.network.address, s.info.network.internet, s.info.network.allowOut], ["10.0.2.2", false, ["198.18.0.2/32"]]);
+    await s.files.write("/tmp/www/index.html", "ts-guest-page");
+    await s.commands.run("python3 -m http.server 8000 --directory /tmp/www", { background: true });
+    const host = await s.getHost(8000);
+    assert.match(host, /^127\.0\.0\.1:\d+$/);
+    assert.equal(await s.getHost(8000), host);
+    let page = "";
+    for (let i = 0; i < 150 && !page.includes("ts-guest-page"); i++) {
+      try {
+        page = await (await fetch(`http://${host}/`)).text();
+      } catch {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    assert.ok(page.includes("ts-guest-page"), page);
+    await s.setNetwork({ denyOut: ["10.0.0.0/8"] });
+    assert.deepEqual([s.info.network?.internet, s.info.network?.denyOut], [true, ["10.0.0.0/8"]]);
+    await assert.rejects(s.getHost(0), BadRequestError);
+    await assert.rejects(s.setNetwork({ denyOut: ["10.0.0.0/40"] }), (e: unknown) => e instanceof BadRequestError && e.message.includes("10.0.0.0/40"));
+  });
+
   it("a warm-up server runs in three children; labels find them, paged", () =>
     features.warmServerAndLabels(conn, "ts-warm"));
 

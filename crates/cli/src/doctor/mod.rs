@@ -11,6 +11,7 @@
 mod daemon;
 mod host;
 mod kernel;
+mod network;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,9 @@ pub(crate) const CHECKS: &[&str] = &[
     "dev_net_tun",
     "net_namespaces",
     "ksm",
+    "net_tools",
+    "ip_forward",
+    "net_dns",
     "daemon",
     "token",
 ];
@@ -160,6 +164,7 @@ pub(crate) async fn run(a: DoctorArgs) -> Result<u8> {
     let mut checks = tokio::task::spawn_blocking(move || {
         let mut v = host::checks(&home, &image, &accel);
         v.extend(kernel::checks());
+        v.extend(network::checks());
         v
     })
     .await?;

@@ -288,3 +288,48 @@ class MoreTools:
         except ZygoteError as e:
             raise _fail(e) from e
         return _dict(sb.info)
+
+    async def expose_port(
+        self,
+        sandbox_id: SandboxId,
+        port: Annotated[int, Field(ge=1, le=65535, description="The guest's TCP port.")],
+    ) -> dict[str, Any]:
+        """Expose a TCP port of a server running in the sandbox on the daemon's host and
+        return the host:port that reaches it (the same on every call; it goes away with
+        the sandbox). Start the server first, e.g. with start_process."""
+        try:
+            sb = await self._sandbox(sandbox_id)
+            try:
+                host = await sb.get_host(port)
+            finally:
+                await sb.close()
+        except ZygoteError as e:
+            raise _fail(e) from e
+        return {"port": port, "host": host}
+
+    async def set_network(
+        self,
+        sandbox_id: SandboxId,
+        internet: Annotated[
+            bool, Field(description="False: only allow_out destinations answer.")
+        ] = True,
+        allow_out: Annotated[
+            list[str] | None,
+            Field(description="IPv4 CIDRs reachable even without internet."),
+        ] = None,
+        deny_out: Annotated[
+            list[str] | None,
+            Field(description="IPv4 CIDRs never reachable (wins over allow_out)."),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Replace a running sandbox's egress policy; new connections follow it at once
+        (a refused one gets a reset, it does not hang)."""
+        try:
+            sb = await self._sandbox(sandbox_id)
+            try:
+                await sb.set_network(internet=internet, allow_out=allow_out, deny_out=deny_out)
+            finally:
+                await sb.close()
+        except ZygoteError as e:
+            raise _fail(e) from e
+        return _dict(sb.info)

@@ -481,6 +481,8 @@ TOOL_NAMES = (
     "pause_sandbox",
     "resume_sandbox",
     "set_timeout",
+    "expose_port",
+    "set_network",
 )
 
 

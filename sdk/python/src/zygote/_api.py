@@ -109,13 +109,72 @@ class Life:
     timeout: float | None = None
     on_expiry: str | None = None
     metadata: Mapping[str, str] | None = None
+    network: dict[str, Any] | None = None
 
     def into(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Add ``timeout_secs``, ``on_expiry`` and ``metadata`` to ``body``."""
+        """Add ``timeout_secs``, ``on_expiry``, ``metadata`` and ``network`` to ``body``."""
         _lifetime(body, self.timeout, self.on_expiry)
         if self.metadata is not None:
             body["metadata"] = labels(self.metadata)
+        if self.network is not None:
+            body["network"] = self.network
         return body
+
+
+def _cidrs(v: Any, what: str) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, str) or not all(isinstance(c, str) for c in v):
+        raise ConfigError(f"{what}={v!r}: pass a list of IPv4 CIDR strings, e.g. ['198.18.0.0/15']")
+    return list(v)
+
+
+def network_body(
+    network: Mapping[str, Any] | None, allow_internet_access: bool | None
+) -> dict[str, Any] | None:
+    """The ``network`` of a create or spawn body from E2B's arguments:
+    ``allow_internet_access`` and ``network={"allow_out": [...], "deny_out": [...]}``
+    (``{"enabled": False}`` for no network card at all)."""
+    if network is None and allow_internet_access is None:
+        return None
+    n = dict(network or {})
+    unknown = set(n) - {"allow_out", "deny_out", "internet", "enabled"}
+    if unknown:
+        raise ConfigError(
+            f"network={network!r}: unknown key(s) {sorted(unknown)}; use allow_out, deny_out, internet or enabled"
+        )
+    body: dict[str, Any] = {}
+    if n.get("enabled") is False:
+        if allow_internet_access is not None or len(n) > 1:
+            raise ConfigError("network={'enabled': False} leaves nothing for other network options to apply to")
+        return {"enabled": False}
+    internet = n.get("internet", allow_internet_access)
+    if internet is not None:
+        body["internet"] = bool(internet)
+    if allow := _cidrs(n.get("allow_out"), "allow_out"):
+        body["allow_out"] = allow
+    if deny := _cidrs(n.get("deny_out"), "deny_out"):
+        body["deny_out"] = deny
+    return body
+
+
+def set_network(
+    sandbox_id: str, internet: bool, allow_out: Any, deny_out: Any
+) -> Call:
+    """``PATCH /v1/sandboxes/{id}/network``: replace the egress policy."""
+    body = {
+        "internet": bool(internet),
+        "allow_out": _cidrs(allow_out, "allow_out"),
+        "deny_out": _cidrs(deny_out, "deny_out"),
+    }
+    return sandbox_call("PATCH", sandbox_id, "/network", body)
+
+
+def expose_port(sandbox_id: str, port: int) -> Call:
+    """``POST /v1/sandboxes/{id}/ports``."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"port={port!r}: pass a guest TCP port from 1 to 65535")
+    return sandbox_call("POST", sandbox_id, "/ports", {"port": port})
 
 
 def create_sandbox(

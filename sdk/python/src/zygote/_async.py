@@ -185,6 +185,8 @@ class AsyncSandbox:
         hugepages: bool = False,
         envs: Mapping[str, str] | None = None,
         lifecycle: Mapping[str, Any] | None = None,
+        network: Mapping[str, Any] | None = None,
+        allow_internet_access: bool | None = None,
         socket: str | os.PathLike[str] | None = None,
         url: str | None = None,
         token: str | None = None,
@@ -210,6 +212,11 @@ class AsyncSandbox:
                 child of a snapshot has its snapshot's labels under these.
             on_expiry: ``"kill"`` (default) or ``"pause"``.
             lifecycle: E2B's form of ``on_expiry``: ``{"on_timeout": "pause"}``.
+            network: Egress policy (E2B's names): ``{"allow_out": [CIDR...],
+                "deny_out": [CIDR...]}``; deny wins. ``{"enabled": False}``: no
+                network card at all (a boot only). Default: the daemon's.
+            allow_internet_access: ``False`` cuts the sandbox off the internet
+                (only ``allow_out`` answers). Default ``True``.
             private_memory: With ``snapshot``: the child gets its own memory
                 (can then be branched in ``copy`` mode) instead of copy-on-write.
             hugepages: With ``private_memory``: back it with 2 MiB hugepages.
@@ -220,7 +227,12 @@ class AsyncSandbox:
         """
         if env is not None and envs is not None:
             raise ConfigError("pass envs= (E2B's name) or env=, not both")
-        life = _api.Life(timeout, _on_expiry(on_expiry, lifecycle), metadata)
+        life = _api.Life(
+            timeout,
+            _on_expiry(on_expiry, lifecycle),
+            metadata,
+            _api.network_body(network, allow_internet_access),
+        )
         created = cls._create(
             image,
             snapshot,
@@ -481,6 +493,26 @@ class AsyncSandbox:
             raise
         self.info = SandboxInfo.from_json(doc)
         return True
+
+    async def get_host(self, port: int) -> str:
+        """Expose the guest's TCP ``port`` on the daemon's host and return the
+        ``host:port`` that reaches it (the same one on every call; it goes away
+        with the sandbox). E2B's name."""
+        doc = await self._transport.json(_api.expose_port(self.id, port))
+        return str(doc["host"])
+
+    async def set_network(
+        self,
+        *,
+        internet: bool = True,
+        allow_out: list[str] | None = None,
+        deny_out: list[str] | None = None,
+    ) -> None:
+        """Replace the egress policy; new connections follow it at once.
+        ``deny_out`` wins over ``allow_out``; ``internet=False`` lets only
+        ``allow_out`` through. ``info.network`` shows the new policy."""
+        doc = await self._transport.json(_api.set_network(self.id, internet, allow_out, deny_out))
+        self.info = SandboxInfo.from_json(doc)
 
     async def set_timeout(self, timeout: float, *, on_expiry: OnExpiry | None = None) -> None:
         """A new lifetime, ``timeout`` seconds from now (it replaces the old one);

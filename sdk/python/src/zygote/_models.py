@@ -61,6 +61,8 @@ class SandboxInfo:
         memory: ``own`` or ``cow`` (copy-on-write over a snapshot).
         on_expiry: ``kill`` or ``pause``: what its lifetime's end does.
         metadata: Its labels (``Sandbox.list(metadata=...)`` finds it by them).
+        network: Its network when it has a card: ``address``, ``internet``,
+            ``allow_out``, ``deny_out`` and exposed ``ports``.
     """
 
     id: str
@@ -78,6 +80,7 @@ class SandboxInfo:
     memory: str | None = None
     on_expiry: OnExpiry = "kill"
     metadata: dict[str, str] = field(default_factory=dict)
+    network: dict[str, Any] | None = None
 
     @property
     def sandbox_id(self) -> str:
@@ -105,6 +108,7 @@ class SandboxInfo:
             memory=d.get("memory"),
             on_expiry=d.get("on_expiry") or "kill",
             metadata=dict(d.get("metadata") or {}),
+            network=d.get("network"),
         )
 
 
