@@ -192,6 +192,16 @@ struct DaemonArgs {
     /// Host-side addresses for sandboxes under --network nat (a /30 each).
     #[arg(long, default_value = "10.200.0.0/16")]
     network_pool: String,
+    /// Most sandboxes with a VM at once; past it a create, spawn or resume
+    /// gets a 429 naming the limit.
+    #[arg(long)]
+    max_sandboxes: Option<usize>,
+    /// Most guest RAM of those sandboxes together, MiB.
+    #[arg(long)]
+    max_guest_memory_mib: Option<u64>,
+    /// Most snapshots kept (paused sandboxes' own not counted).
+    #[arg(long)]
+    max_snapshots: Option<usize>,
 }
 
 const DAEMON_HELP: &str = "\
@@ -304,6 +314,11 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
     engine.prestart = a.prestart;
     engine.prestart_max = a.prestart_max;
     engine.volume_host_root = a.volume_host_root;
+    engine.limits = zygote_engine::Limits {
+        max_sandboxes: a.max_sandboxes,
+        max_guest_memory_mib: a.max_guest_memory_mib,
+        max_snapshots: a.max_snapshots,
+    };
     engine.network = match a.network.as_str() {
         "none" => zygote_engine::NetworkMode::None,
         _ => zygote_engine::NetworkMode::Nat {

@@ -28,6 +28,9 @@ const CHECKS: &[&str] = &[
     "dev_net_tun",
     "net_namespaces",
     "ksm",
+    "net_tools",
+    "ip_forward",
+    "net_dns",
     "daemon",
     "token",
 ];

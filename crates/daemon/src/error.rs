@@ -47,6 +47,7 @@ impl From<EngineError> for ApiError {
             ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorClass::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorClass::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ErrorClass::TooMany => StatusCode::TOO_MANY_REQUESTS,
             ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

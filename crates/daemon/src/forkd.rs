@@ -54,6 +54,7 @@ pub(crate) fn exec_body(r: ExecRequest) -> Result<(ExecBody, bool), ApiError> {
             stdin_b64: r.stdin_b64,
             timeout_secs,
             user: r.user,
+            max_output_bytes: r.max_output_bytes,
         },
         forkd,
     ))
@@ -284,6 +285,8 @@ mod tests {
             stdout: String::new(),
             stderr: String::new(),
             duration_ms: 1.0,
+            stdout_truncated: false,
+            stderr_truncated: false,
         };
         forkd_exit_code(&mut r);
         assert_eq!(r.exit_code, Some(137));

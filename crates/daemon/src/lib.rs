@@ -108,6 +108,10 @@ pub(crate) struct AppState {
 
 /// Run the daemon until SIGTERM/SIGINT.
 pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
+    // Every file and directory the daemon makes (snapshot RAM, disks,
+    // sockets, logs) is its own alone, whatever umask it was started with.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     if let Some(addr) = cfg.listen {
         if !addr.ip().is_loopback() && cfg.token.is_none() {
             return Err(DaemonError::TokenRequired(addr));

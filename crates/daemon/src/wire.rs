@@ -413,6 +413,64 @@ pub(crate) fn warm_snapshot(b: api::CreateSnapshot) -> Result<eng::SnapshotSpec,
     })
 }
 
+/// The buffered exec's cap on each stream.
+pub(crate) fn max_output(asked: Option<u64>) -> Result<usize, ApiError> {
+    match asked {
+        None => Ok(api::DEFAULT_MAX_OUTPUT_BYTES as usize),
+        Some(n) if (1..=api::MAX_OUTPUT_BYTES).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "max_output_bytes {n} is out of range: pass 1..={} (or stream the output with /exec/stream)",
+            api::MAX_OUTPUT_BYTES
+        ))),
+    }
+}
+
+/// The last `cap` bytes of a stream, and whether anything before them was
+/// dropped. Memory stays under twice the cap whatever the guest writes.
+pub(crate) struct Tail {
+    cap: usize,
+    buf: Vec<u8>,
+    dropped: bool,
+}
+
+impl Tail {
+    pub(crate) fn new(cap: usize) -> Tail {
+        Tail {
+            cap,
+            buf: Vec::new(),
+            dropped: false,
+        }
+    }
+
+    pub(crate) fn push(&mut self, b: &[u8]) {
+        let b = if b.len() > self.cap {
+            self.dropped = true;
+            &b[b.len() - self.cap..]
+        } else {
+            b
+        };
+        self.buf.extend_from_slice(b);
+        if self.buf.len() > 2 * self.cap {
+            let cut = self.buf.len() - self.cap;
+            self.buf.drain(..cut);
+            self.dropped = true;
+        }
+    }
+
+    /// The text (UTF-8, invalid bytes replaced) and whether it was cut.
+    pub(crate) fn finish(mut self) -> (String, bool) {
+        if self.buf.len() > self.cap {
+            let cut = self.buf.len() - self.cap;
+            self.buf.drain(..cut);
+            self.dropped = true;
+        }
+        (
+            String::from_utf8_lossy(&self.buf).into_owned(),
+            self.dropped,
+        )
+    }
+}
+
 /// The exec a body asks for.
 pub(crate) fn exec(b: api::ExecBody) -> Result<eng::ExecSpec, ApiError> {
     let api::ExecBody {
@@ -424,6 +482,7 @@ pub(crate) fn exec(b: api::ExecBody) -> Result<eng::ExecSpec, ApiError> {
         stdin_b64,
         timeout_secs,
         user,
+        max_output_bytes: _,
     } = b;
     let program = match (argv.is_empty(), cmd) {
         (false, Some(_)) => {
@@ -491,6 +550,7 @@ pub(crate) fn process(b: api::ProcessStart) -> Result<eng::ProcessSpec, ApiError
         stdin_b64: None,
         timeout_secs,
         user,
+        max_output_bytes: None,
     })?;
     if let Some(t) = &tag {
         if t.len() > 256 {
@@ -511,6 +571,26 @@ pub(crate) fn process(b: api::ProcessStart) -> Result<eng::ProcessSpec, ApiError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_keeps_the_end_within_twice_its_cap() {
+        let mut t = Tail::new(4);
+        t.push(b"ab");
+        t.push(b"cd");
+        assert_eq!(t.finish(), ("abcd".to_string(), false));
+        let mut t = Tail::new(4);
+        for _ in 0..1000 {
+            t.push(b"0123456789");
+            assert!(t.buf.len() <= 8);
+        }
+        assert_eq!(t.finish(), ("6789".to_string(), true));
+        assert_eq!(max_output(None).unwrap(), 4 << 20);
+        assert!(max_output(Some(0))
+            .unwrap_err()
+            .message
+            .contains("max_output_bytes 0"));
+        assert!(max_output(Some(1 << 40)).is_err());
+    }
 
     #[test]
     fn exec_bodies_map_or_name_the_problem() {

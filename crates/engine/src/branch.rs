@@ -129,6 +129,7 @@ impl Engine {
     /// Branch a running sandbox into a new snapshot; the parent keeps running.
     pub async fn branch(self: &Arc<Self>, id: &str, spec: BranchSpec) -> Result<SnapshotView> {
         self.check_open()?;
+        self.admit_snapshot()?;
         let sb = self.get(id)?;
         let span = sb.span.clone();
         let t0 = Instant::now();
@@ -293,7 +294,9 @@ impl Engine {
         let guard = PauseGuard::stop(qmp.clone()).await?;
         let t_stop = Instant::now();
         sw.switch(qmp, sb).await?;
-        let uri = format!("exec:cat > {}", shell_path(&vmstate)?);
+        // QEMU writes the file itself: no shell (its seccomp filter forbids
+        // spawning one).
+        let uri = format!("file:{}", plain_path(&vmstate)?);
         qmp.execute("migrate", json!({ "uri": uri })).await?;
         wait_migration(qmp, MIGRATE_TIMEOUT).await?;
         let t_copy = Instant::now();
@@ -342,9 +345,9 @@ impl Engine {
     }
 }
 
-/// A path safe to put in QEMU's `exec:` shell command (ours: no quotes needed
-/// but refuse anything odd rather than quote it).
-fn shell_path(p: &Path) -> Result<String> {
+/// A path safe to put in a QEMU migration URI (`file:`, whose options follow
+/// a comma): refuse anything odd rather than escape it.
+fn plain_path(p: &Path) -> Result<String> {
     let s = p.to_string_lossy().to_string();
     if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
@@ -352,7 +355,7 @@ fn shell_path(p: &Path) -> Result<String> {
         Ok(s)
     } else {
         Err(EngineError::BadRequest(format!(
-            "path {s:?} has characters QEMU's exec: URI would need quoted: use a home directory path of letters, digits and . _ - /"
+            "path {s:?} has characters a QEMU migration URI cannot carry: use a home directory path of letters, digits and . _ - /"
         )))
     }
 }

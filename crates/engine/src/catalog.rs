@@ -113,6 +113,7 @@ impl Engine {
     /// the booted sandbox.
     pub async fn create_snapshot(self: &Arc<Self>, req: SnapshotSpec) -> Result<SnapshotView> {
         self.check_open()?;
+        self.admit_snapshot()?;
         crate::snapshot::validate_tag(&req.tag)?;
         if self.snapshots.get(&req.tag).is_ok() {
             return Err(EngineError::Conflict(format!(

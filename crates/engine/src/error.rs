@@ -25,6 +25,8 @@ pub enum ErrorClass {
     InsufficientStorage,
     /// Not built yet (501).
     NotImplemented,
+    /// A quota would be passed (429).
+    TooMany,
     /// Anything else (500).
     Internal,
 }
@@ -112,6 +114,9 @@ pub enum EngineError {
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// A quota would be passed.
+    #[error("{0}")]
+    Limit(String),
     /// Not enough free space where the daemon must write.
     #[error("{what} needs about {needed_mib} MiB on {path} and only {free_mib} MiB is free: free space there (delete snapshots with `zygote snapshot rm`) or move --home to a larger filesystem")]
     DiskFull {
@@ -183,6 +188,7 @@ impl EngineError {
             | EngineError::Store(_)
             | EngineError::Io { .. } => ErrorClass::Internal,
             EngineError::ShuttingDown => ErrorClass::Unavailable,
+            EngineError::Limit(_) => ErrorClass::TooMany,
         }
     }
 }

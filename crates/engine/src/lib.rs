@@ -8,10 +8,12 @@ pub mod agent_link;
 mod api;
 mod branch;
 mod catalog;
+mod console;
 mod disk_switch;
 mod disks;
 mod error;
 mod lifecycle;
+mod limits;
 mod live;
 mod machine;
 mod model;
@@ -41,6 +43,7 @@ use std::time::Duration;
 
 pub use api::EngineApi;
 pub use error::{EngineError, ErrorClass, Result};
+pub use limits::Limits;
 pub use machine::{Cpu, Machine, PageSize, MACHINE_TYPE};
 pub use model::*;
 pub use observe::{Observer, Timing};
@@ -88,6 +91,8 @@ pub struct EngineConfig {
     pub volume_host_root: Option<PathBuf>,
     /// How sandboxes are networked.
     pub network: model::NetworkMode,
+    /// Quotas.
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for dyn Observer {
@@ -108,6 +113,7 @@ impl EngineConfig {
             observer: None,
             volume_host_root: None,
             network: model::NetworkMode::None,
+            limits: Limits::default(),
         }
     }
 }
@@ -131,6 +137,8 @@ pub struct Engine {
     shutdown: watch::Sender<bool>,
     /// Sandboxes being started (booted or spawned) right now.
     launches: AtomicUsize,
+    /// What starts in flight reserved against the quotas.
+    reserved: limits::Reserved,
 }
 
 impl Engine {
@@ -173,6 +181,7 @@ impl Engine {
             shutting_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             launches: AtomicUsize::new(0),
+            reserved: Default::default(),
         });
         engine.recover().await?;
         // After re-adoption: namespaces no sandbox owns are a dead daemon's.

@@ -25,9 +25,8 @@ use crate::{
 
 /// How long QEMU gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-/// Lines of console shown in a boot error.
-const CONSOLE_TAIL_LINES: usize = 30;
 
+/// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -92,16 +91,7 @@ pub(crate) fn new_id() -> String {
 
 /// The last lines of a console log.
 pub(crate) fn console_tail(path: &Path) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(CONSOLE_TAIL_LINES);
-    let tail = lines[start..].join("\n");
-    if tail.trim().is_empty() {
-        "(the console is empty)".to_string()
-    } else {
-        tail
-    }
+    crate::console::tail(path)
 }
 
 impl Engine {
@@ -143,6 +133,7 @@ impl Engine {
             .await
             .map_err(|e| EngineError::BadRequest(format!("image lookup failed: {e}")))??;
 
+        let _admitted = self.admit(1, memory_mib)?;
         let id = new_id();
         let span = tracing::info_span!("sandbox", id = %id);
         let policy = match network {
@@ -270,6 +261,14 @@ impl Engine {
             // A paused sandbox is its snapshot: it goes with it.
             let _ = self.snapshots.delete(&p.snapshot);
         }
+        // Its disk chain is free now (whoever still holds the sandbox value),
+        // and a generation only it needed (its snapshot deleted meanwhile)
+        // goes at once.
+        {
+            let mut disk = sb.disk.lock().unwrap_or_else(|p| p.into_inner());
+            disk.chain = disk.chain.none();
+        }
+        self.snapshots.gc_disks();
         self.store.delete(id)?;
         info!(parent: &sb.span, "removed");
         Ok(())
@@ -422,40 +421,52 @@ impl Engine {
 /// The one owner of a sandbox's QEMU process; frees its guest memory when
 /// QEMU is gone.
 async fn supervise(sb: Arc<Sandbox>, mut proc: QemuProcess, mut cmds: mpsc::Receiver<Command>) {
-    let stop_reply = tokio::select! {
-        status = proc.wait() => {
-            let reason = match status {
-                Ok(st) => format!("QEMU exited unexpectedly ({st})"),
-                Err(e) => format!("QEMU could not be waited for: {e}"),
-            };
-            let tail = console_tail(&sb.dir.console_log());
-            warn!(%reason, console = %tail, "sandbox died");
-            sb.set_state(SandboxState::Dead, Some(reason));
-            None
+    // The console log is cut back every few seconds (a guest may print
+    // without end).
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let stop_reply = loop {
+        tokio::select! {
+            status = proc.wait() => {
+                let reason = match status {
+                    Ok(st) => format!("QEMU exited unexpectedly ({st})"),
+                    Err(e) => format!("QEMU could not be waited for: {e}"),
+                };
+                let tail = console_tail(&sb.dir.console_log());
+                warn!(%reason, console = %tail, "sandbox died");
+                sb.set_state(SandboxState::Dead, Some(reason));
+                break None;
+            }
+            _ = tick.tick() => {
+                match crate::console::cap(&sb.dir.console_log(), crate::console::CAP_BYTES) {
+                    Ok(true) => info!("console log cut back to its end"),
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "cannot cut the console log back"),
+                }
+            }
+            cmd = cmds.recv() => match cmd {
+                Some(Command::Detach { done }) => {
+                    if let Some(n) = sb.net() {
+                        n.detach();
+                    }
+                    proc.detach();
+                    info!(pid = proc.pid(), "left running for the next daemon");
+                    let _ = done.send(());
+                    return;
+                }
+                Some(Command::Stop { done }) => {
+                    if let Err(e) = proc.kill(STOP_GRACE).await {
+                        warn!(error = %e, "stopping QEMU failed");
+                    }
+                    break Some(done);
+                }
+                None => {
+                    if let Err(e) = proc.kill(STOP_GRACE).await {
+                        warn!(error = %e, "stopping QEMU failed");
+                    }
+                    break None;
+                }
+            },
         }
-        cmd = cmds.recv() => match cmd {
-            Some(Command::Detach { done }) => {
-                if let Some(n) = sb.net() {
-                    n.detach();
-                }
-                proc.detach();
-                info!(pid = proc.pid(), "left running for the next daemon");
-                let _ = done.send(());
-                return;
-            }
-            Some(Command::Stop { done }) => {
-                if let Err(e) = proc.kill(STOP_GRACE).await {
-                    warn!(error = %e, "stopping QEMU failed");
-                }
-                Some(done)
-            }
-            None => {
-                if let Err(e) = proc.kill(STOP_GRACE).await {
-                    warn!(error = %e, "stopping QEMU failed");
-                }
-                None
-            }
-        },
     };
     // QEMU is gone: free the guest memory before anyone is told.
     *sb.memory.lock().unwrap_or_else(|p| p.into_inner()) = None;

@@ -37,6 +37,7 @@ impl Engine {
                 st.as_str()
             )));
         }
+        let _admitted = self.admit(1, sb.machine.memory_mib)?;
         let span = sb.span.clone();
         async move {
             let t0 = Instant::now();

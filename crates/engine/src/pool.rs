@@ -170,6 +170,11 @@ impl Engine {
                     tag: tag.clone(),
                 };
                 engine.fill(&tag).await;
+                // A child warmed for a snapshot deleted meanwhile held its
+                // disk chain past the deletion's clean-up: clean up again.
+                if engine.snapshots.get(&tag).is_err() {
+                    engine.snapshots.gc_disks();
+                }
             }
             .instrument(span),
         );

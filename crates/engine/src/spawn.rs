@@ -75,6 +75,7 @@ impl Engine {
                 "n {n} is out of range: pass 1..={MAX_CHILDREN}"
             )));
         }
+        let _admitted = self.admit(n as usize, m.machine.memory_mib)?;
         for k in spec.env.keys() {
             paths::env_name(k)?;
         }

@@ -315,9 +315,10 @@ impl Engine {
                 json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
             )
             .await?;
-            // The daemon's open file, so the load never depends on the path.
+            // The daemon's open file, so the load never depends on the path;
+            // QEMU reads it itself (its seccomp filter forbids a shell).
             let uri = format!(
-                "exec:cat /proc/{}/fd/{}",
+                "file:/proc/{}/fd/{}",
                 std::process::id(),
                 claim.vmstate.as_raw_fd()
             );

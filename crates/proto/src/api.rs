@@ -178,7 +178,17 @@ pub struct ExecBody {
     /// Run as this guest user (a name in the guest's `/etc/passwd`; default root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The buffered answer keeps at most this many bytes of each stream
+    /// (its end; default 4 MiB, at most 64 MiB); the stream route is not
+    /// limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
 }
+
+/// Default of [`ExecBody::max_output_bytes`].
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 4 << 20;
+/// Most [`ExecBody::max_output_bytes`] accepted.
+pub const MAX_OUTPUT_BYTES: u64 = 64 << 20;
 
 /// Result of a buffered exec.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -196,6 +206,12 @@ pub struct ExecResult {
     pub stderr: String,
     /// Wall time in milliseconds.
     pub duration_ms: f64,
+    /// `stdout` is only the end of what the process wrote (see `max_output_bytes`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdout_truncated: bool,
+    /// `stderr` is only the end of what the process wrote.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stderr_truncated: bool,
 }
 
 /// One line of the NDJSON answer of `POST /v1/sandboxes/{id}/exec/stream`.

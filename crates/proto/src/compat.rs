@@ -49,6 +49,9 @@ pub struct ExecRequest {
     /// Run as this guest user (zygote).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// See [`crate::api::ExecBody::max_output_bytes`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
 }
 
 /// Body of `POST /v1/sandboxes` with `snapshot_tag`: [`SpawnBody`](crate::api::SpawnBody) plus

@@ -89,6 +89,9 @@ pub struct VmConfig {
     pub nic: Option<Nic>,
 }
 
+/// `-sandbox`: QEMU's seccomp filter for every VM.
+pub const SECCOMP: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// A virtio-net card backed by a tap device in a network namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nic {
@@ -252,7 +255,15 @@ impl VmConfig {
             "none",
             "-no-reboot",
         ]);
-        let console = format!("file,id=console,path={}", path_opt(&self.console_log));
+        // QEMU's seccomp filter: no obsolete system calls, no setuid, no
+        // fork/exec (migrations go to files and sockets, never `exec:`), no
+        // scheduler or affinity changes.
+        push(&["-sandbox", SECCOMP]);
+        // Appended to, so the daemon can cut the log back while QEMU writes.
+        let console = format!(
+            "file,id=console,path={},append=on",
+            path_opt(&self.console_log)
+        );
         push(&["-chardev", &console, "-serial", "chardev:console"]);
         push(&["-kernel", &self.kernel.to_string_lossy()]);
         push(&["-initrd", &self.initrd.to_string_lossy()]);

@@ -106,8 +106,8 @@ export async function stdinUserEnvs(sb: Sandbox): Promise<void> {
       return e instanceof NotFoundError && e.status === 404 && e.message.includes("/no/such/program");
     });
   }
-  // The output route answers at once; the unknown pid comes as a 404 error event.
-  await assert.rejects((await sb.commands.connect(999_999)).wait(), (e: unknown) => e instanceof NotFoundError && e.status === 404);
+  // An unknown pid is a 404 (from connect itself: the daemon checks before it streams).
+  await assert.rejects(sb.commands.connect(999_999).then((h) => h.wait()), (e: unknown) => e instanceof NotFoundError && e.status === 404);
 }
 
 export async function terminal(sb: Sandbox): Promise<void> {

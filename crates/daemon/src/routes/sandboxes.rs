@@ -237,23 +237,28 @@ pub(crate) async fn exec(
     ApiJson(req): ApiJson<ExecRequest>,
 ) -> Result<Json<ExecResult>, ApiError> {
     let (body, forkd_shaped) = forkd::exec_body(req)?;
+    let cap = wire::max_output(body.max_output_bytes)?;
     let spec = wire::exec(body)?;
     let t0 = Instant::now();
     let mut items = s.engine.exec(&id, spec).await?;
-    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (mut out, mut err) = (wire::Tail::new(cap), wire::Tail::new(cap));
     while let Some(item) = items.next().await {
         match item? {
             ExecItem::Started(_) => {}
-            ExecItem::Stdout(b) => out.extend_from_slice(&b),
-            ExecItem::Stderr(b) => err.extend_from_slice(&b),
+            ExecItem::Stdout(b) => out.push(&b),
+            ExecItem::Stderr(b) => err.push(&b),
             ExecItem::Exit(x) => {
+                let (stdout, stdout_truncated) = out.finish();
+                let (stderr, stderr_truncated) = err.finish();
                 let mut r = ExecResult {
                     exit_code: x.code,
                     signal: x.signal,
                     timed_out: x.timed_out,
-                    stdout: String::from_utf8_lossy(&out).into_owned(),
-                    stderr: String::from_utf8_lossy(&err).into_owned(),
+                    stdout,
+                    stderr,
                     duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                    stdout_truncated,
+                    stderr_truncated,
                 };
                 if forkd_shaped {
                     forkd::forkd_exit_code(&mut r);
