@@ -144,9 +144,14 @@ struct DaemonArgs {
     /// Unix socket to serve on (no token: access is the socket's mode, 0600).
     #[arg(long, env = env::SOCKET, default_value = env::DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Also serve on TCP at ADDR:PORT (bearer token required off loopback).
+    /// Also serve on TCP at ADDR:PORT (a bearer token is required, loopback
+    /// too; off loopback TLS is too, unless --insecure-http).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Allow plain HTTP (no TLS) on a --listen address off loopback: the token
+    /// and every request then cross the network in clear.
+    #[arg(long, requires = "listen")]
+    insecure_http: bool,
     /// Home directory (state, images, sandboxes).
     #[arg(long, env = env::HOME, default_value = env::DEFAULT_HOME)]
     home: PathBuf,
@@ -334,6 +339,7 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
         audit_log,
         engine,
         keep_sandboxes: a.keep_sandboxes,
+        insecure_http: a.insecure_http,
     })
     .await
     .context("the daemon stopped with an error")

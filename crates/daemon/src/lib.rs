@@ -54,6 +54,8 @@ pub struct DaemonConfig {
     pub engine: EngineConfig,
     /// On SIGTERM leave sandboxes running for the next daemon (as SIGUSR2 does).
     pub keep_sandboxes: bool,
+    /// Allow plain HTTP off loopback.
+    pub insecure_http: bool,
 }
 
 /// The PEM files of the TLS listener.
@@ -80,9 +82,12 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    /// Non-loopback TCP without a token.
-    #[error("--listen {0} is not a loopback address: pass --token-file with a bearer token so the API is not open to the network")]
+    /// TCP without a token.
+    #[error("--listen {0} needs a bearer token (every TCP listener does, loopback too: any local user can reach it): pass --token-file")]
     TokenRequired(SocketAddr),
+    /// Plain HTTP off loopback.
+    #[error("--listen {0} is not a loopback address and has no TLS, so the token would cross the network in clear: pass --tls-cert and --tls-key, or --insecure-http if a tunnel already protects it")]
+    PlainHttpOffLoopback(SocketAddr),
     /// Another daemon answers on the socket.
     #[error(
         "another zygote daemon is already serving {0}: stop it first, or pass another --socket"
@@ -113,8 +118,11 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     // SAFETY: umask only changes this process's file-creation mask.
     unsafe { libc::umask(0o077) };
     if let Some(addr) = cfg.listen {
-        if !addr.ip().is_loopback() && cfg.token.is_none() {
+        if cfg.token.is_none() {
             return Err(DaemonError::TokenRequired(addr));
+        }
+        if !addr.ip().is_loopback() && cfg.tls.is_none() && !cfg.insecure_http {
+            return Err(DaemonError::PlainHttpOffLoopback(addr));
         }
     }
     let tls = match (&cfg.tls, cfg.listen) {

@@ -60,11 +60,29 @@ fn non_loopback_without_token_and_weak_tokens_are_refused() {
             .output()
             .unwrap()
     };
-    let o = run(&["--listen", "0.0.0.0:0"]);
+    // Every TCP listener needs a token, loopback too.
+    for addr in ["0.0.0.0:0", "127.0.0.1:0"] {
+        let o = run(&["--listen", addr]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("needs a bearer token") && err.contains("--token-file"),
+            "{err}"
+        );
+    }
+    // Off loopback, TLS too (or an explicit --insecure-http).
+    let good = tmp.path().join("good");
+    std::fs::write(&good, "a-long-enough-token-0123456789\n").unwrap();
+    let o = run(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--token-file",
+        good.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("not a loopback address") && err.contains("--token-file"),
+        err.contains("--tls-cert") && err.contains("--insecure-http"),
         "{err}"
     );
 
