@@ -27,13 +27,18 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
-use zygote_proto::agent::{MountSpec, Msg};
+use zygote_proto::agent::MountSpec;
 
-use crate::agent_link::AgentLink;
 use crate::error::{EngineError, Result};
 use crate::lifecycle::now_unix;
 use crate::model::{VolumeSource, VolumeSpec, VolumeView};
 use crate::paths;
+
+mod guest;
+mod image;
+
+pub(crate) use guest::{fill_child, mount_booted};
+use image::{export, mkfs};
 
 /// Volume slots of every VM booted now.
 pub(crate) const SLOTS: u8 = 4;
@@ -598,134 +603,6 @@ fn check_mount_point(path: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// A booted VM's volumes (in its slots from the start): mount them.
-pub(crate) async fn mount_booted(link: &AgentLink, list: &[Attachment]) -> Result<()> {
-    mount(link, &[], list, false).await
-}
-
-/// A child of a snapshot, running, its slots empty: clear the slots its parent
-/// had volumes in (those file systems are still mounted in the memory it
-/// inherited; the child's empty slots take whatever they still write), then
-/// put the lease's disks in their slots and mount them.
-pub(crate) async fn fill_child(
-    running: &mut crate::vm::Running,
-    parent_used: &[u8],
-    lease: VolumeLease,
-) -> Result<()> {
-    if !parent_used.is_empty() {
-        mount(&running.link, parent_used, &[], false).await?;
-    }
-    let list = lease.list().to_vec();
-    for a in &list {
-        running
-            .vm
-            .qmp
-            .set_volume(a.slot as usize, &a.drive())
-            .await?;
-    }
-    running.vm.volumes = lease;
-    mount(&running.link, &[], &list, true).await
-}
-
-/// Tell the guest agent: clear slots `reset`, then mount `list` (probing each
-/// device again first with `reprobe`).
-async fn mount(link: &AgentLink, reset: &[u8], list: &[Attachment], reprobe: bool) -> Result<()> {
-    if reset.is_empty() && list.is_empty() {
-        return Ok(());
-    }
-    let msg = Msg::Mounts {
-        reset: reset
-            .iter()
-            .map(|s| zygote_qemu::volume_serial(*s as usize))
-            .collect(),
-        mounts: list.iter().map(|a| a.mount(reprobe)).collect(),
-    };
-    let f = link.call(&msg, std::time::Duration::from_secs(30)).await?;
-    match f.msg {
-        Msg::Ok => Ok(()),
-        m => Err(EngineError::Agent(
-            crate::agent_link::LinkError::Unexpected(format!("{m:?} to Mounts")),
-        )),
-    }
-}
-
-/// `mkfs.ext4` on `img` (labelled `label`), filled from `from` when given.
-async fn mkfs(img: &Path, label: &str, from: Option<&Path>) -> Result<()> {
-    let mut cmd = tokio::process::Command::new("mkfs.ext4");
-    cmd.args([
-        "-q",
-        "-F",
-        "-m",
-        "0",
-        "-E",
-        "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-    ])
-    .arg("-L")
-    .arg(&label[..label.len().min(16)]);
-    if let Some(d) = from {
-        cmd.arg("-d").arg(d);
-    }
-    let out = cmd
-        .arg(img)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(io("cannot run mkfs.ext4 (install e2fsprogs)".into()))?;
-    if !out.status.success() {
-        return Err(EngineError::Io {
-            what: format!(
-                "mkfs.ext4 of {} failed: {}",
-                img.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            source: std::io::Error::other("mkfs.ext4 failed"),
-        });
-    }
-    Ok(())
-}
-
-/// Bytes and inodes under `dir` (not following links), refusing past the cap.
-fn tree_size(dir: &Path) -> Result<(u64, u64)> {
-    let (mut bytes, mut inodes) = (0u64, 0u64);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let rd = std::fs::read_dir(&d).map_err(io(format!("cannot read {}", d.display())))?;
-        for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            inodes += 1;
-            bytes += m.len().div_ceil(4096) * 4096;
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-            if bytes > MAX_EXPORT_BYTES {
-                return Err(EngineError::BadRequest(format!(
-                    "host directory {} holds more than {} GiB: export a smaller one or use a named volume",
-                    dir.display(),
-                    MAX_EXPORT_BYTES >> 30
-                )));
-            }
-        }
-    }
-    Ok((bytes, inodes))
-}
-
-/// An ext4 image `img` holding a copy of `dir`.
-async fn export(dir: &Path, img: &Path) -> Result<()> {
-    let d = dir.to_path_buf();
-    let (bytes, inodes) = tokio::task::spawn_blocking(move || tree_size(&d))
-        .await
-        .map_err(|e| EngineError::Conflict(format!("sizing {} failed: {e}", dir.display())))??;
-    // Room for ext4's own structures: inode tables, the journal, slack.
-    let size = (bytes + inodes * 512) * 5 / 4 + (32 << 20);
-    let f = std::fs::File::create(img).map_err(io(format!("cannot create {}", img.display())))?;
-    f.set_len(size.div_ceil(4096) * 4096)
-        .map_err(io(format!("cannot size {}", img.display())))?;
-    drop(f);
-    mkfs(img, "export", Some(dir)).await
 }
 
 #[cfg(test)]
