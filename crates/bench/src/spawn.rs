@@ -223,39 +223,8 @@ async fn body<C: Connect>(
             }
         }
     }
-    let create_for = |net: bool| CreateSandbox {
-        image: a.common.image.clone(),
-        memory_mib: Some(a.memory_mib),
-        network: (!net).then(|| zygote_proto::net::NetworkBody {
-            enabled: Some(false),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    // One snapshot per network setting, each made hot by one unmeasured
-    // copy-on-write spawn, so the daemon's pool of pre-started children is
-    // what it is in steady state.
-    let mut snaps: Vec<(bool, String)> = Vec::new();
-    let mut pool = 0;
-    for net in [true, false] {
-        if !kinds.iter().any(|k| k.1 == net) {
-            continue;
-        }
-        let snap = tag(if net { "spawn" } else { "spawn-nonet" });
-        super::make_snapshot(c, held, &snap, &create_for(net)).await?;
-        let kids = held
-            .spawn(
-                c,
-                &SpawnBody {
-                    snapshot_tag: snap.clone(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        held.remove_children(c, &kids).await?;
-        pool = super::learn_pool(c, &snap).await?;
-        snaps.push((net, snap));
-    }
+    let create_for = |net: bool| create_body(a, net);
+    let (snaps, pool) = hot_snapshots(c, held, a, kinds).await?;
     run.fact(format!(
         "the daemon keeps {pool} pre-started copy-on-write children per snapshot; \
          every cell starts with that pool refilled (from_pool: children that came from it)"
@@ -350,6 +319,52 @@ async fn body<C: Connect>(
         held.delete_snapshot(c, snap).await?;
     }
     Ok(())
+}
+
+/// What a cell's sandboxes are created as.
+fn create_body<C: Connect>(a: &SpawnArgs<C>, net: bool) -> CreateSandbox {
+    CreateSandbox {
+        image: a.common.image.clone(),
+        memory_mib: Some(a.memory_mib),
+        network: (!net).then(|| zygote_proto::net::NetworkBody {
+            enabled: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One snapshot per network setting the cells use, each made hot by one
+/// unmeasured copy-on-write spawn, so the daemon's pool of pre-started
+/// children is what it is in steady state; and the pool's size.
+async fn hot_snapshots<C: Connect>(
+    c: &Client,
+    held: &Held,
+    a: &SpawnArgs<C>,
+    kinds: &[(Kind, bool)],
+) -> Result<(Vec<(bool, String)>, u32)> {
+    let mut snaps: Vec<(bool, String)> = Vec::new();
+    let mut pool = 0;
+    for net in [true, false] {
+        if !kinds.iter().any(|k| k.1 == net) {
+            continue;
+        }
+        let snap = tag(if net { "spawn" } else { "spawn-nonet" });
+        super::make_snapshot(c, held, &snap, &create_body(a, net)).await?;
+        let kids = held
+            .spawn(
+                c,
+                &SpawnBody {
+                    snapshot_tag: snap.clone(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        held.remove_children(c, &kids).await?;
+        pool = super::learn_pool(c, &snap).await?;
+        snaps.push((net, snap));
+    }
+    Ok((snaps, pool))
 }
 
 fn charts(run: &Run, dir: &Path, kinds: &[Kind]) -> Result<Vec<PathBuf>> {

@@ -111,12 +111,9 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
-/// Run the daemon until SIGTERM/SIGINT.
-pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
-    // Every file and directory the daemon makes (snapshot RAM, disks,
-    // sockets, logs) is its own alone, whatever umask it was started with.
-    // SAFETY: umask only changes this process's file-creation mask.
-    unsafe { libc::umask(0o077) };
+/// Refuse a TCP listener without a token, or off loopback without TLS
+/// (unless `insecure_http`).
+fn check_listen(cfg: &DaemonConfig) -> Result<(), DaemonError> {
     if let Some(addr) = cfg.listen {
         if cfg.token.is_none() {
             return Err(DaemonError::TokenRequired(addr));
@@ -125,6 +122,16 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             return Err(DaemonError::PlainHttpOffLoopback(addr));
         }
     }
+    Ok(())
+}
+
+/// Run the daemon until SIGTERM/SIGINT.
+pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
+    // Every file and directory the daemon makes (snapshot RAM, disks,
+    // sockets, logs) is its own alone, whatever umask it was started with.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    check_listen(&cfg)?;
     let tls = match (&cfg.tls, cfg.listen) {
         (None, _) => None,
         (Some(_), None) => return Err(DaemonError::TlsWithoutListen),

@@ -86,6 +86,34 @@ type Routes = Arc<Mutex<HashMap<u64, mpsc::Sender<Frame>>>>;
 /// Requests cancelled because their reader fell behind.
 type Overrun = Arc<Mutex<std::collections::HashSet<u64>>>;
 
+/// Hand a frame to its request's reader, never waiting: a reader that
+/// stopped reading (its channel full) loses its request, which is cancelled
+/// in the guest, so the sandbox's other requests go on.
+fn route_frame(routes: &Routes, overrun: &Overrun, out: &mpsc::Sender<Vec<u8>>, f: Frame) {
+    let route = routes.lock().ok().and_then(|r| r.get(&f.id).cloned());
+    let id = f.id;
+    // Err(true): its channel is full.
+    let sent = route.map(|tx| {
+        tx.try_send(f)
+            .map_err(|e| matches!(e, mpsc::error::TrySendError::Full(_)))
+    });
+    match sent {
+        // A dropped request is not an error: its id is forgotten.
+        Some(Ok(())) | Some(Err(false)) => {}
+        Some(Err(true)) => {
+            warn!(id, "a request's reader fell behind; cancelling it");
+            if let Ok(mut r) = routes.lock() {
+                r.remove(&id);
+            }
+            if let Ok(mut o) = overrun.lock() {
+                o.insert(id);
+            }
+            let _ = out.try_send(agent::encode_vec(id, &Msg::Cancel, &[]));
+        }
+        None => debug!(id, "agent frame for a forgotten request"),
+    }
+}
+
 struct Shared {
     routes: Routes,
     overrun: Overrun,
@@ -182,37 +210,7 @@ impl AgentLink {
                                 }
                                 continue;
                             }
-                            let route = reader_routes
-                                .lock()
-                                .ok()
-                                .and_then(|r| r.get(&f.id).cloned());
-                            let id = f.id;
-                            // Err(true): its channel is full.
-                            let sent = route.map(|tx| {
-                                tx.try_send(f)
-                                    .map_err(|e| matches!(e, mpsc::error::TrySendError::Full(_)))
-                            });
-                            match sent {
-                                // A dropped request is not an error: its id is forgotten.
-                                Some(Ok(())) | Some(Err(false)) => {}
-                                // Its reader stopped: never wait for it (every
-                                // other request of the sandbox would wait too).
-                                Some(Err(true)) => {
-                                    warn!(id, "a request's reader fell behind; cancelling it");
-                                    if let Ok(mut r) = reader_routes.lock() {
-                                        r.remove(&id);
-                                    }
-                                    if let Ok(mut o) = reader_overrun.lock() {
-                                        o.insert(id);
-                                    }
-                                    let _ = cancel_out.try_send(agent::encode_vec(
-                                        id,
-                                        &Msg::Cancel,
-                                        &[],
-                                    ));
-                                }
-                                None => debug!(id, "agent frame for a forgotten request"),
-                            }
+                            route_frame(&reader_routes, &reader_overrun, &cancel_out, f);
                         }
                         Ok(None) => break,
                         Err(e) => warn!(error = %e, "undecodable frame from the agent"),
