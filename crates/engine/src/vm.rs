@@ -179,10 +179,9 @@ impl Engine {
         policy: Option<zygote_net::Policy>,
     ) -> Result<Running> {
         let t0 = Instant::now();
-        let net = match (machine.nic, policy) {
-            (true, Some(p)) => Some(self.sandbox_net(p).await?),
-            (true, None) => Some(self.sandbox_net(zygote_net::Policy::open()).await?),
-            (false, _) => None,
+        let net = match machine.nic {
+            true => Some(self.sandbox_net(policy.unwrap_or_default()).await?),
+            false => None,
         };
         let dir = self.runtime_dir(id)?;
         let memory = SandboxMemory::Own(Arc::new(Region::create(
@@ -250,22 +249,27 @@ impl Engine {
     ) -> Result<Vm> {
         let t = Instant::now();
         let m = &snap.meta;
-        // A child has its snapshot's devices: a card if the parent had one,
-        // in a namespace of its own, with the snapshot's policy by default.
-        let net = if m.machine.nic {
-            let p = policy
-                .or_else(|| m.network.clone())
-                .unwrap_or_else(zygote_net::Policy::open);
-            Some(self.sandbox_net(p).await?)
-        } else {
-            None
-        };
         // Taken before anything uses them: a delete of the snapshot meanwhile
         // fails this child rather than pulling its disk or vmstate away.
         let claim = self.snapshots.claim(snap)?;
         let dir = self.runtime_dir(id)?;
         let overlay = dir.overlay(1);
-        zygote_qemu::create_overlay(&m.disk, "qcow2", &overlay).await?;
+        // A child has its snapshot's devices: a card if the parent had one,
+        // in a namespace of its own (made while qemu-img makes the overlay),
+        // with the snapshot's policy unless the caller gives one.
+        let net = async {
+            match m.machine.nic {
+                true => {
+                    let p = policy.or_else(|| m.network.clone()).unwrap_or_default();
+                    self.sandbox_net(p).await.map(Some)
+                }
+                false => Ok(None),
+            }
+        };
+        let (net, made) =
+            tokio::join!(net, zygote_qemu::create_overlay(&m.disk, "qcow2", &overlay));
+        let net = net?;
+        made?;
         let disk = DiskState {
             top: overlay.clone(),
             chain: claim.chain,

@@ -81,7 +81,7 @@ pub(crate) fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(io(format!("cannot run `{line}` (is iproute2/nftables installed? scripts/install-deps.sh installs them)")))?;
+        .map_err(io(format!("cannot run `{line}` (is iproute2/nftables installed? scripts/install-deps.sh installs them; or run the daemon with --network none)")))?;
     if let (Some(text), Some(mut w)) = (stdin, child.stdin.take()) {
         w.write_all(text.as_bytes())
             .map_err(io(format!("cannot write to `{line}`")))?;
