@@ -413,7 +413,7 @@ mod tests {
         assert_eq!(value_of(&a, "-incoming"), ["defer"]);
         assert!(a.iter().any(|x| x == "-S"));
         assert!(value_of(&a, "-chardev")
-            .contains(&"file,id=console,path=/s/we,,ird/console.log".to_string()));
+            .contains(&"file,id=console,path=/s/we,,ird/console.log,append=on".to_string()));
         c.accel = Accel::Kvm;
         assert_eq!(value_of(&c.args(), "-accel"), ["kvm"]);
     }

@@ -257,7 +257,7 @@ async fn split_live_stream_matches_qemu_and_child_runs() {
     let rcfg = config(d, "recv", &recv_mem, true, &img, &recv_disk);
     let (rp, rq) = start(&bin, &rcfg).await;
     caps(&rq, false).await;
-    let inc = format!("exec:cat {}", raw_path.display());
+    let inc = format!("file:{}", raw_path.display());
     rq.execute("migrate-incoming", json!({ "uri": inc }))
         .await
         .unwrap();
@@ -269,7 +269,7 @@ async fn split_live_stream_matches_qemu_and_child_runs() {
     );
     caps(&rq, true).await;
     let theirs_path = d.join("qemu.vmstate");
-    let out = format!("exec:cat > {}", theirs_path.display());
+    let out = format!("file:{}", theirs_path.display());
     rq.execute("migrate", json!({ "uri": out })).await.unwrap();
     wait_completed(&rq, "receiver outgoing").await;
     quit(rp, rq).await;
@@ -302,7 +302,7 @@ async fn split_live_stream_matches_qemu_and_child_runs() {
     let (cp, cq) = start(&bin, &ccfg).await;
     let t = Instant::now();
     caps(&cq, true).await;
-    let inc = format!("exec:cat {}", vm_path.display());
+    let inc = format!("file:{}", vm_path.display());
     cq.execute("migrate-incoming", json!({ "uri": inc }))
         .await
         .unwrap();
