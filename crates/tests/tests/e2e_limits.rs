@@ -102,12 +102,16 @@ async fn every_qemu_is_filtered_and_quotas_answer_429() {
     }
     let second = spawn_one().await;
     assert!(second.sandbox.is_some() && second.prestarted, "{second:?}");
-    // The pool refills: its QEMU is checked too.
-    assert!(eventually(Duration::from_secs(60), || qemu_processes(
-        &home
-    )
-    .len()
-        == 4));
+    // The pool refills (a QEMU counts once it is a pre-started child: a
+    // QEMU still parsing its options has no filter yet).
+    let t0 = std::time::Instant::now();
+    while c.snapshot(&snap.tag).await.unwrap().prestarted < 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the pool never refilled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let pids = confined(&d);
     assert_eq!(pids.len(), 4, "three sandboxes and a pre-started child");
     // A fourth sandbox passes --max-sandboxes.
