@@ -47,6 +47,8 @@ impl Engine {
             .filter_map(|sb| sb.net().map(|n| n.name().to_string()))
             .collect();
         h.sweep(&keep);
+        // From here on, namespaces are made ahead of the starts that take them.
+        h.refill();
     }
 
     fn running_net(&self, id: &str) -> Result<(Arc<crate::Sandbox>, Arc<zygote_net::SandboxNet>)> {

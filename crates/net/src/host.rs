@@ -21,6 +21,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tracing::{debug, info, warn};
@@ -51,6 +52,9 @@ pub struct HostConfig {
     pub bind: IpAddr,
     /// Most connections at once through one exposed port.
     pub max_conns_per_port: usize,
+    /// Namespaces kept made ahead (open policy), so a sandbox start takes
+    /// one instead of waiting for `ip` and `nft`.
+    pub spares: usize,
 }
 
 impl HostConfig {
@@ -61,6 +65,7 @@ impl HostConfig {
             tag: tag.into(),
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             max_conns_per_port: 256,
+            spares: 4,
         }
     }
 }
@@ -71,6 +76,12 @@ pub struct HostNet {
     cfg: HostConfig,
     /// The guest's DNS is forwarded here (the host's first IPv4 resolver).
     dns: Option<Ipv4Addr>,
+    /// Namespaces made ahead, ready with the open policy.
+    spares: Mutex<Vec<String>>,
+    /// A thread is making spares.
+    refilling: AtomicBool,
+    /// Shut down: no more spares.
+    closed: AtomicBool,
 }
 
 /// Run a tool, returning its stdout or an error with its stderr.
@@ -151,7 +162,13 @@ impl HostNet {
             warn!("no IPv4 non-loopback resolver in /etc/resolv.conf: guests get no DNS");
         }
         info!(pool = %cfg.pool, tag = %cfg.tag, ?dns, "host networking ready");
-        Ok(Arc::new(HostNet { cfg, dns }))
+        Ok(Arc::new(HostNet {
+            cfg,
+            dns,
+            spares: Mutex::new(Vec::new()),
+            refilling: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }))
     }
 
     /// The configuration.
@@ -173,7 +190,12 @@ impl HostNet {
         let mut n = 0;
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) && !keep.contains(&name) {
+            let spare = self
+                .spares
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&name);
+            if name.starts_with(&prefix) && !keep.contains(&name) && !spare {
                 match delete_netns(&name) {
                     Ok(()) => n += 1,
                     Err(e) => warn!(netns = %name, error = %e, "cannot remove a stale namespace"),
@@ -193,15 +215,73 @@ impl HostNet {
     /// Blocking (runs `ip` and `nft`).
     pub fn create(self: &Arc<Self>, policy: Policy) -> Result<SandboxNet> {
         policy.check()?;
-        let name = format!("{}{:08x}", self.prefix(), rand_u32());
-        run(Command::new("ip").args(["netns", "add", &name]), None)?;
-        let net = SandboxNet {
+        let spare = self.spares.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let net = match spare {
+            Some(name) => self.wrap(name, Policy::open()),
+            None => self.build()?,
+        };
+        if policy != Policy::open() {
+            net.set_policy(policy)?;
+        }
+        self.refill();
+        Ok(net)
+    }
+
+    fn wrap(self: &Arc<Self>, name: String, policy: Policy) -> SandboxNet {
+        SandboxNet {
             name,
             host: self.clone(),
-            policy: Mutex::new(policy.clone()),
+            policy: Mutex::new(policy),
             ports: Mutex::new(BTreeMap::new()),
             keep: Default::default(),
-        };
+        }
+    }
+
+    /// Namespaces made ahead right now.
+    pub fn spare_count(&self) -> usize {
+        self.spares.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Make spares up to [`HostConfig::spares`] on a thread of their own
+    /// (one at a time; nothing if one is at it already).
+    pub fn refill(self: &Arc<Self>) {
+        if self.cfg.spares == 0 || self.refilling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        let started = std::thread::Builder::new()
+            .name("zygote-netns-spares".into())
+            .spawn(move || {
+                while !me.closed.load(Ordering::SeqCst) && me.spare_count() < me.cfg.spares {
+                    match me.build() {
+                        Ok(net) => {
+                            net.detach();
+                            let mut spares = me.spares.lock().unwrap_or_else(|p| p.into_inner());
+                            if me.closed.load(Ordering::SeqCst) {
+                                let _ = delete_netns(&net.name);
+                            } else {
+                                spares.push(net.name.clone());
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot make a spare network namespace");
+                            break;
+                        }
+                    }
+                }
+                me.refilling.store(false, Ordering::SeqCst);
+            });
+        if started.is_err() {
+            self.refilling.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// A new namespace with the open policy.
+    fn build(self: &Arc<Self>) -> Result<SandboxNet> {
+        let name = format!("{}{:08x}", self.prefix(), rand_u32());
+        run(Command::new("ip").args(["netns", "add", &name]), None)?;
+        let policy = Policy::open();
+        let net = self.wrap(name, policy.clone());
         let slot = self.attach(&net.name)?;
         let host_ip = self.cfg.pool.nth(slot * 4 + 1);
         let ns_ip = self.cfg.pool.nth(slot * 4 + 2);
@@ -225,6 +305,17 @@ impl HostNet {
                 .map_err(io("cannot enable forwarding in the sandbox namespace"))
         })?;
         net.apply(&policy)?;
+        // The host's rules are shared by the daemons of a host, and the last
+        // one to stop with no sandbox link left removes them: put them back
+        // if that happened while this link did not exist yet.
+        if run(
+            Command::new("nft").args(["list", "table", "ip", "zygote"]),
+            None,
+        )
+        .is_err()
+        {
+            nft(None, &host_ruleset(self.cfg.pool))?;
+        }
         debug!(netns = %net.name, slot, "sandbox network ready");
         Ok(net)
     }
@@ -283,6 +374,12 @@ impl HostNet {
     /// Remove the host's rules if no sandbox of any daemon is left (on
     /// shutdown).
     pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for name in std::mem::take(&mut *self.spares.lock().unwrap_or_else(|p| p.into_inner())) {
+            if let Err(e) = delete_netns(&name) {
+                warn!(netns = %name, error = %e, "cannot remove a spare namespace");
+            }
+        }
         let any = || {
             std::fs::read_dir("/sys/class/net")
                 .map(|d| {
@@ -365,7 +462,7 @@ pub struct SandboxNet {
     policy: Mutex<Policy>,
     ports: Mutex<BTreeMap<u16, PortProxy>>,
     /// Leave the namespace on drop (the daemon lets go of a running QEMU).
-    keep: std::sync::atomic::AtomicBool,
+    keep: AtomicBool,
 }
 
 impl SandboxNet {
@@ -452,14 +549,14 @@ impl SandboxNet {
     /// Let go without removing the namespace (QEMU keeps running in it for
     /// the next daemon to adopt).
     pub fn detach(&self) {
-        self.keep.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.keep.store(true, Ordering::SeqCst);
     }
 }
 
 impl Drop for SandboxNet {
     fn drop(&mut self) {
         self.ports.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        if self.keep.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.keep.load(Ordering::SeqCst) {
             return;
         }
         if let Err(e) = delete_netns(&self.name) {

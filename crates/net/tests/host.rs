@@ -24,7 +24,9 @@ fn usable() -> bool {
 }
 
 fn host() -> std::sync::Arc<HostNet> {
-    HostNet::init(HostConfig::new(format!("t{}", std::process::id()))).unwrap()
+    let mut c = HostConfig::new(format!("t{}", std::process::id()));
+    c.spares = 0;
+    HostNet::init(c).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -150,7 +152,9 @@ async fn a_dead_daemons_namespaces_are_swept_and_only_its_own() {
     let left = h.create(Policy::open()).unwrap();
     let left_name = left.name().to_string();
     left.detach();
-    let other = HostNet::init(HostConfig::new(format!("o{}", std::process::id()))).unwrap();
+    let mut oc = HostConfig::new(format!("o{}", std::process::id()));
+    oc.spares = 0;
+    let other = HostNet::init(oc).unwrap();
     let foreign = other.create(Policy::open()).unwrap();
     let keep: HashSet<String> = [kept.name().to_string()].into();
     assert_eq!(h.sweep(&keep), 1);
@@ -160,4 +164,59 @@ async fn a_dead_daemons_namespaces_are_swept_and_only_its_own() {
         list.contains(kept.name()) && list.contains(foreign.name()),
         "{list}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spares_are_made_ahead_taken_and_removed_at_shutdown() {
+    if !usable() {
+        return;
+    }
+    let mut c = HostConfig::new(format!("s{}", std::process::id()));
+    c.spares = 2;
+    let h = HostNet::init(c).unwrap();
+    h.refill();
+    let wait_full = || {
+        let t0 = std::time::Instant::now();
+        while h.spare_count() < 2 {
+            assert!(t0.elapsed().as_secs() < 20, "spares never made");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait_full();
+    let prefix = format!("zyg-s{}-", std::process::id());
+    let ours = || -> Vec<String> {
+        sh(&["ip", "netns", "list"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = ours();
+    assert_eq!(before.len(), 2, "{before:?}");
+    // A start takes a spare (with its own policy applied), and more are made.
+    let net = h
+        .create(Policy {
+            internet: false,
+            allow_out: vec![],
+            deny_out: vec![],
+        })
+        .unwrap();
+    assert!(before.contains(&net.name().to_string()));
+    let rules = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        net.name(),
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "zygote",
+    ]);
+    assert!(rules.contains("jump refuse"), "{rules}");
+    wait_full();
+    drop(net);
+    h.shutdown();
+    assert!(ours().is_empty(), "{:?}", ours());
 }

@@ -79,7 +79,6 @@ async fn every_qemu_is_filtered_and_quotas_answer_429() {
     assert!(e.to_string().contains("--max-snapshots"), "{e}");
     // A restored child (the first spawn makes the snapshot hot), then a
     // pre-started one once the pool has filled.
-    let home = d.home.to_string_lossy().to_string();
     let spawn_one = || async {
         let k = c
             .spawn(&SpawnBody {

@@ -1,11 +1,13 @@
-"""Networking from the SDK against a real daemon (``--network nat``): a guest
+"""Networking and volumes from the SDK against a real daemon (``--network nat``): a guest
 server reached through ``get_host``, the egress policy on create and on a
 running sandbox. No traffic leaves the machine: the only connections are to
 the exposed port on loopback."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -76,3 +78,40 @@ def test_bad_network_options_are_named(daemon: TestDaemon, warm: SnapshotInfo) -
             sb.get_host(70000)
     finally:
         sb.kill()
+
+
+def test_a_volume_outlives_the_sandbox_that_wrote_it(
+    daemon: TestDaemon, warm: SnapshotInfo
+) -> None:
+    from zygote.testing import zygote_bin
+
+    name = f"pyvol{os.getpid()}"
+    subprocess.run(
+        [str(zygote_bin()), "volume", "create", name, "--size", "32M", "--socket", daemon.socket],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        vol = [{"name": name, "path": "/data"}]
+        a = Sandbox.create(snapshot=warm.tag, volumes=vol, socket=daemon.socket)
+        try:
+            a.files.write("/data/note.txt", "kept")
+            a.commands.run("sync")
+        finally:
+            a.kill()
+        b = Sandbox.create(
+            snapshot=warm.tag,
+            volumes=[{"name": name, "path": "/mnt/v", "read_only": True}],
+            socket=daemon.socket,
+        )
+        try:
+            assert b.files.read("/mnt/v/note.txt") == "kept"
+        finally:
+            b.kill()
+        with pytest.raises(ConfigError, match="exactly one of name and host_path"):
+            Sandbox.create(snapshot=warm.tag, volumes=[{"path": "/x"}], socket=daemon.socket)
+    finally:
+        subprocess.run(
+            [str(zygote_bin()), "volume", "rm", name, "--socket", daemon.socket],
+            capture_output=True,
+        )

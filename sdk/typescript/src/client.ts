@@ -8,6 +8,8 @@
 
 import { Readable } from "node:stream";
 
+import { readFileSync } from "node:fs";
+
 import { Agent, type Dispatcher } from "undici";
 
 import { BadRequestError, ConnectionError, ZygoteError, errorForStatus } from "./errors.js";
@@ -18,6 +20,8 @@ export const ENV_SOCKET = "ZYGOTE_SOCKET";
 export const ENV_URL = "ZYGOTE_URL";
 /** Environment variable with the bearer token sent with {@link ENV_URL}. */
 export const ENV_TOKEN = "ZYGOTE_TOKEN";
+/** Environment variable naming the PEM file of the CA an `https://` daemon is checked against. */
+export const ENV_CA = "ZYGOTE_CA";
 /** The daemon's default Unix socket. */
 export const DEFAULT_SOCKET = "/run/zygote/zygote.sock";
 
@@ -34,6 +38,11 @@ export interface ConnectionOptions {
   /** Bearer token for `url` (the daemon's `--token-file`). */
   token?: string;
   /**
+   * PEM file of the CA an `https://` daemon's certificate must chain to (a
+   * private CA; default `ZYGOTE_CA`, else Node's roots).
+   */
+  ca?: string;
+  /**
    * Abort any single HTTP request after this many milliseconds. Default: no
    * limit (a command runs as long as its own `timeoutMs` allows).
    */
@@ -43,20 +52,21 @@ export interface ConnectionOptions {
 /** A resolved endpoint. */
 export type Endpoint =
   | { kind: "unix"; socket: string }
-  | { kind: "tcp"; origin: string; token: string | undefined };
+  | { kind: "tcp"; origin: string; token: string | undefined; ca?: string };
 
 /** Resolve options and environment into an endpoint (see {@link ConnectionOptions}). */
 export function resolveEndpoint(opts: ConnectionOptions = {}): Endpoint {
   const env = process.env;
   const envToken = env[ENV_TOKEN] ? env[ENV_TOKEN] : undefined;
+  const ca = opts.ca ?? (env[ENV_CA] ? env[ENV_CA] : undefined);
   if (opts.url !== undefined) {
-    return { kind: "tcp", origin: parseUrl(opts.url, "url"), token: opts.token ?? envToken };
+    return { kind: "tcp", origin: parseUrl(opts.url, "url"), token: opts.token ?? envToken, ...(ca !== undefined ? { ca } : {}) };
   }
   if (opts.socket !== undefined) {
     return { kind: "unix", socket: checkSocket(opts.socket, "socket") };
   }
   if (env[ENV_URL]) {
-    return { kind: "tcp", origin: parseUrl(env[ENV_URL], ENV_URL), token: opts.token ?? envToken };
+    return { kind: "tcp", origin: parseUrl(env[ENV_URL], ENV_URL), token: opts.token ?? envToken, ...(ca !== undefined ? { ca } : {}) };
   }
   if (env[ENV_SOCKET]) {
     return { kind: "unix", socket: checkSocket(env[ENV_SOCKET], ENV_SOCKET) };
@@ -99,16 +109,28 @@ export function describeEndpoint(e: Endpoint): string {
 // One connection pool per endpoint, shared by every Sandbox on it.
 const agents = new Map<string, Agent>();
 
+function caOf(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new BadRequestError(
+      `${ENV_CA} / ca \`${path}\` cannot be read (${String(err)}): point it at the PEM CA certificate that signed the daemon's --tls-cert`,
+    );
+  }
+}
+
 function agentFor(e: Endpoint): Agent {
-  const key = e.kind === "unix" ? `unix:${e.socket}` : e.origin;
+  const key = e.kind === "unix" ? `unix:${e.socket}` : `${e.origin} ${e.ca ?? ""}`;
   let a = agents.get(key);
   if (!a) {
+    const connect =
+      e.kind === "unix" ? { socketPath: e.socket } : e.ca !== undefined ? { ca: caOf(e.ca) } : undefined;
     a = new Agent({
       // A buffered exec answers only when the command ends, and streams may be
       // silent for as long as the command is: no idle limits of undici's own.
       headersTimeout: 0,
       bodyTimeout: 0,
-      ...(e.kind === "unix" ? { connect: { socketPath: e.socket } } : {}),
+      ...(connect ? { connect } : {}),
     });
     agents.set(key, a);
   }

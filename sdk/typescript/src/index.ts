@@ -21,6 +21,7 @@ export type {
   ForkOptions,
   LifeOptions,
   NetworkOptions,
+  VolumeMount,
   SandboxConnectOptions,
   SandboxListOptions,
 } from "./sandbox.js";

@@ -103,8 +103,37 @@ function netBody(o: NetworkOptions): Record<string, unknown> | undefined {
   return body;
 }
 
+/** A volume to mount: a named one (`zygote volume create`) or a host directory. */
+export interface VolumeMount {
+  /** A named volume. */
+  name?: string;
+  /** A host directory under the daemon's `--volume-host-root` (read-only). */
+  hostPath?: string;
+  /** Where the guest sees it. */
+  path: string;
+  /** Mount it read-only (any number of sandboxes may). */
+  readOnly?: boolean;
+}
+
+/** The `volumes` of a create or spawn body. */
+function volBody(v: VolumeMount[] | undefined): Record<string, unknown>[] | undefined {
+  if (v === undefined) return undefined;
+  return v.map((m) => {
+    if (typeof m.path !== "string" || (m.name === undefined) === (m.hostPath === undefined)) {
+      throw new BadRequestError(`volume ${JSON.stringify(m)}: give a path and exactly one of name and hostPath`);
+    }
+    return {
+      path: m.path,
+      ...(m.name !== undefined ? { name: m.name } : { host_path: m.hostPath }),
+      ...(m.readOnly ? { read_only: true } : {}),
+    };
+  });
+}
+
 /** Options of {@link Sandbox.create}: boot an image, or start a child of a snapshot. */
 export interface SandboxOptions extends ConnectionOptions, LifeOptions, NetworkOptions {
+  /** Volumes to mount (at most 4; a writable one by one sandbox at a time). */
+  volumes?: VolumeMount[];
   /** Image to boot (default `python`). Not with `snapshot`. */
   image?: string;
   /** Start from this snapshot (copy-on-write, a fraction of a second) instead of booting. */
@@ -127,6 +156,8 @@ export interface SandboxOptions extends ConnectionOptions, LifeOptions, NetworkO
 
 /** Options of {@link Sandbox.spawn}. */
 export interface SpawnOptions extends ConnectionOptions, LifeOptions, NetworkOptions {
+  /** Volumes to mount in each child (writable ones only with one child). */
+  volumes?: VolumeMount[];
   /** Each child gets its own memory instead of copy-on-write over the snapshot. */
   privateMemory?: boolean;
   /** With `privateMemory`: hugepage-backed child memory. */
@@ -235,6 +266,8 @@ export class Sandbox {
       const body: Record<string, unknown> = lifeBody({ n: 1 }, opts);
       const net = netBody(opts);
       if (net !== undefined) body.network = net;
+      const vols = volBody(opts.volumes);
+      if (vols !== undefined) body.volumes = vols;
       if (opts.memoryMib !== undefined) body.memory_mib = positiveInt(opts.memoryMib, "memoryMib");
       if (opts.vcpus !== undefined) body.vcpus = positiveInt(opts.vcpus, "vcpus");
       const env = envOf(opts);
@@ -252,6 +285,8 @@ export class Sandbox {
     const body: Record<string, unknown> = lifeBody({}, opts);
     const net = netBody(opts);
     if (net !== undefined) body.network = net;
+    const vols = volBody(opts.volumes);
+    if (vols !== undefined) body.volumes = vols;
     if (opts.image !== undefined) body.image = opts.image;
     if (opts.memoryMib !== undefined) body.memory_mib = positiveInt(opts.memoryMib, "memoryMib");
     if (opts.vcpus !== undefined) body.vcpus = positiveInt(opts.vcpus, "vcpus");
@@ -271,6 +306,8 @@ export class Sandbox {
     const body: Record<string, unknown> = lifeBody({ n: positiveInt(n, "n") }, opts);
     const net = netBody(opts);
     if (net !== undefined) body.network = net;
+    const vols = volBody(opts.volumes);
+    if (vols !== undefined) body.volumes = vols;
     if (opts.env !== undefined) body.env = checkEnv(opts.env, "env");
     if (opts.privateMemory) body.private_memory = true;
     if (opts.hugepages) body.hugepages = true;

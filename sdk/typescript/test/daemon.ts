@@ -2,7 +2,7 @@
 // (bearer token), booting real guests under TCG from the image scripts/test.sh
 // builds. Mirrors crates/tests/src/lib.rs.
 
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, closeSync } from "node:fs";
 import { createServer } from "node:net";
@@ -99,8 +99,12 @@ export class Daemon {
     child.once("exit", () => process.removeListener("exit", orphan));
   }
 
-  /** Start a daemon with a temp home (images linked in), a socket, and TCP with a token file. */
-  static async start(): Promise<Daemon> {
+  /**
+   * Start a daemon with a temp home (images linked in), a socket, and TCP with
+   * a token file; with `tls`, TLS on TCP with a private CA made by openssl
+   * (its PEM file is `<dir>/ca.pem`).
+   */
+  static async start(opts: { tls?: boolean } = {}): Promise<Daemon> {
     const dir = mkdtempSync("/tmp/zygts");
     const home = join(dir, "home");
     mkdirSync(home);
@@ -110,14 +114,15 @@ export class Daemon {
     const tokenFile = join(dir, "token");
     writeFileSync(tokenFile, token + "\n", { mode: 0o600 });
     const port = await freePort();
+    const tlsArgs = opts.tls ? makeTls(dir) : [];
     const log = openSync(join(dir, "daemon.log"), "w");
     const child = spawn(
       zygoteBin(),
-      ["daemon", "--socket", socket, "--home", home, "--listen", `127.0.0.1:${port}`, "--token-file", tokenFile],
+      ["daemon", "--socket", socket, "--home", home, "--listen", `127.0.0.1:${port}`, "--token-file", tokenFile, ...tlsArgs],
       { stdio: ["ignore", log, log], env: { ...process.env, ZYGOTE_LOG: "info,zygote_engine=debug" } },
     );
     closeSync(log);
-    const d = new Daemon(child, dir, socket, `http://127.0.0.1:${port}`, token);
+    const d = new Daemon(child, dir, socket, `${opts.tls ? "https" : "http"}://127.0.0.1:${port}`, token);
     const t0 = Date.now();
     for (;;) {
       if (child.exitCode !== null) {
@@ -182,4 +187,14 @@ export class Daemon {
     if (problem) throw new Error(problem);
     if (left.length > 0) throw new Error(`QEMU processes outlived the daemon: ${left.join(", ")}`);
   }
+}
+
+/** A private CA and a certificate for 127.0.0.1 it signed, in `dir`; the daemon's TLS arguments. */
+function makeTls(dir: string): string[] {
+  const ssl = (...a: string[]) => execFileSync("openssl", a, { cwd: dir, stdio: "ignore" });
+  ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=zygote test CA");
+  ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "srv.csr", "-subj", "/CN=127.0.0.1");
+  writeFileSync(join(dir, "san.ext"), "subjectAltName=IP:127.0.0.1\n");
+  ssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "san.ext");
+  return ["--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem")];
 }

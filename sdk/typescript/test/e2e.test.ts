@@ -17,7 +17,9 @@ import {
   withSandbox,
 } from "@zygote/sdk";
 
-import { Daemon, e2eSkip } from "./daemon.js";
+import { execFileSync } from "node:child_process";
+
+import { Daemon, e2eSkip, zygoteBin } from "./daemon.js";
 import * as features from "./features.js";
 
 const skip = e2eSkip();
@@ -341,6 +343,27 @@ describe("SDK end to end", { skip }, () => {
     await assert.rejects(s.setNetwork({ denyOut: ["10.0.0.0/40"] }), (e: unknown) => e instanceof BadRequestError && e.message.includes("10.0.0.0/40"));
   });
 
+  it("a volume outlives the child that wrote it; another mounts it read-only", async () => {
+    const name = `tsvol${process.pid}`;
+    execFileSync(zygoteBin(), ["volume", "create", name, "--size", "32M", "--socket", d.socket]);
+    try {
+      {
+        await using a = await Sandbox.create({ ...conn, snapshot: "ts-warm", volumes: [{ name, path: "/data" }] });
+        await a.files.write("/data/note.txt", "kept-ts");
+        await a.commands.run("sync");
+      }
+      await using b = await Sandbox.create({ ...conn, snapshot: "ts-warm", volumes: [{ name, path: "/mnt/v", readOnly: true }] });
+      assert.equal(await b.files.read("/mnt/v/note.txt"), "kept-ts");
+      await assert.rejects(Sandbox.create({ ...conn, snapshot: "ts-warm", volumes: [{ path: "/x" }] }), BadRequestError);
+    } finally {
+      try {
+        execFileSync(zygoteBin(), ["volume", "rm", name, "--socket", d.socket]);
+      } catch {
+        // removed with the daemon's home anyway
+      }
+    }
+  });
+
   it("a warm-up server runs in three children; labels find them, paged", () =>
     features.warmServerAndLabels(conn, "ts-warm"));
 
@@ -422,5 +445,30 @@ describe("SDK end to end", { skip }, () => {
       }
     }
     assert.equal(alive, false, `QEMU ${pid} still runs`);
+  });
+});
+
+describe("https with a private CA", { skip }, () => {
+  let d: Daemon;
+  before(async () => {
+    d = await Daemon.start({ tls: true });
+  });
+  after(async () => {
+    await d?.stop();
+  });
+
+  it("trusts the CA given as ca (or ZYGOTE_CA); refuses without it", async () => {
+    assert.ok(d.url.startsWith("https://"));
+    const ca = `${d.dir}/ca.pem`;
+    assert.deepEqual((await Sandbox.list({ url: d.url, token: d.token, ca })).map((s) => s.id), []);
+    process.env.ZYGOTE_CA = ca;
+    try {
+      assert.deepEqual((await Sandbox.list({ url: d.url, token: d.token })).map((s) => s.id), []);
+    } finally {
+      delete process.env.ZYGOTE_CA;
+    }
+    await assert.rejects(Sandbox.list({ url: d.url, token: d.token }), ZygoteError);
+    await assert.rejects(Sandbox.list({ url: d.url, token: d.token, ca: "/no/such/ca.pem" }), (e: unknown) => e instanceof BadRequestError && e.message.includes("ca.pem"));
+    await assert.rejects(Sandbox.list({ url: d.url, token: "not-the-token-0123456789", ca }), AuthenticationError);
   });
 });

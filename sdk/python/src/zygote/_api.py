@@ -110,15 +110,43 @@ class Life:
     on_expiry: str | None = None
     metadata: Mapping[str, str] | None = None
     network: dict[str, Any] | None = None
+    volumes: list[dict[str, Any]] | None = None
 
     def into(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Add ``timeout_secs``, ``on_expiry``, ``metadata`` and ``network`` to ``body``."""
+        """Add ``timeout_secs``, ``on_expiry``, ``metadata``, ``network`` and
+        ``volumes`` to ``body``."""
         _lifetime(body, self.timeout, self.on_expiry)
         if self.metadata is not None:
             body["metadata"] = labels(self.metadata)
         if self.network is not None:
             body["network"] = self.network
+        if self.volumes:
+            body["volumes"] = self.volumes
         return body
+
+
+def volume_mounts(volumes: Any) -> list[dict[str, Any]] | None:
+    """``volumes=[{"name": "data", "path": "/data", "read_only": False}, ...]``
+    (or ``host_path`` instead of ``name``) as the API takes it."""
+    if volumes is None:
+        return None
+    if isinstance(volumes, (str, bytes)) or not all(isinstance(v, Mapping) for v in volumes):
+        raise ConfigError(
+            f"volumes={volumes!r}: pass a list of dicts such as [{{'name': 'data', 'path': '/data'}}]"
+        )
+    out = []
+    for v in volumes:
+        unknown = set(v) - {"name", "host_path", "path", "read_only"}
+        if unknown:
+            raise ConfigError(
+                f"volume {dict(v)!r}: unknown key(s) {sorted(unknown)}; use name or host_path, path, read_only"
+            )
+        if "path" not in v or ("name" in v) == ("host_path" in v):
+            raise ConfigError(
+                f"volume {dict(v)!r}: give a path and exactly one of name and host_path"
+            )
+        out.append(dict(v))
+    return out
 
 
 def _cidrs(v: Any, what: str) -> list[str]:

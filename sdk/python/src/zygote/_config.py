@@ -1,7 +1,9 @@
 """Where the daemon is: arguments first, then the environment, like the CLI.
 
-* ``url=`` (or ``ZYGOTE_URL``): a daemon on TCP, ``http://HOST:PORT``, with the
-  bearer token from ``token=`` (or ``ZYGOTE_TOKEN``).
+* ``url=`` (or ``ZYGOTE_URL``): a daemon on TCP, ``http://HOST:PORT`` or
+  ``https://HOST:PORT``, with the bearer token from ``token=`` (or
+  ``ZYGOTE_TOKEN``); ``https://`` trusts the system's roots, or only the CA in
+  the PEM file ``ZYGOTE_CA`` names (a private CA).
 * ``socket=`` (or ``ZYGOTE_SOCKET``): a Unix socket path, default
   ``/run/zygote/zygote.sock``.
 
@@ -13,6 +15,7 @@ starts a daemon itself.
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -26,6 +29,8 @@ ENV_URL = "ZYGOTE_URL"
 """Base URL of a daemon on TCP, e.g. ``http://127.0.0.1:8889``."""
 ENV_TOKEN = "ZYGOTE_TOKEN"
 """Bearer token sent with ``ZYGOTE_URL``."""
+ENV_CA = "ZYGOTE_CA"
+"""PEM file of the CA an ``https://`` daemon's certificate is checked against."""
 DEFAULT_SOCKET = "/run/zygote/zygote.sock"
 """Socket used when nothing else is configured."""
 DEFAULT_REQUEST_TIMEOUT = 600.0
@@ -43,12 +48,15 @@ class Endpoint:
         url: Base URL, when over TCP.
         token: Bearer token (TCP only).
         request_timeout: Seconds one API call may take (``None``: no limit).
+        ca: PEM file of the CA an ``https://`` daemon is checked against
+            (``None``: the system's roots).
     """
 
     socket: str | None = None
     url: str | None = None
     token: str | None = None
     request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
+    ca: str | None = None
 
     def __str__(self) -> str:
         return f"unix:{self.socket}" if self.socket is not None else str(self.url)
@@ -68,17 +76,27 @@ class Endpoint:
         """The default httpx timeout of this endpoint."""
         return httpx.Timeout(self.request_timeout, connect=10.0)
 
+    def tls(self) -> ssl.SSLContext:
+        """How an ``https://`` daemon is checked: the system's roots, or the CA file."""
+        try:
+            return ssl.create_default_context(cafile=self.ca)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(
+                f"{ENV_CA}={self.ca!r} is not a readable PEM CA file ({e}): "
+                "point it at the CA certificate that signed the daemon's --tls-cert"
+            ) from e
+
     def sync_transport(self) -> httpx.HTTPTransport:
         """A sync transport (over the Unix socket when there is one)."""
         if self.socket is not None:
             return httpx.HTTPTransport(uds=self.socket)
-        return httpx.HTTPTransport()
+        return httpx.HTTPTransport(verify=self.tls())
 
     def async_transport(self) -> httpx.AsyncHTTPTransport:
         """An async transport (over the Unix socket when there is one)."""
         if self.socket is not None:
             return httpx.AsyncHTTPTransport(uds=self.socket)
-        return httpx.AsyncHTTPTransport()
+        return httpx.AsyncHTTPTransport(verify=self.tls())
 
 
 def check_url(url: str) -> str:
@@ -86,7 +104,7 @@ def check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ConfigError(
-            f"`{url}` is not an http:// URL: pass e.g. url='http://127.0.0.1:8889' "
+            f"`{url}` is not an http:// or https:// URL: pass e.g. url='http://127.0.0.1:8889' "
             f"(or set {ENV_URL})"
         )
     if not parts.hostname or parts.port is None:
@@ -129,4 +147,5 @@ def resolve(
             return Endpoint(socket=path, request_timeout=request_timeout)
     if token is None:
         token = os.environ.get(ENV_TOKEN) or None
-    return Endpoint(url=check_url(url), token=token, request_timeout=request_timeout)
+    ca = os.environ.get(ENV_CA) or None
+    return Endpoint(url=check_url(url), token=token, request_timeout=request_timeout, ca=ca)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -155,6 +155,7 @@ class Sandbox:
         lifecycle: Mapping[str, Any] | None = None,
         network: Mapping[str, Any] | None = None,
         allow_internet_access: bool | None = None,
+        volumes: Sequence[Mapping[str, Any]] | None = None,
         socket: str | os.PathLike[str] | None = None,
         url: str | None = None,
         token: str | None = None,
@@ -185,6 +186,9 @@ class Sandbox:
                 network card at all (a boot only). Default: the daemon's.
             allow_internet_access: ``False`` cuts the sandbox off the internet
                 (only ``allow_out`` answers). Default ``True``.
+            volumes: Volumes to mount: ``[{"name": "data", "path": "/data"}]``
+                (``read_only``; ``host_path`` for a host directory under the
+                daemon's ``--volume-host-root``). Create one with ``zygote volume create`` or ``POST /v1/volumes``.
             private_memory: With ``snapshot``: the child gets its own memory
                 (can then be branched in ``copy`` mode) instead of copy-on-write.
             hugepages: With ``private_memory``: back it with 2 MiB hugepages.
@@ -200,6 +204,7 @@ class Sandbox:
             _on_expiry(on_expiry, lifecycle),
             metadata,
             _api.network_body(network, allow_internet_access),
+            _api.volume_mounts(volumes),
         )
         created = cls._create(
             image,

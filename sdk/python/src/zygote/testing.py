@@ -100,21 +100,42 @@ class TestDaemon:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, *, tcp: bool = False, startup_timeout: float = 20.0) -> None:
+    def __init__(
+        self, *, tcp: bool = False, tls: bool = False, startup_timeout: float = 20.0
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="zyg", dir="/tmp"))
         self.home = self.dir / "home"
         self.socket = str(self.dir / "d.sock")
         self.log_path = self.dir / "daemon.log"
         self.url: str | None = None
         self.token: str | None = None
+        self.ca: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         try:
-            self._start(tcp, startup_timeout)
+            self._start(tcp or tls, tls, startup_timeout)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, tcp: bool, startup_timeout: float) -> None:
+    def _tls_files(self) -> list[str]:
+        """A private CA (``self.ca``) and a certificate for 127.0.0.1 it signed,
+        made with ``openssl``; the daemon's ``--tls-cert/--tls-key`` arguments."""
+        d = self.dir
+
+        def run(*a: str) -> None:
+            subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+            "-out", "ca.pem", "-days", "2", "-subj", "/CN=zygote test CA")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
+            "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        run("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "san.ext")
+        self.ca = str(d / "ca.pem")
+        return ["--tls-cert", str(d / "cert.pem"), "--tls-key", str(d / "key.pem")]
+
+    def _start(self, tcp: bool, tls: bool, startup_timeout: float) -> None:
         self.home.mkdir()
         (self.home / "images").symlink_to(image_home() / "images")
         args = [str(zygote_bin()), "daemon", "--socket", self.socket, "--home", str(self.home)]
@@ -125,8 +146,10 @@ class TestDaemon:
             with os.fdopen(fd, "w") as f:
                 f.write(self.token + "\n")
             port = free_port()
-            self.url = f"http://127.0.0.1:{port}"
+            self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
             args += ["--listen", f"127.0.0.1:{port}", "--token-file", str(tf)]
+            if tls:
+                args += self._tls_files()
         env = dict(os.environ)
         env.setdefault("ZYGOTE_LOG", "info,zygote_engine=debug")
         with open(self.log_path, "wb") as log:
