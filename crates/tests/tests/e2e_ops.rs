@@ -539,12 +539,16 @@ fn weak_token_files_and_unusable_tls_files_refuse_to_start() {
     let cert = write("cert.pem", &a.cert.pem());
     let key_b = write("key-b.pem", &b.key_pair.serialize_pem());
     let junk = write("junk.pem", "hello\n");
+    // A good token, so the TLS files are what is refused.
+    let good = write("good-token", "k3Y9-a-long-enough-token-0123456789\n");
     let tls = |cert: &Path, key: &Path| {
         refused(
             tmp.path(),
             &[
                 "--listen",
                 "127.0.0.1:0",
+                "--token-file",
+                good.to_str().unwrap(),
                 "--tls-cert",
                 cert.to_str().unwrap(),
                 "--tls-key",
