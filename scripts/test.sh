@@ -40,3 +40,6 @@ step "Python SDK and MCP server (against a real daemon)"
 
 step "TypeScript SDK (node:test against a real daemon)"
 ./scripts/test-typescript.sh
+
+step "E2B's own SDKs (PyPI, unmodified) against the daemon's E2B listener"
+./scripts/test-e2b.sh

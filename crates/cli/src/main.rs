@@ -149,9 +149,17 @@ struct DaemonArgs {
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Allow plain HTTP (no TLS) on a --listen address off loopback: the token
-    /// and every request then cross the network in clear.
-    #[arg(long, requires = "listen")]
+    /// and every request then cross the network in clear (also for --e2b-listen).
+    #[arg(long)]
     insecure_http: bool,
+    /// Serve E2B's API at ADDR:PORT, so E2B's own SDKs run unmodified with
+    /// E2B_API_URL and E2B_SANDBOX_URL set to http://ADDR:PORT (see docs/e2b.md).
+    #[arg(long, requires = "e2b_api_keys", value_name = "ADDR:PORT")]
+    e2b_listen: Option<SocketAddr>,
+    /// The API keys the E2B listener accepts: one a line (`e2b_` and 40 hex
+    /// digits suit every SDK version), as E2B_API_KEY.
+    #[arg(long, requires = "e2b_listen", value_name = "FILE")]
+    e2b_api_keys: Option<PathBuf>,
     /// Home directory (state, images, sandboxes).
     #[arg(long, env = env::HOME, default_value = env::DEFAULT_HOME)]
     home: PathBuf,
@@ -313,6 +321,13 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
         _ => anyhow::bail!("--tls-cert and --tls-key go together: pass both PEM files"),
     };
     let audit_log = a.audit_log.unwrap_or_else(|| a.home.join("audit.log"));
+    let e2b = match (a.e2b_listen, &a.e2b_api_keys) {
+        (Some(addr), Some(keys)) => Some(zygote_daemon::E2bListen {
+            addr,
+            keys: zygote_daemon::load_api_keys(keys)?,
+        }),
+        _ => None,
+    };
     let mut engine = zygote_engine::EngineConfig::new(a.home.clone());
     engine.accel = accel;
     engine.boot_timeout = std::time::Duration::from_secs(a.boot_timeout);
@@ -340,6 +355,7 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
         engine,
         keep_sandboxes: a.keep_sandboxes,
         insecure_http: a.insecure_http,
+        e2b,
     })
     .await
     .context("the daemon stopped with an error")

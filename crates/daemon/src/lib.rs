@@ -35,6 +35,7 @@ pub use error::ApiError;
 pub use tls::TlsError;
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
+pub use zygote_e2b::{load_api_keys, ApiKeys, KeysError};
 use zygote_engine::{Engine, EngineApi, EngineConfig};
 
 /// How the daemon is started.
@@ -56,6 +57,18 @@ pub struct DaemonConfig {
     pub keep_sandboxes: bool,
     /// Allow plain HTTP off loopback.
     pub insecure_http: bool,
+    /// Serve E2B's API (its control plane and in-sandbox traffic) here.
+    pub e2b: Option<E2bListen>,
+}
+
+/// The E2B listener: E2B's SDKs reach it with `E2B_API_URL` and
+/// `E2B_SANDBOX_URL` both set to its address.
+#[derive(Debug, Clone)]
+pub struct E2bListen {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// The API keys it accepts (`--e2b-api-keys`).
+    pub keys: zygote_e2b::ApiKeys,
 }
 
 /// The PEM files of the TLS listener.
@@ -93,6 +106,9 @@ pub enum DaemonError {
         "another zygote daemon is already serving {0}: stop it first, or pass another --socket"
     )]
     AlreadyRunning(String),
+    /// The E2B listener off loopback without TLS.
+    #[error("--e2b-listen {0} is not a loopback address and has no TLS, so API keys would cross the network in clear: pass --tls-cert and --tls-key (the E2B listener then speaks TLS too), or --insecure-http if a tunnel already protects it")]
+    E2bPlainHttpOffLoopback(SocketAddr),
     /// TLS files without a TCP listener.
     #[error("--tls-cert/--tls-key apply to the TCP listener: pass --listen ADDR:PORT too")]
     TlsWithoutListen,
@@ -122,6 +138,11 @@ fn check_listen(cfg: &DaemonConfig) -> Result<(), DaemonError> {
             return Err(DaemonError::PlainHttpOffLoopback(addr));
         }
     }
+    if let Some(e) = &cfg.e2b {
+        if !e.addr.ip().is_loopback() && cfg.tls.is_none() && !cfg.insecure_http {
+            return Err(DaemonError::E2bPlainHttpOffLoopback(e.addr));
+        }
+    }
     Ok(())
 }
 
@@ -137,6 +158,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         (Some(_), None) => return Err(DaemonError::TlsWithoutListen),
         (Some(f), Some(_)) => Some(tls::server_config(&f.cert, &f.key)?),
     };
+    let e2b_tls = tls.clone();
     let audit = Arc::new(audit::AuditLog::open(&cfg.audit_log)?);
     reopen_on_sighup(audit.clone());
     info!(path = %audit.path().display(), "audit log");
@@ -221,6 +243,10 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         });
     }
 
+    if let Some(e) = &cfg.e2b {
+        servers.push(serve_e2b(e, state.engine.clone(), e2b_tls, stop_rx.clone()).await?);
+    }
+
     let exit = wait_for_signal(cfg.keep_sandboxes).await;
     let _ = stop_tx.send(true);
     match exit {
@@ -245,6 +271,36 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(&cfg.socket);
     info!("stopped");
     Ok(())
+}
+
+/// Serve E2B's API on its own listener (TLS when the daemon has a certificate).
+async fn serve_e2b(
+    e: &E2bListen,
+    engine: Arc<dyn EngineApi>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let bind = |source| DaemonError::Bind {
+        what: e.addr.to_string(),
+        source,
+    };
+    let tcp = TcpListener::bind(e.addr).await.map_err(bind)?;
+    info!(addr = %e.addr, tls = tls.is_some(), "serving E2B's API");
+    let app = zygote_e2b::router(engine, e.keys.clone());
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    Ok(match tls {
+        Some(tls) => {
+            let tls = tls::TlsListener::new(tcp, tls).map_err(bind)?;
+            tokio::spawn(async move {
+                let _ = axum::serve(tls, app).with_graceful_shutdown(stopped).await;
+            })
+        }
+        None => tokio::spawn(async move {
+            let _ = axum::serve(tcp, app).with_graceful_shutdown(stopped).await;
+        }),
+    })
 }
 
 /// Reopen the audit log on every SIGHUP (log rotation).

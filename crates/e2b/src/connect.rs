@@ -488,6 +488,31 @@ pub(crate) fn stream_response(msgs: Messages, keepalive: Option<(Duration, Bytes
     (StatusCode::OK, stream_headers(), Body::from_stream(body)).into_response()
 }
 
+/// A slot for one more open stream, or `resource_exhausted` when all
+/// [`crate::MAX_STREAMS`] are taken.
+pub(crate) fn stream_slot(
+    streams: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, RpcError> {
+    streams.clone().try_acquire_owned().map_err(|_| {
+        RpcError::new(
+            Code::ResourceExhausted,
+            format!(
+                "{} streams (process outputs, watches) are open: close some first",
+                crate::MAX_STREAMS
+            ),
+        )
+    })
+}
+
+/// `msgs`, holding `slot` until the stream is dropped.
+pub(crate) fn holding(msgs: Messages, slot: tokio::sync::OwnedSemaphorePermit) -> Messages {
+    msgs.map(move |m| {
+        let _ = &slot;
+        m
+    })
+    .boxed()
+}
+
 /// Every envelope of a whole body (tests and clients of this module).
 #[cfg(test)]
 pub(crate) fn split_envelopes(mut b: &[u8]) -> Vec<(u8, serde_json::Value)> {
@@ -547,6 +572,31 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.message.contains("ended inside"), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn server_streams_end_with_the_end_envelope() {
+        let msgs = messages(futures::stream::iter(vec![
+            Ok(serde_json::json!({"n": 1})),
+            Err(RpcError::new(Code::NotFound, "gone")),
+        ]));
+        let resp = stream_response(msgs, None);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let env = split_envelopes(&body);
+        assert_eq!(env[0], (0, serde_json::json!({"n": 1})));
+        assert_eq!(env[1].0, FLAG_END);
+        assert_eq!(env[1].1["error"]["code"], "not_found");
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let held = stream_slot(&slots).unwrap();
+        assert_eq!(
+            stream_slot(&slots).unwrap_err().code,
+            Code::ResourceExhausted
+        );
+        let s = holding(futures::stream::empty().boxed(), held);
+        drop(s);
+        assert!(stream_slot(&slots).is_ok());
     }
 
     #[test]

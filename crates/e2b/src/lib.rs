@@ -17,11 +17,6 @@
 //! filesystem watchers a client asked for (bounded) and the code
 //! interpreter's execution counts.
 
-// The Connect-RPC framing, the sandbox tokens and the time helpers are
-// written ahead of the handlers (control, envd, interp) that will use them;
-// drop this allow when those land.
-#![allow(dead_code)]
-
 mod connect;
 mod control;
 mod envd;

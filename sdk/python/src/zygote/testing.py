@@ -23,6 +23,7 @@ import socket as socketlib
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -101,7 +102,12 @@ class TestDaemon:
     __test__ = False  # not a pytest test class
 
     def __init__(
-        self, *, tcp: bool = False, tls: bool = False, startup_timeout: float = 20.0
+        self,
+        *,
+        tcp: bool = False,
+        tls: bool = False,
+        startup_timeout: float = 20.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="zyg", dir="/tmp"))
         self.home = self.dir / "home"
@@ -111,6 +117,7 @@ class TestDaemon:
         self.token: str | None = None
         self.ca: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._extra = list(extra_args)
         try:
             self._start(tcp or tls, tls, startup_timeout)
         except BaseException:
@@ -150,6 +157,7 @@ class TestDaemon:
             args += ["--listen", f"127.0.0.1:{port}", "--token-file", str(tf)]
             if tls:
                 args += self._tls_files()
+        args += self._extra
         env = dict(os.environ)
         env.setdefault("ZYGOTE_LOG", "info,zygote_engine=debug")
         with open(self.log_path, "wb") as log:
