@@ -18,16 +18,21 @@ py=${PYTHON:-python3}
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# name | pins
+# name | pins | whether E2B's JavaScript SDK (compat/e2b/js, npm) runs too
 lines=(
-  "e2b-new|e2b==2.63.0 e2b-code-interpreter==2.11.5"
-  "e2b-old|e2b==2.45.1 e2b-code-interpreter==2.10.0"
+  "e2b-new|e2b==2.63.0 e2b-code-interpreter==2.11.5|1"
+  "e2b-old|e2b==2.45.1 e2b-code-interpreter==2.10.0|0"
 )
+
+step "E2B's JavaScript SDK (npm ci in compat/e2b/js)"
+(cd compat/e2b/js && npm ci --no-audit --no-fund)
 
 status=0
 for line in "${lines[@]}"; do
   name=${line%%|*}
-  pins=${line#*|}
+  rest=${line#*|}
+  pins=${rest%%|*}
+  js=${rest#*|}
   venv=$venvs/$name-venv
   step "venv $venv: $pins"
   if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
@@ -39,6 +44,6 @@ for line in "${lines[@]}"; do
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./sdk/python
   "$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null | grep -Ei '^(e2b|e2b-code-interpreter|zygote) '
   step "pytest compat/e2b ($name)"
-  (cd compat/e2b && "$venv/bin/python" -m pytest -p no:cacheprovider -ra -v tests) || status=1
+  (cd compat/e2b && ZYGOTE_E2B_JS=$js "$venv/bin/python" -m pytest -p no:cacheprovider -ra -v tests) || status=1
 done
 exit $status

@@ -14,6 +14,7 @@ starts a daemon itself.
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from dataclasses import dataclass
@@ -77,9 +78,11 @@ class Endpoint:
         return httpx.Timeout(self.request_timeout, connect=10.0)
 
     def tls(self) -> ssl.SSLContext:
-        """How an ``https://`` daemon is checked: the system's roots, or the CA file."""
+        """How an ``https://`` daemon is checked: the system's roots, or the CA
+        file (one context per CA file, made once: loading roots takes tens of
+        milliseconds, and every new client needs one)."""
         try:
-            return ssl.create_default_context(cafile=self.ca)
+            return _ssl_context(self.ca)
         except (OSError, ssl.SSLError) as e:
             raise ConfigError(
                 f"{ENV_CA}={self.ca!r} is not a readable PEM CA file ({e}): "
@@ -97,6 +100,11 @@ class Endpoint:
         if self.socket is not None:
             return httpx.AsyncHTTPTransport(uds=self.socket)
         return httpx.AsyncHTTPTransport(verify=self.tls())
+
+
+@functools.lru_cache(maxsize=16)
+def _ssl_context(ca: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca)
 
 
 def check_url(url: str) -> str:
