@@ -160,6 +160,14 @@ struct DaemonArgs {
     /// digits suit every SDK version), as E2B_API_KEY.
     #[arg(long, requires = "e2b_listen", value_name = "FILE")]
     e2b_api_keys: Option<PathBuf>,
+    /// Most connections each listener keeps open at once; past it, new ones
+    /// wait in the kernel's backlog until one closes.
+    #[arg(long, default_value_t = zygote_daemon::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds a client may take to send a request's head before its
+    /// connection is closed (slow clients cannot hold connections open).
+    #[arg(long, default_value_t = zygote_daemon::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    header_timeout_secs: u64,
     /// Home directory (state, images, sandboxes).
     #[arg(long, env = env::HOME, default_value = env::DEFAULT_HOME)]
     home: PathBuf,
@@ -356,6 +364,10 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
         keep_sandboxes: a.keep_sandboxes,
         insecure_http: a.insecure_http,
         e2b,
+        conn_limits: zygote_daemon::ConnLimits {
+            max_connections: a.max_connections,
+            header_timeout: std::time::Duration::from_secs(a.header_timeout_secs.max(1)),
+        },
     })
     .await
     .context("the daemon stopped with an error")

@@ -19,6 +19,7 @@ mod metrics;
 mod observe;
 mod openapi;
 mod routes;
+mod serve;
 mod tls;
 mod wire;
 
@@ -32,6 +33,7 @@ use std::sync::Arc;
 pub use audit::AuditError;
 pub use auth::{load_token, TokenError};
 pub use error::ApiError;
+pub use serve::{ConnLimits, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use tls::TlsError;
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
@@ -59,6 +61,8 @@ pub struct DaemonConfig {
     pub insecure_http: bool,
     /// Serve E2B's API (its control plane and in-sandbox traffic) here.
     pub e2b: Option<E2bListen>,
+    /// Connection cap and header timeout of each listener.
+    pub conn_limits: ConnLimits,
 }
 
 /// The E2B listener: E2B's SDKs reach it with `E2B_API_URL` and
@@ -199,16 +203,13 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     info!(socket = %cfg.socket.display(), "serving on the Unix socket");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut servers = Vec::new();
-    let unix_app = app(None).into_make_service_with_connect_info::<observe::Peer>();
-    let mut rx = stop_rx.clone();
-    servers.push(tokio::spawn(async move {
-        let _ = axum::serve(unix, unix_app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await;
-    }));
+    let limits = cfg.conn_limits;
+    let mut servers = vec![tokio::spawn(serve::serve(
+        unix,
+        app(None),
+        limits,
+        stop_rx.clone(),
+    ))];
     if let Some(addr) = cfg.listen {
         let tcp = TcpListener::bind(addr)
             .await
@@ -217,34 +218,22 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
                 source,
             })?;
         info!(%addr, auth = cfg.token.is_some(), tls = tls.is_some(), "serving on TCP");
-        let tcp_app = app(cfg.token.clone().map(Arc::new))
-            .into_make_service_with_connect_info::<observe::Peer>();
-        let mut rx = stop_rx.clone();
-        let stopped = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
+        let tcp_app = app(cfg.token.clone().map(Arc::new));
+        let stop = stop_rx.clone();
         servers.push(match tls {
             Some(tls) => {
                 let tls = tls::TlsListener::new(tcp, tls).map_err(|source| DaemonError::Bind {
                     what: addr.to_string(),
                     source,
                 })?;
-                tokio::spawn(async move {
-                    let _ = axum::serve(tls, tcp_app)
-                        .with_graceful_shutdown(stopped)
-                        .await;
-                })
+                tokio::spawn(serve::serve(tls, tcp_app, limits, stop))
             }
-            None => tokio::spawn(async move {
-                let _ = axum::serve(tcp, tcp_app)
-                    .with_graceful_shutdown(stopped)
-                    .await;
-            }),
+            None => tokio::spawn(serve::serve(tcp, tcp_app, limits, stop)),
         });
     }
 
     if let Some(e) = &cfg.e2b {
-        servers.push(serve_e2b(e, state.engine.clone(), e2b_tls, stop_rx.clone()).await?);
+        servers.push(serve_e2b(e, state.engine.clone(), e2b_tls, limits, stop_rx.clone()).await?);
     }
 
     let exit = wait_for_signal(cfg.keep_sandboxes).await;
@@ -278,7 +267,8 @@ async fn serve_e2b(
     e: &E2bListen,
     engine: Arc<dyn EngineApi>,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    limits: ConnLimits,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
     let bind = |source| DaemonError::Bind {
         what: e.addr.to_string(),
@@ -287,19 +277,12 @@ async fn serve_e2b(
     let tcp = TcpListener::bind(e.addr).await.map_err(bind)?;
     info!(addr = %e.addr, tls = tls.is_some(), "serving E2B's API");
     let app = zygote_e2b::router(engine, e.keys.clone());
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
     Ok(match tls {
         Some(tls) => {
             let tls = tls::TlsListener::new(tcp, tls).map_err(bind)?;
-            tokio::spawn(async move {
-                let _ = axum::serve(tls, app).with_graceful_shutdown(stopped).await;
-            })
+            tokio::spawn(serve::serve(tls, app, limits, stop))
         }
-        None => tokio::spawn(async move {
-            let _ = axum::serve(tcp, app).with_graceful_shutdown(stopped).await;
-        }),
+        None => tokio::spawn(serve::serve(tcp, app, limits, stop)),
     })
 }
 
