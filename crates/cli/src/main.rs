@@ -160,6 +160,15 @@ struct DaemonArgs {
     /// digits suit every SDK version), as E2B_API_KEY.
     #[arg(long, requires = "e2b_listen", value_name = "FILE")]
     e2b_api_keys: Option<PathBuf>,
+    /// A cgroup per QEMU capping its memory (guest RAM plus
+    /// --cgroup-overhead-mib), CPU (its vCPUs plus one) and tasks: `on`
+    /// (warns and runs without where the host has no usable cgroups) or `off`.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    cgroups: String,
+    /// QEMU's own memory allowed in its cgroup on top of guest RAM, in MiB
+    /// [default: 256, plus 1024 for the translation buffer under TCG].
+    #[arg(long, value_name = "MIB")]
+    cgroup_overhead_mib: Option<u64>,
     /// Most connections each listener keeps open at once; past it, new ones
     /// wait in the kernel's backlog until one closes.
     #[arg(long, default_value_t = zygote_daemon::DEFAULT_MAX_CONNECTIONS)]
@@ -342,6 +351,8 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
     engine.prestart = a.prestart;
     engine.prestart_max = a.prestart_max;
     engine.volume_host_root = a.volume_host_root;
+    engine.cgroups = a.cgroups == "on";
+    engine.cgroup_overhead_mib = a.cgroup_overhead_mib;
     engine.limits = zygote_engine::Limits {
         max_sandboxes: a.max_sandboxes,
         max_guest_memory_mib: a.max_guest_memory_mib,

@@ -8,6 +8,7 @@ pub mod agent_link;
 mod api;
 mod branch;
 mod catalog;
+pub mod cgroup;
 mod console;
 mod disk_switch;
 mod disks;
@@ -93,6 +94,11 @@ pub struct EngineConfig {
     pub network: model::NetworkMode,
     /// Quotas.
     pub limits: Limits,
+    /// Put every QEMU in a cgroup of its own (memory, CPU and task caps).
+    pub cgroups: bool,
+    /// QEMU's own memory allowed in its cgroup on top of guest RAM (`None`:
+    /// 256 MiB, plus 1 GiB for the translation buffer under TCG).
+    pub cgroup_overhead_mib: Option<u64>,
 }
 
 impl std::fmt::Debug for dyn Observer {
@@ -114,6 +120,8 @@ impl EngineConfig {
             volume_host_root: None,
             network: model::NetworkMode::None,
             limits: Limits::default(),
+            cgroups: true,
+            cgroup_overhead_mib: None,
         }
     }
 }
@@ -130,6 +138,8 @@ pub struct Engine {
     volumes: Arc<volumes::Volumes>,
     /// Host networking (`None`: `--network none`).
     net: Option<Arc<zygote_net::HostNet>>,
+    /// This daemon's cgroups (`None`: off, or the host has none to use).
+    cgroups: Option<cgroup::Cgroups>,
     sandboxes: Mutex<HashMap<String, Arc<Sandbox>>>,
     pool: pool::Pool,
     shutting_down: AtomicBool,
@@ -167,6 +177,7 @@ impl Engine {
             cfg.volume_host_root.clone(),
         )?);
         let net = network::host(&cfg)?;
+        let cgroups = cgroup::setup(&cfg);
         let engine = Arc::new(Engine {
             cfg,
             pool,
@@ -177,6 +188,7 @@ impl Engine {
             snapshots,
             volumes,
             net,
+            cgroups,
             sandboxes: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
@@ -186,6 +198,9 @@ impl Engine {
         engine.recover().await?;
         // After re-adoption: namespaces no sandbox owns are a dead daemon's.
         engine.sweep_networks();
+        if let Some(c) = &engine.cgroups {
+            c.sweep();
+        }
         // Lifetimes: a few checks a second, for as long as the engine lives.
         let weak = Arc::downgrade(&engine);
         tokio::spawn(async move {
@@ -366,6 +381,9 @@ impl Engine {
         }
         if let Some(h) = &self.net {
             h.shutdown();
+        }
+        if let Some(c) = &self.cgroups {
+            c.release();
         }
     }
 }

@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::RngCore;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn, Instrument};
-use zygote_qemu::QemuProcess;
 
 use crate::error::{EngineError, Result};
 use crate::model::{
@@ -420,7 +419,15 @@ impl Engine {
 
 /// The one owner of a sandbox's QEMU process; frees its guest memory when
 /// QEMU is gone.
-async fn supervise(sb: Arc<Sandbox>, mut proc: QemuProcess, mut cmds: mpsc::Receiver<Command>) {
+async fn supervise(
+    sb: Arc<Sandbox>,
+    qemu: crate::sandbox::Qemu,
+    mut cmds: mpsc::Receiver<Command>,
+) {
+    let crate::sandbox::Qemu {
+        process: mut proc,
+        cgroup,
+    } = qemu;
     // The console log is cut back every few seconds (a guest may print
     // without end).
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -428,6 +435,10 @@ async fn supervise(sb: Arc<Sandbox>, mut proc: QemuProcess, mut cmds: mpsc::Rece
         tokio::select! {
             status = proc.wait() => {
                 let reason = match status {
+                    _ if cgroup.as_ref().is_some_and(|c| c.oom_killed()) => format!(
+                        "QEMU was killed by the kernel's OOM killer: it reached its cgroup's memory cap (guest RAM {} MiB plus QEMU's allowance; raise --cgroup-overhead-mib)",
+                        sb.machine.memory_mib
+                    ),
                     Ok(st) => format!("QEMU exited unexpectedly ({st})"),
                     Err(e) => format!("QEMU could not be waited for: {e}"),
                 };
@@ -449,6 +460,9 @@ async fn supervise(sb: Arc<Sandbox>, mut proc: QemuProcess, mut cmds: mpsc::Rece
                         n.detach();
                     }
                     proc.detach();
+                    if let Some(c) = cgroup {
+                        c.detach();
+                    }
                     info!(pid = proc.pid(), "left running for the next daemon");
                     let _ = done.send(());
                     return;
@@ -471,6 +485,7 @@ async fn supervise(sb: Arc<Sandbox>, mut proc: QemuProcess, mut cmds: mpsc::Rece
     // QEMU is gone: free the guest memory before anyone is told.
     *sb.memory.lock().unwrap_or_else(|p| p.into_inner()) = None;
     drop(proc);
+    drop(cgroup);
     // Its namespace, veth pair, rules and exposed ports go with it.
     sb.net.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(done) = stop_reply {

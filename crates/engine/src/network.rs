@@ -14,7 +14,7 @@ use crate::model::{NetworkMode, PortView, SandboxView};
 use crate::{Engine, EngineConfig};
 
 /// A short tag naming this home's namespaces (`zyg-<tag>-…`).
-fn home_tag(home: &std::path::Path) -> String {
+pub(crate) fn home_tag(home: &std::path::Path) -> String {
     let canon = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
     // FNV-1a: stable across runs and builds.
     let mut h: u32 = 0x811c_9dc5;

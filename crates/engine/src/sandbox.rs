@@ -166,6 +166,12 @@ pub(crate) struct Guest {
     pub(crate) cmd: mpsc::Sender<Command>,
 }
 
+/// A sandbox's QEMU as its supervisor owns it: the process and its cgroup.
+pub(crate) struct Qemu {
+    pub(crate) process: QemuProcess,
+    pub(crate) cgroup: Option<crate::cgroup::Cgroup>,
+}
+
 /// A sandbox.
 pub struct Sandbox {
     pub(crate) id: String,
@@ -207,7 +213,7 @@ impl Sandbox {
         snapshot_tag: Option<String>,
         created_at_unix: u64,
         store: Arc<Store>,
-    ) -> Result<(Arc<Sandbox>, QemuProcess, mpsc::Receiver<Command>)> {
+    ) -> Result<(Arc<Sandbox>, Qemu, mpsc::Receiver<Command>)> {
         let Running {
             mut vm,
             link,
@@ -215,6 +221,7 @@ impl Sandbox {
         } = running;
         let pid = vm.process.pid();
         let net = vm.net.take();
+        let cgroup = vm.cgroup.take();
         let volumes = vm.volumes.commit();
         let boot_ms = Some(ready_ms as u64);
         let row = SandboxRow {
@@ -265,7 +272,11 @@ impl Sandbox {
             span,
             branch_lock: tokio::sync::Mutex::new(()),
         };
-        Ok((Arc::new(sb), vm.process, cmd_rx))
+        let qemu = Qemu {
+            process: vm.process,
+            cgroup,
+        };
+        Ok((Arc::new(sb), qemu, cmd_rx))
     }
 
     /// A sandbox a previous daemon left, shown dead with `reason`.

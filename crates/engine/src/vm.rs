@@ -45,6 +45,8 @@ const ENTROPY_BYTES: usize = 64;
 pub(crate) struct Vm {
     pub(crate) id: String,
     pub(crate) process: QemuProcess,
+    /// Its cgroup (removed once QEMU is gone).
+    pub(crate) cgroup: Option<crate::cgroup::Cgroup>,
     /// Its network namespace (QEMU runs inside; removed after QEMU is killed).
     pub(crate) net: Option<Arc<zygote_net::SandboxNet>>,
     pub(crate) qmp: Arc<Qmp>,
@@ -98,8 +100,16 @@ impl Vm {
 
 /// Start QEMU and connect its QMP socket, failing with QEMU's own words if it
 /// exits first.
-async fn start_qemu(engine: &Engine, cfg: &zygote_qemu::VmConfig) -> Result<(QemuProcess, Qmp)> {
-    let mut process = QemuProcess::spawn(&engine.qemu, cfg)?;
+async fn start_qemu(
+    engine: &Engine,
+    cfg: &zygote_qemu::VmConfig,
+) -> Result<(QemuProcess, Option<crate::cgroup::Cgroup>, Qmp)> {
+    let mut cgroup = engine.qemu_cgroup(&cfg.name, cfg.memory_mib, cfg.vcpus)?;
+    let join = cgroup.as_ref().map(|c| c.join_fds()).unwrap_or_default();
+    let mut process = QemuProcess::spawn(&engine.qemu, cfg, &join)?;
+    if let Some(c) = &mut cgroup {
+        c.joined();
+    }
     let timeout = engine.cfg.boot_timeout;
     let qmp = tokio::select! {
         q = Qmp::connect(&cfg.qmp_socket, timeout) => q,
@@ -108,7 +118,7 @@ async fn start_qemu(engine: &Engine, cfg: &zygote_qemu::VmConfig) -> Result<(Qem
             Err(e) => e,
         }),
     }?;
-    Ok((process, qmp))
+    Ok((process, cgroup, qmp))
 }
 
 fn unix_nanos() -> u128 {
@@ -203,10 +213,11 @@ impl Engine {
             },
             Start::Boot,
         );
-        let (process, qmp) = start_qemu(self, &cfg).await?;
+        let (process, cgroup, qmp) = start_qemu(self, &cfg).await?;
         let mut vm = Vm {
             id: id.to_string(),
             process,
+            cgroup,
             net,
             qmp: Arc::new(qmp),
             memory,
@@ -311,7 +322,7 @@ impl Engine {
             Start::Restore,
         );
         let prep_ms = t.elapsed().as_secs_f64() * 1e3;
-        let (mut process, qmp) = start_qemu(self, &cfg).await?;
+        let (mut process, cgroup, qmp) = start_qemu(self, &cfg).await?;
         let qmp_ms = t.elapsed().as_secs_f64() * 1e3;
         let load = async {
             qmp.execute(
@@ -347,6 +358,7 @@ impl Engine {
         Ok(Vm {
             id: id.to_string(),
             process,
+            cgroup,
             net,
             qmp: Arc::new(qmp),
             memory,
@@ -463,6 +475,7 @@ impl Engine {
         let qmp = Qmp::connect(&dir.qmp_socket(), timeout).await?;
         let mut vm = Vm {
             id: row.id.clone(),
+            cgroup: self.cgroup_of(pid),
             process,
             net,
             qmp: Arc::new(qmp),

@@ -88,7 +88,13 @@ impl QemuProcess {
     /// Starts QEMU with `cfg.args()`. Must be called inside a tokio runtime.
     /// Returns once the process exists; QEMU may still fail (bad option, missing
     /// file): that shows as an early exit with the reason in [`QemuExit`].
-    pub fn spawn(bin: &QemuBinary, cfg: &VmConfig) -> Result<QemuProcess, QemuError> {
+    /// Before it runs, QEMU writes itself into each of `cgroups` (open
+    /// `cgroup.procs` files), so it never runs outside its caps.
+    pub fn spawn(
+        bin: &QemuBinary,
+        cfg: &VmConfig,
+        cgroups: &[std::os::fd::RawFd],
+    ) -> Result<QemuProcess, QemuError> {
         cfg.validate()?;
         let args = cfg.args();
         tracing::debug!(name = %cfg.name, cmd = %format!("{} {}", bin.path.display(), args.join(" ")), "spawning QEMU");
@@ -112,6 +118,22 @@ impl QemuProcess {
                 cmd.pre_exec(move || {
                     if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                         return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if !cgroups.is_empty() {
+            let fds = cgroups.to_vec();
+            // SAFETY: between fork and exec the closure only calls write(2),
+            // which is async-signal-safe, on descriptors the caller keeps open
+            // until after spawn; `fds` was allocated before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for fd in &fds {
+                        if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });

@@ -77,7 +77,7 @@ async fn boot_loop() {
             name: format!("boot-loop-{i}"),
         };
         let start = Instant::now();
-        let mut p = QemuProcess::spawn(&bin, &cfg).unwrap();
+        let mut p = QemuProcess::spawn(&bin, &cfg, &[]).unwrap();
         let qmp = Qmp::connect(&cfg.qmp_socket, Duration::from_secs(10))
             .await
             .unwrap();

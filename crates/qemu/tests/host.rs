@@ -141,7 +141,7 @@ async fn a_failing_qemu_reports_its_stderr() {
         &dir.path().join("no-such-disk.qcow2"),
     );
     cfg.name = "zygote-test-bad".into();
-    let mut p = QemuProcess::spawn(&bin, &cfg).unwrap();
+    let mut p = QemuProcess::spawn(&bin, &cfg, &[]).unwrap();
     let exit = p.wait_timeout(Duration::from_secs(30)).await.unwrap();
     assert!(!exit.status.expect("our child has a status").success());
     assert!(exit.stderr_tail.contains("no-such-disk"), "{exit}");
@@ -170,7 +170,7 @@ async fn boots_a_tiny_guest_with_memfd_ram() {
     let allocated_before = mem.allocated_bytes().unwrap();
 
     let start = Instant::now();
-    let mut p = QemuProcess::spawn(&bin, &cfg).unwrap();
+    let mut p = QemuProcess::spawn(&bin, &cfg, &[]).unwrap();
     let qmp = Qmp::connect(&cfg.qmp_socket, Duration::from_secs(10))
         .await
         .unwrap();
@@ -264,7 +264,7 @@ async fn kill_ends_a_running_qemu() {
     let mut cfg = config(dir.path(), &mem, &kernel, &initrd, &disk);
     cfg.start_paused = true;
     cfg.name = "zygote-test-kill".into();
-    let mut p = QemuProcess::spawn(&bin, &cfg).unwrap();
+    let mut p = QemuProcess::spawn(&bin, &cfg, &[]).unwrap();
     let qmp = Qmp::connect(&cfg.qmp_socket, Duration::from_secs(10))
         .await
         .unwrap();
@@ -295,7 +295,7 @@ async fn a_volume_slot_takes_a_new_disk_under_its_device() {
     cfg.start_paused = true;
     cfg.name = "zygote-test-vol".into();
     cfg.volumes = vec![None, None];
-    let mut p = QemuProcess::spawn(&bin, &cfg).unwrap();
+    let mut p = QemuProcess::spawn(&bin, &cfg, &[]).unwrap();
     let qmp = Qmp::connect(&cfg.qmp_socket, Duration::from_secs(10))
         .await
         .unwrap();

@@ -91,7 +91,7 @@ fn config(dir: &Path, name: &str, mem: &MemFd, share: bool, img: &Image, disk: &
 }
 
 async fn start(bin: &QemuBinary, cfg: &VmConfig) -> (QemuProcess, Qmp) {
-    let p = QemuProcess::spawn(bin, cfg).expect("spawn QEMU");
+    let p = QemuProcess::spawn(bin, cfg, &[]).expect("spawn QEMU");
     let q = Qmp::connect(&cfg.qmp_socket, Duration::from_secs(20))
         .await
         .unwrap_or_else(|e| panic!("{}: QMP: {e}; stderr: {}", cfg.name, p.stderr_tail()));

@@ -24,8 +24,91 @@ fn netns(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// QEMU's seccomp filter, no_new_privs and a namespace that is not the
-/// host's, for every QEMU of this daemon.
+/// The directories of QEMU `pid`'s own cgroup (v1: its memory, cpu and pids
+/// groups; v2: its one group), each checked to be zygote's.
+fn cgroup_dirs(pid: u32) -> Vec<std::path::PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let ctrl = match (v2, ctrls) {
+            (true, "") => "",
+            (false, c)
+                if ["memory", "cpu", "pids"]
+                    .iter()
+                    .any(|x| c.split(',').any(|y| y == *x)) =>
+            {
+                ["memory", "cpu", "pids"]
+                    .into_iter()
+                    .find(|x| c.split(',').any(|y| y == *x))
+                    .unwrap()
+            }
+            _ => continue,
+        };
+        assert!(
+            path.starts_with("/zygote/"),
+            "QEMU {pid} is in {ctrl}:{path}, not a zygote cgroup"
+        );
+        dirs.push(
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(ctrl)
+                .join(&path[1..]),
+        );
+    }
+    assert_eq!(dirs.len(), if v2 { 1 } else { 3 }, "QEMU {pid}: {text}");
+    // v1: memory, cpu, pids in that order.
+    dirs.sort_by_key(|d| {
+        ["memory", "cpu", "pids"]
+            .iter()
+            .position(|c| d.starts_with(format!("/sys/fs/cgroup/{c}/")))
+    });
+    dirs
+}
+
+fn read(p: &std::path::Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// QEMU `pid` (a 256 MiB, 1-vCPU guest) is capped: memory at guest RAM plus
+/// the 256 MiB allowance the test asks for, CPU at two CPUs' worth, 256 tasks.
+fn capped(pid: u32) -> Vec<std::path::PathBuf> {
+    let dirs = cgroup_dirs(pid);
+    let want_mem = ((256u64 + 256) << 20).to_string();
+    if dirs.len() == 1 {
+        assert_eq!(read(&dirs[0].join("memory.max")), want_mem, "QEMU {pid}");
+        assert_eq!(
+            read(&dirs[0].join("cpu.max")),
+            "200000 100000",
+            "QEMU {pid}"
+        );
+        assert_eq!(read(&dirs[0].join("pids.max")), "256", "QEMU {pid}");
+    } else {
+        assert_eq!(
+            read(&dirs[0].join("memory.limit_in_bytes")),
+            want_mem,
+            "QEMU {pid}"
+        );
+        assert_eq!(
+            read(&dirs[1].join("cpu.cfs_quota_us")),
+            "200000",
+            "QEMU {pid}"
+        );
+        assert_eq!(read(&dirs[2].join("pids.max")), "256", "QEMU {pid}");
+    }
+    dirs
+}
+
+/// QEMU's seccomp filter, no_new_privs, a namespace that is not the host's
+/// and a capped cgroup of its own, for every QEMU of this daemon.
 fn confined(d: &Daemon) -> Vec<u32> {
     let host = netns(std::process::id());
     let pids = qemu_processes(&d.home.to_string_lossy());
@@ -41,7 +124,14 @@ fn confined(d: &Daemon) -> Vec<u32> {
             host,
             "QEMU {p} runs in the host's network namespace"
         );
+        capped(p);
     }
+    let groups: std::collections::HashSet<_> = pids.iter().map(|&p| cgroup_dirs(p)).collect();
+    assert_eq!(
+        groups.len(),
+        pids.len(),
+        "every QEMU has a cgroup of its own"
+    );
     pids
 }
 
@@ -53,6 +143,8 @@ async fn every_qemu_is_filtered_and_quotas_answer_429() {
     let d = Daemon::start_with(&[
         "--prestart",
         "1",
+        "--cgroup-overhead-mib",
+        "256",
         "--max-sandboxes",
         "3",
         "--max-guest-memory-mib",
@@ -127,8 +219,15 @@ async fn every_qemu_is_filtered_and_quotas_answer_429() {
             || e.to_string().contains("at most 3 sandboxes"),
         "{e}"
     );
-    // Room again once one goes.
+    // Room again once one goes; its cgroup goes with it.
+    let a_groups = cgroup_dirs(a.pid.expect("a running sandbox has a pid"));
     c.remove(&a.id).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || a_groups
+            .iter()
+            .all(|g| !g.exists())),
+        "the cgroups of a removed sandbox stay: {a_groups:?}"
+    );
     let again = d.create().await;
     assert_eq!(again.state, zygote_proto::api::SandboxState::Running);
 }
@@ -208,4 +307,59 @@ async fn a_guest_that_prints_without_end_is_bounded() {
     );
     // The sandbox still answers.
     assert_eq!(d.sh(&sb.id, "echo alive").await.stdout, "alive\n");
+}
+
+/// A QEMU that grows past its cgroup's memory cap (here a guest filling its
+/// RAM under a 16 MiB allowance for QEMU itself) is killed by the kernel
+/// alone: its sandbox is dead with the reason, its neighbour and the daemon
+/// keep serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_qemu_past_its_memory_cap_dies_alone() {
+    if !require_e2e() {
+        return;
+    }
+    let d = Daemon::start_with(&["--prestart", "0", "--cgroup-overhead-mib", "16"]).await;
+    let c = &d.client;
+    let victim = d.create().await;
+    let neighbour = d.create().await;
+    // Touch 150 MiB more of guest RAM: with QEMU's own ~120 MiB (TCG) it does not fit.
+    let _ = c
+        .exec(
+            &victim.id,
+            &ExecBody {
+                cmd: Some(
+                    "python3 -c 'b = bytearray(150 << 20); b[::4096] = b\"\\x01\" * len(range(0, len(b), 4096)); print(len(b))'"
+                        .into(),
+                ),
+                timeout_secs: Some(60.0),
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut reason = String::new();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        let v = c.get(&victim.id).await.unwrap();
+        if v.state == zygote_proto::api::SandboxState::Dead {
+            reason = v.reason.unwrap_or_default();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        reason.contains("OOM killer") && reason.contains("cgroup"),
+        "reason: {reason:?}"
+    );
+    let r = c
+        .exec(
+            &neighbour.id,
+            &ExecBody {
+                cmd: Some("echo alive".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, "alive\n");
+    assert!(c.health().await.unwrap().ok);
 }
