@@ -232,6 +232,23 @@ struct DaemonArgs {
     /// Most snapshots kept (paused sandboxes' own not counted).
     #[arg(long)]
     max_snapshots: Option<usize>,
+    /// Most disk every snapshot takes together, in GiB (fractions allowed):
+    /// a branch or snapshot that could pass it is refused (429).
+    #[arg(long, value_name = "GIB", value_parser = positive_gib)]
+    max_snapshot_gib: Option<f64>,
+    /// Free space kept on the home's file system, in GiB: a start or
+    /// snapshot beginning below it is refused (507).
+    #[arg(long, value_name = "GIB", value_parser = positive_gib)]
+    min_free_disk_gib: Option<f64>,
+}
+
+fn positive_gib(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a size in GiB: pass a number such as 2 or 0.5"
+        )),
+    }
 }
 
 const DAEMON_HELP: &str = "\
@@ -357,6 +374,8 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
         max_sandboxes: a.max_sandboxes,
         max_guest_memory_mib: a.max_guest_memory_mib,
         max_snapshots: a.max_snapshots,
+        max_snapshot_gib: a.max_snapshot_gib,
+        min_free_disk_gib: a.min_free_disk_gib,
     };
     engine.network = match a.network.as_str() {
         "none" => zygote_engine::NetworkMode::None,

@@ -129,8 +129,8 @@ impl Engine {
     /// Branch a running sandbox into a new snapshot; the parent keeps running.
     pub async fn branch(self: &Arc<Self>, id: &str, spec: BranchSpec) -> Result<SnapshotView> {
         self.check_open()?;
-        self.admit_snapshot()?;
         let sb = self.get(id)?;
+        self.admit_snapshot(sb.machine.memory_mib)?;
         let span = sb.span.clone();
         let t0 = Instant::now();
         let branched = self.branch_inner(&sb, &spec, None).instrument(span).await;

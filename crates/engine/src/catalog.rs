@@ -113,7 +113,7 @@ impl Engine {
     /// the booted sandbox.
     pub async fn create_snapshot(self: &Arc<Self>, req: SnapshotSpec) -> Result<SnapshotView> {
         self.check_open()?;
-        self.admit_snapshot()?;
+        self.admit_snapshot(req.memory_mib.unwrap_or(crate::DEFAULT_MEMORY_MIB))?;
         crate::snapshot::validate_tag(&req.tag)?;
         if self.snapshots.get(&req.tag).is_ok() {
             return Err(EngineError::Conflict(format!(

@@ -1,4 +1,5 @@
-//! Admission: the daemon's quotas on sandboxes, guest memory and snapshots.
+//! Admission: the daemon's quotas on sandboxes, guest memory, snapshots
+//! (their count and their bytes on disk) and the disk space it keeps free.
 //! A start reserves its share before it launches anything ([`Admission`],
 //! released when the start is registered or fails), so concurrent starts
 //! cannot together pass a limit each would respect alone. Past a limit the
@@ -12,7 +13,7 @@ use crate::model::SandboxState;
 use crate::Engine;
 
 /// The daemon's quotas (`None`: no limit).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Limits {
     /// Sandboxes with a VM at once (running, starting, or stopping).
     pub max_sandboxes: Option<usize>,
@@ -20,6 +21,15 @@ pub struct Limits {
     pub max_guest_memory_mib: Option<u64>,
     /// Snapshots (not counting those paused sandboxes own).
     pub max_snapshots: Option<usize>,
+    /// Bytes every snapshot takes on disk together, GiB.
+    pub max_snapshot_gib: Option<f64>,
+    /// Free space kept on the home's file system, GiB: a start or snapshot
+    /// that would begin below it is refused (507).
+    pub min_free_disk_gib: Option<f64>,
+}
+
+fn gib(g: f64) -> u64 {
+    (g * (1u64 << 30) as f64) as u64
 }
 
 /// What starts in flight have reserved: sandboxes and MiB.
@@ -54,6 +64,7 @@ impl Engine {
     /// Reserve `n` sandboxes of `memory_mib` each, or refuse naming the limit.
     pub(crate) fn admit(&self, n: usize, memory_mib: u64) -> Result<Admission<'_>> {
         let l = self.cfg.limits;
+        self.keep_free("a new sandbox")?;
         let (live_n, live_mib) = self.live_load();
         let mut r = self.reserved.0.lock().unwrap_or_else(|p| p.into_inner());
         let (want_n, want_mib) = (n, memory_mib.saturating_mul(n as u64));
@@ -82,8 +93,43 @@ impl Engine {
         })
     }
 
-    /// Refuse a new snapshot past `--max-snapshots`.
-    pub(crate) fn admit_snapshot(&self) -> Result<()> {
+    /// Refuse work that writes to disk once the home's file system is below
+    /// `--min-free-disk-gib`.
+    pub(crate) fn keep_free(&self, what: &str) -> Result<()> {
+        let Some(min) = self.cfg.limits.min_free_disk_gib else {
+            return Ok(());
+        };
+        let home = &self.cfg.home;
+        let free = crate::disks::free_bytes(home).map_err(|source| EngineError::Io {
+            what: format!("cannot statvfs {}", home.display()),
+            source,
+        })?;
+        if free < gib(min) {
+            return Err(EngineError::DiskFull {
+                what: format!("{what} (this daemon keeps --min-free-disk-gib {min} free)"),
+                path: home.display().to_string(),
+                needed_mib: gib(min) >> 20,
+                free_mib: free >> 20,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuse a new snapshot of `memory_mib` guest RAM past `--max-snapshots`
+    /// or `--max-snapshot-gib`, or below `--min-free-disk-gib`.
+    pub(crate) fn admit_snapshot(&self, memory_mib: u64) -> Result<()> {
+        self.keep_free("a new snapshot")?;
+        if let Some(max) = self.cfg.limits.max_snapshot_gib {
+            let have = self.snapshots.persisted_bytes();
+            let want = memory_mib << 20;
+            if have + want > gib(max) {
+                return Err(EngineError::Limit(format!(
+                    "snapshots may take {max} GiB on disk (--max-snapshot-gib) and take {} MiB, so one of up to {} MiB more would pass it: delete some (`zygote snapshot rm`), or raise --max-snapshot-gib",
+                    have >> 20,
+                    memory_mib
+                )));
+            }
+        }
         if let Some(max) = self.cfg.limits.max_snapshots {
             let have = self
                 .snapshots

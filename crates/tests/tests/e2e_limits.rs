@@ -363,3 +363,38 @@ async fn a_qemu_past_its_memory_cap_dies_alone() {
     assert_eq!(r.stdout, "alive\n");
     assert!(c.health().await.unwrap().ok);
 }
+
+/// The disk quotas: snapshots' bytes together (`--max-snapshot-gib`, a 429
+/// naming it) and the free space the daemon keeps (`--min-free-disk-gib`,
+/// a 507 naming it); both refuse before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_quotas_answer_429_and_507() {
+    if !require_e2e() {
+        return;
+    }
+    // 0.3 GiB: one 256 MiB snapshot fits, a second could not.
+    let d = Daemon::start_with(&["--prestart", "0", "--max-snapshot-gib", "0.3"]).await;
+    let c = &d.client;
+    let a = d.create().await;
+    let wait = BranchBody {
+        wait: true,
+        ..Default::default()
+    };
+    c.branch(&a.id, &wait).await.unwrap();
+    let e = c.branch(&a.id, &wait).await.unwrap_err();
+    assert_eq!(e.status(), Some(429), "{e}");
+    assert!(e.to_string().contains("--max-snapshot-gib"), "{e}");
+    assert_eq!(c.snapshots().await.unwrap().len(), 1);
+    drop(d);
+
+    // More free space kept than any disk has: nothing starts, nothing snapshots.
+    let d = Daemon::start_with(&["--prestart", "0", "--min-free-disk-gib", "1000000"]).await;
+    let e = d
+        .client
+        .create(&CreateSandbox::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(507), "{e}");
+    assert!(e.to_string().contains("--min-free-disk-gib"), "{e}");
+    assert!(d.client.list().await.unwrap().is_empty());
+}
