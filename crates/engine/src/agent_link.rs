@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -186,6 +186,7 @@ impl AgentLink {
         let cancel_out = out_tx.clone();
         let reader = tokio::spawn(async move {
             let mut hello_tx = Some(hello_tx);
+            let mut bad = BadFrames::new(Instant::now());
             let mut dec = Decoder::new();
             let mut buf = vec![0u8; 512 * 1024];
             let reason = loop {
@@ -195,7 +196,7 @@ impl AgentLink {
                     Err(e) => break format!("agent socket read failed: {e}"),
                 };
                 dec.feed(&buf[..n]);
-                loop {
+                let flooded = loop {
                     match dec.next_frame() {
                         Ok(Some(f)) => {
                             if f.id == CONNECTION_ID {
@@ -212,9 +213,16 @@ impl AgentLink {
                             }
                             route_frame(&reader_routes, &reader_overrun, &cancel_out, f);
                         }
-                        Ok(None) => break,
-                        Err(e) => warn!(error = %e, "undecodable frame from the agent"),
+                        Ok(None) => break None,
+                        Err(e) => {
+                            if let Some(why) = bad.count(&e, Instant::now()) {
+                                break Some(why);
+                            }
+                        }
                     }
+                };
+                if let Some(why) = flooded {
+                    break why;
                 }
             };
             debug!(%reason, "agent link closed");
@@ -257,6 +265,11 @@ impl AgentLink {
     /// Why the link closed, if it has.
     pub fn closed(&self) -> Option<String> {
         self.shared.closed.borrow().clone()
+    }
+
+    /// Why the link closed, once it does.
+    pub fn closed_watch(&self) -> watch::Receiver<Option<String>> {
+        self.shared.closed.clone()
     }
 
     /// Start a request: allocate an id, send the first frame.
@@ -395,6 +408,53 @@ fn check_size(frame: &[u8]) -> Result<(), LinkError> {
     Ok(())
 }
 
+/// Undecodable frames logged before they are only counted.
+const BAD_FRAMES_LOGGED: u64 = 10;
+/// Undecodable frames within [`BAD_FRAME_WINDOW`] that close the link.
+const BAD_FRAMES_MAX: u32 = 100;
+/// The window [`BAD_FRAMES_MAX`] counts in.
+const BAD_FRAME_WINDOW: Duration = Duration::from_secs(10);
+
+/// The undecodable frames a guest sent: a few are logged, the rest
+/// counted; a flood closes the link (a broken or hostile agent cannot fill
+/// the daemon's log or keep its reader busy).
+struct BadFrames {
+    total: u64,
+    in_window: u32,
+    window_start: Instant,
+}
+
+impl BadFrames {
+    fn new(now: Instant) -> BadFrames {
+        BadFrames {
+            total: 0,
+            in_window: 0,
+            window_start: now,
+        }
+    }
+
+    /// Count one; `Some(reason)` when the link must close.
+    fn count(&mut self, e: &dyn std::fmt::Display, now: Instant) -> Option<String> {
+        self.total += 1;
+        if self.total <= BAD_FRAMES_LOGGED {
+            warn!(error = %e, "undecodable frame from the agent");
+        } else if self.total == BAD_FRAMES_LOGGED + 1 {
+            warn!("more undecodable frames from the agent: counted, no longer logged");
+        }
+        if now.duration_since(self.window_start) >= BAD_FRAME_WINDOW {
+            self.window_start = now;
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+        (self.in_window > BAD_FRAMES_MAX).then(|| {
+            format!(
+                "the guest agent sent more than {BAD_FRAMES_MAX} undecodable frames within {BAD_FRAME_WINDOW:?} ({} in all): the link was closed",
+                self.total
+            )
+        })
+    }
+}
+
 fn closed_reason(rx: &watch::Receiver<Option<String>>) -> String {
     rx.borrow()
         .clone()
@@ -477,5 +537,84 @@ impl Drop for Request {
                 .out
                 .try_send(agent::encode_vec(self.id, &Msg::Cancel, &[]));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A fake agent: answers the handshake, then sends `bad` frames whose
+    /// length is right and whose header is garbage.
+    async fn flooding_agent(path: &Path, bad: usize) -> tokio::task::JoinHandle<()> {
+        let l = tokio::net::UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            let ok = agent::encode_vec(
+                CONNECTION_ID,
+                &Msg::HelloOk {
+                    protocol: AGENT_PROTOCOL_VERSION,
+                    agent_version: "fake".into(),
+                    boot_id: "b".into(),
+                },
+                &[],
+            );
+            s.write_all(&ok).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut garbage = Vec::new();
+            for _ in 0..bad {
+                garbage.extend_from_slice(&12u32.to_be_bytes());
+                garbage.extend_from_slice(&8u32.to_be_bytes());
+                garbage.extend_from_slice(b"not json");
+            }
+            let _ = s.write_all(&garbage).await;
+            // Stay open: only the daemon may end this link.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+    }
+
+    #[test]
+    fn bad_frames_are_counted_then_close_the_link() {
+        let mut b = BadFrames::new(Instant::now());
+        let t0 = Instant::now();
+        for _ in 0..BAD_FRAMES_MAX {
+            assert!(b.count(&"x", t0).is_none());
+        }
+        assert!(b.count(&"x", t0).is_some());
+        // Spread out, the same number is tolerated.
+        let mut b = BadFrames::new(t0);
+        for i in 0..(BAD_FRAMES_MAX * 3) {
+            let at = t0 + BAD_FRAME_WINDOW * (i / BAD_FRAMES_MAX + 1) + Duration::from_millis(1);
+            assert!(b.count(&"x", at).is_none(), "frame {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_garbage_closes_the_link_and_a_trickle_does_not() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("flood.sock");
+        let _agent = flooding_agent(&p, 500).await;
+        let link = AgentLink::connect(&p, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut w = link.closed_watch();
+        let why = tokio::time::timeout(Duration::from_secs(5), w.wait_for(|r| r.is_some()))
+            .await
+            .expect("the link closes")
+            .unwrap()
+            .clone()
+            .unwrap();
+        assert!(why.contains("undecodable frames"), "{why}");
+
+        let p = d.path().join("trickle.sock");
+        let _agent = flooding_agent(&p, 5).await;
+        let link = AgentLink::connect(&p, Duration::from_secs(5))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(link.closed(), None);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn, Instrument};
 
 use crate::error::{EngineError, Result};
@@ -417,6 +417,42 @@ impl Engine {
     }
 }
 
+/// Mark `sb` dead after its QEMU exited on its own, saying why.
+fn died(
+    sb: &Sandbox,
+    cgroup: Option<&crate::cgroup::Cgroup>,
+    status: std::result::Result<zygote_qemu::QemuExit, zygote_qemu::QemuError>,
+) {
+    let reason = match status {
+        _ if cgroup.is_some_and(|c| c.oom_killed()) => format!(
+            "QEMU was killed by the kernel's OOM killer: it reached its cgroup's memory cap (guest RAM {} MiB plus QEMU's allowance; raise --cgroup-overhead-mib)",
+            sb.machine.memory_mib
+        ),
+        Ok(st) => format!("QEMU exited unexpectedly ({st})"),
+        Err(e) => format!("QEMU could not be waited for: {e}"),
+    };
+    let tail = console_tail(&sb.dir.console_log());
+    warn!(%reason, console = %tail, "sandbox died");
+    sb.set_state(SandboxState::Dead, Some(reason));
+}
+
+/// Why `link` closed, once it does (never, without one; a link closed
+/// before is seen at once).
+async fn link_closed(link: &mut Option<watch::Receiver<Option<String>>>) -> String {
+    let Some(rx) = link else {
+        return std::future::pending().await;
+    };
+    let why = rx.wait_for(|r| r.is_some()).await.map(|r| r.clone());
+    match why {
+        Ok(r) => r.unwrap_or_default(),
+        Err(_) => {
+            // The link is gone (the sandbox let it go): nothing more to watch.
+            *link = None;
+            std::future::pending().await
+        }
+    }
+}
+
 /// The one owner of a sandbox's QEMU process; frees its guest memory when
 /// QEMU is gone.
 async fn supervise(
@@ -431,20 +467,27 @@ async fn supervise(
     // The console log is cut back every few seconds (a guest may print
     // without end).
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    // A link that closes while QEMU runs leaves a sandbox nobody can reach.
+    let mut link = sb.guest.as_ref().map(|g| g.link.closed_watch());
     let stop_reply = loop {
         tokio::select! {
+            why = link_closed(&mut link) => {
+                // QEMU's own exit, if it is on its way, says more.
+                match tokio::time::timeout(Duration::from_secs(1), proc.wait()).await {
+                    Ok(status) => died(&sb, cgroup.as_ref(), status),
+                    Err(_) => {
+                        let reason = format!("its guest agent cannot be reached ({why}); QEMU was stopped: remove the sandbox");
+                        warn!(%reason, "sandbox dead");
+                        sb.set_state(SandboxState::Dead, Some(reason));
+                        if let Err(e) = proc.kill(STOP_GRACE).await {
+                            warn!(error = %e, "stopping QEMU failed");
+                        }
+                    }
+                }
+                break None;
+            }
             status = proc.wait() => {
-                let reason = match status {
-                    _ if cgroup.as_ref().is_some_and(|c| c.oom_killed()) => format!(
-                        "QEMU was killed by the kernel's OOM killer: it reached its cgroup's memory cap (guest RAM {} MiB plus QEMU's allowance; raise --cgroup-overhead-mib)",
-                        sb.machine.memory_mib
-                    ),
-                    Ok(st) => format!("QEMU exited unexpectedly ({st})"),
-                    Err(e) => format!("QEMU could not be waited for: {e}"),
-                };
-                let tail = console_tail(&sb.dir.console_log());
-                warn!(%reason, console = %tail, "sandbox died");
-                sb.set_state(SandboxState::Dead, Some(reason));
+                died(&sb, cgroup.as_ref(), status);
                 break None;
             }
             _ = tick.tick() => {
