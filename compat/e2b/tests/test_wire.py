@@ -86,3 +86,17 @@ def test_in_sandbox_traffic_needs_the_sandbox_token(sbx: Sandbox, template: str)
         assert r.status_code == 401, r.text
     finally:
         other.kill()
+
+
+def test_e2b_calls_are_audited_and_counted(sbx: Sandbox, daemon) -> None:
+    import json
+
+    sbx.commands.run("true")
+    lines = [json.loads(l) for l in (daemon.home / "audit.log").read_text().splitlines()]
+    starts = [l for l in lines if l["path"] == "/process.Process/Start"]
+    assert starts and starts[-1]["sandbox"] == sbx.sandbox_id, starts[-3:]
+    assert any(l["path"] == "/v2/sandboxes" and l["method"] == "POST" for l in lines)
+    t = httpx.HTTPTransport(uds=daemon.socket)
+    with httpx.Client(transport=t, base_url="http://zygote") as c:
+        text = c.get("/metrics").text
+    assert 'route="e2b"' in text, text[:2000]

@@ -233,7 +233,17 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     }
 
     if let Some(e) = &cfg.e2b {
-        servers.push(serve_e2b(e, state.engine.clone(), e2b_tls, limits, stop_rx.clone()).await?);
+        servers.push(
+            serve_e2b(
+                e,
+                state.engine.clone(),
+                observer.clone(),
+                e2b_tls,
+                limits,
+                stop_rx.clone(),
+            )
+            .await?,
+        );
     }
 
     let exit = wait_for_signal(cfg.keep_sandboxes).await;
@@ -266,6 +276,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
 async fn serve_e2b(
     e: &E2bListen,
     engine: Arc<dyn EngineApi>,
+    observer: Arc<observe::Observer>,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: ConnLimits,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -276,7 +287,18 @@ async fn serve_e2b(
     };
     let tcp = TcpListener::bind(e.addr).await.map_err(bind)?;
     info!(addr = %e.addr, tls = tls.is_some(), "serving E2B's API");
-    let app = zygote_e2b::router(engine, e.keys.clone());
+    // Counted and audited like the rest, under the route label `e2b`.
+    let app = zygote_e2b::router(engine, e.keys.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            observer,
+            observe::observe,
+        ))
+        .layer(axum::middleware::map_request(
+            |mut req: axum::extract::Request| async move {
+                req.extensions_mut().insert(observe::RouteLabel("e2b"));
+                req
+            },
+        ));
     Ok(match tls {
         Some(tls) => {
             let tls = tls::TlsListener::new(tcp, tls).map_err(bind)?;

@@ -89,6 +89,14 @@ pub(crate) struct Observer {
 /// Route label for requests no route matched.
 const UNMATCHED: &str = "unmatched";
 
+/// The route label of a listener whose router routes by itself (E2B's),
+/// as a request extension.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteLabel(pub(crate) &'static str);
+
+/// Header naming the sandbox of E2B's in-sandbox traffic.
+const E2B_SANDBOX_HEADER: &str = "e2b-sandbox-id";
+
 /// Ids a handler made or touched, for the audit line (a response extension).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Found {
@@ -168,7 +176,17 @@ pub(crate) async fn observe(
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
+        .map(|m| m.as_str().to_string())
+        .or_else(|| {
+            req.extensions()
+                .get::<RouteLabel>()
+                .map(|l| l.0.to_string())
+        });
+    let header_sandbox = req
+        .headers()
+        .get(E2B_SANDBOX_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let token = req.headers().contains_key(header::AUTHORIZATION);
     let caller = req
         .extensions()
@@ -191,7 +209,10 @@ pub(crate) async fn observe(
         .cloned()
         .unwrap_or_default();
     if found.sandbox.is_none() {
-        found.sandbox = route.as_deref().and_then(|r| sandbox_in_path(r, &path));
+        found.sandbox = route
+            .as_deref()
+            .and_then(|r| sandbox_in_path(r, &path))
+            .or(header_sandbox);
     }
     let latency = t0.elapsed();
     obs.metrics
