@@ -8,18 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
-use tokio::net::{TcpListener, UnixListener};
 use zygote_proto::api::SpawnResult;
 
 use crate::audit::{self, AuditLog, Caller};
 use crate::metrics::Metrics;
-use crate::tls::TlsListener;
 
 /// The peer of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -28,34 +24,6 @@ pub(crate) enum Peer {
     Unix { uid: Option<u32>, pid: Option<i32> },
     /// TCP, plain or TLS.
     Tcp { addr: SocketAddr, tls: bool },
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(s: IncomingStream<'_, UnixListener>) -> Self {
-        let cred = s.io().peer_cred().ok();
-        Peer::Unix {
-            uid: cred.map(|c| c.uid()),
-            pid: cred.and_then(|c| c.pid()),
-        }
-    }
-}
-
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(s: IncomingStream<'_, TcpListener>) -> Self {
-        Peer::Tcp {
-            addr: *s.remote_addr(),
-            tls: false,
-        }
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(s: IncomingStream<'_, TlsListener>) -> Self {
-        Peer::Tcp {
-            addr: *s.remote_addr(),
-            tls: true,
-        }
-    }
 }
 
 impl Peer {

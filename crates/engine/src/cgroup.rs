@@ -311,11 +311,6 @@ impl Cgroup {
             })
             .is_some_and(|n| n > 0)
     }
-
-    /// The group's directories.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
 }
 
 impl Drop for Cgroup {

@@ -116,6 +116,15 @@ fn json(status: StatusCode, v: impl serde::Serialize) -> Response {
     (status, Json(v)).into_response()
 }
 
+/// One page of a list, the next page's token in `X-Next-Token`.
+fn paged(items: impl serde::Serialize, next: Option<String>) -> Response {
+    let mut resp = json(StatusCode::OK, items);
+    if let Some(n) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        resp.headers_mut().insert("x-next-token", n);
+    }
+    resp
+}
+
 /// A sandbox E2B may see (Stopping and Dead ones are gone to it).
 fn live(app: &App, id: &str) -> Result<SandboxView, ApiError> {
     let v = app.engine.sandbox(id)?;
@@ -252,11 +261,7 @@ async fn list_v2(State(app): State<App>, Query(q): Query<PageQuery>) -> Answer {
         items.reverse();
     }
     let (items, next) = page(items, |l| l.sandbox_id.as_str(), &q)?;
-    let mut resp = json(StatusCode::OK, items);
-    if let Some(n) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
-        resp.headers_mut().insert("x-next-token", n);
-    }
-    Ok(resp)
+    Ok(paged(items, next))
 }
 
 async fn detail(State(app): State<App>, Path(id): Path<String>) -> Answer {
@@ -437,11 +442,7 @@ async fn snapshots(State(app): State<App>, Query(q): Query<PageQuery>) -> Answer
         })
         .collect();
     let (items, next) = page(items, |s| s.snapshot_id.as_str(), &q)?;
-    let mut resp = json(StatusCode::OK, items);
-    if let Some(n) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
-        resp.headers_mut().insert("x-next-token", n);
-    }
-    Ok(resp)
+    Ok(paged(items, next))
 }
 
 /// `Sandbox.delete_snapshot`: E2B deletes a snapshot as a template.

@@ -15,6 +15,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::filesystem::base_name;
 use crate::error::ApiError;
 use crate::route::{Target, ACCESS_TOKEN_HEADER};
 use crate::App;
@@ -44,10 +45,6 @@ pub(crate) fn absolute(path: &str) -> String {
     } else {
         format!("{HOME}/{}", path.trim_start_matches("./"))
     }
-}
-
-fn base_name(path: &str) -> String {
-    path.rsplit('/').next().unwrap_or(path).to_string()
 }
 
 /// The v1 signature of a file URL: `v1_` and the unpadded base64 SHA-256 of

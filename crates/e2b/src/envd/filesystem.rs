@@ -129,7 +129,7 @@ fn entry(e: WalkEntry) -> EntryInfo {
 }
 
 /// The last component of a path (`/` for the root).
-fn base_name(path: &str) -> String {
+pub(crate) fn base_name(path: &str) -> String {
     path.trim_end_matches('/')
         .rsplit('/')
         .next()
