@@ -107,6 +107,10 @@ impl Interp {
         for (k, v) in BASE_ENV {
             cmd.env(k, v);
         }
+        // The image's own environment (an OCI image's PATH finds its python3).
+        for (k, v) in &crate::defaults::get().env {
+            cmd.env(k, v);
+        }
         cmd.env("PYTHONDONTWRITEBYTECODE", "1");
         cmd.current_dir("/");
         cmd.stdin(Stdio::piped())

@@ -166,7 +166,12 @@ pub(crate) fn build(req: &ExecRequest, own_group: bool) -> Result<Command, Agent
             if prog.is_empty() {
                 return Err(bad("argv[0] is empty: pass a program name or path"));
             }
-            let path = req.env.get("PATH").map_or(BASE_ENV[0].1, String::as_str);
+            let image_path = crate::defaults::get().env.get("PATH");
+            let path = req
+                .env
+                .get("PATH")
+                .or(image_path)
+                .map_or(BASE_ENV[0].1, String::as_str);
             let mut c = match resolve(prog, path) {
                 Some(full) => {
                     let mut c = Command::new(full);
@@ -186,7 +191,8 @@ pub(crate) fn build(req: &ExecRequest, own_group: bool) -> Result<Command, Agent
     for (k, v) in BASE_ENV {
         cmd.env(k, v);
     }
-    let user = match &req.user {
+    let image = crate::defaults::get();
+    let user = match req.user.as_ref().or(image.user.as_ref()) {
         Some(name) => Some(crate::users::lookup(name)?),
         None => None,
     };
@@ -195,6 +201,9 @@ pub(crate) fn build(req: &ExecRequest, own_group: bool) -> Result<Command, Agent
         cmd.env("HOME", &u.home)
             .env("USER", &u.name)
             .env("LOGNAME", &u.name);
+    }
+    for (k, v) in &image.env {
+        cmd.env(k, v);
     }
     for (k, v) in &req.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -209,7 +218,12 @@ pub(crate) fn build(req: &ExecRequest, own_group: bool) -> Result<Command, Agent
         .as_ref()
         .map(|u| u.home.as_str())
         .filter(|h| Path::new(h).is_dir());
-    let cwd = req.cwd.as_deref().or(home).unwrap_or("/");
+    let cwd = req
+        .cwd
+        .as_deref()
+        .or(image.cwd.as_deref())
+        .or(home)
+        .unwrap_or("/");
     if !cwd.starts_with('/') {
         return Err(bad(format!(
             "working directory `{cwd}` is relative: use an absolute path"

@@ -15,6 +15,7 @@
 //! [`sys`] (syscall wrappers), [`util`].
 
 mod conn;
+mod defaults;
 mod dispatch;
 mod eval;
 mod exec;

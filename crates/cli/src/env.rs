@@ -12,6 +12,8 @@ pub(crate) const CA: &str = "ZYGOTE_CA";
 pub(crate) const HOME: &str = "ZYGOTE_HOME";
 /// Path of the static guest agent binary installed into images (`image build`).
 pub(crate) const AGENT_BIN: &str = "ZYGOTE_AGENT_BIN";
+/// Registry password for `image pull --username` without `--password-stdin`.
+pub(crate) const REGISTRY_PASSWORD: &str = "ZYGOTE_REGISTRY_PASSWORD";
 /// Log filter, e.g. `info` or `zygote_engine=debug` (every command).
 pub(crate) const LOG: &str = "ZYGOTE_LOG";
 #[allow(dead_code)] // documented here; read by zygote-qemu

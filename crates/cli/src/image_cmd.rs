@@ -1,5 +1,5 @@
-//! `zygote image build|ls`: run locally against the home directory (building
-//! needs root: debootstrap creates device nodes and root-owned files).
+//! `zygote image build|pull|import|ls`: run locally against the home directory
+//! (building needs root: debootstrap and OCI layers create root-owned files).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -25,6 +25,49 @@ pub(crate) enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pull an OCI image from a registry and make a zygote image of it.
+    ///
+    /// Plain http is used for registries on loopback and with --insecure;
+    /// https (system roots, plus --ca-file) otherwise. Layers are cached by
+    /// digest under HOME/cache/oci; an interrupted pull resumes.
+    Pull {
+        /// REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST).
+        reference: String,
+        /// Image name (default: the reference's last component and tag, e.g. `python-3.12`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Use plain http even for a registry that is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+        /// Extra trusted CA certificates (PEM) for the registry's https.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Registry user (basic auth; the password comes from --password-stdin
+        /// or ZYGOTE_REGISTRY_PASSWORD).
+        #[arg(long)]
+        username: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long, requires = "username")]
+        password_stdin: bool,
+        /// Read a bearer token from standard input instead of a user and password.
+        #[arg(long, conflicts_with = "username")]
+        token_stdin: bool,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// Make a zygote image of an OCI layout directory or a `docker save` tarball.
+    Import {
+        /// An OCI layout directory or a `docker save` tarball.
+        path: PathBuf,
+        /// Which image of the layout or tarball (default: the only one).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Image name (default: from the image's tag).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        local: Local,
+    },
     /// List built images.
     Ls {
         /// Home directory.
@@ -34,6 +77,20 @@ pub(crate) enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where and with what agent an image is made.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Local {
+    /// Home directory.
+    #[arg(long, env = env::HOME, default_value = env::DEFAULT_HOME)]
+    home: PathBuf,
+    /// The static guest agent binary to install.
+    #[arg(long, env = env::AGENT_BIN)]
+    agent: Option<PathBuf>,
+    /// Print a JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The agent binary: `--agent`, else beside this executable's target dir.
@@ -86,48 +143,78 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
             agent,
             json,
         } => {
-            let agent = find_agent(agent)?;
+            let local = Local { home, agent, json };
             let t0 = Instant::now();
-            let outcome = tokio::task::spawn_blocking(move || -> Result<_> {
+            let outcome = make(&local, move |opts, progress| {
                 let recipe = zygote_image::load_recipe(recipe.as_deref())?;
-                let opts = zygote_image::BuildOptions {
-                    home: &home,
-                    agent_bin: &agent,
-                };
-                // On a terminal: a spinner naming the step, finished steps above it.
-                // Otherwise (logs, CI): one line per step as before.
-                let spin = crate::output::Spinner::start(format!("building image {}", recipe.name));
-                let mut progress = |p: zygote_image::Progress| match p {
-                    zygote_image::Progress::Step { name, detail } => {
-                        if spin.active() {
-                            spin.set(format!("{name}: {detail}"));
-                        } else {
-                            eprintln!("  {name}: {detail}");
-                        }
-                    }
-                    zygote_image::Progress::Done { step, secs } => {
-                        spin.println(&format!("  {step}: done in {secs:.1} s"))
-                    }
-                };
-                Ok(zygote_image::build(&recipe, &opts, &mut progress)?)
+                Ok(zygote_image::build(&recipe, opts, progress)?)
             })
-            .await??;
-            if json {
-                let mut v = serde_json::to_value(&outcome.image)?;
-                v["cached"] = outcome.cached.into();
-                v["build_secs"] = t0.elapsed().as_secs_f64().into();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "image {} {} ({}; {:.1} s): {}",
-                    outcome.image.name,
-                    &outcome.image.id[..12.min(outcome.image.id.len())],
-                    if outcome.cached { "cached" } else { "built" },
-                    t0.elapsed().as_secs_f64(),
-                    outcome.image.dir.display()
-                );
-            }
-            Ok(0)
+            .await?;
+            report(&outcome, t0, local.json)
+        }
+        ImageCmd::Pull {
+            reference,
+            name,
+            insecure,
+            ca_file,
+            username,
+            password_stdin,
+            token_stdin,
+            local,
+        } => {
+            let t0 = Instant::now();
+            let remote = zygote_registry::Remote {
+                auth: auth(username, password_stdin, token_stdin)?,
+                insecure,
+                ca_file,
+            };
+            let layout = zygote_registry::Layout::open(&local.home.join("cache/oci"))?;
+            eprintln!("  pull: {reference}");
+            let pulled = zygote_registry::pull_image(&reference, &layout, &remote).await?;
+            eprintln!(
+                "  pull: {} blob(s) fetched ({:.1} MB), {} cached, in {:.1} s",
+                pulled.fetched_blobs,
+                pulled.fetched_bytes as f64 / 1e6,
+                pulled.cached_blobs,
+                t0.elapsed().as_secs_f64()
+            );
+            let dir = layout.dir().to_path_buf();
+            let outcome = make(&local, move |opts, progress| {
+                let mut img = zygote_image::open_layout(&dir, Some(&pulled.reference))?;
+                img.reference = pulled.reference.clone();
+                let name = name.unwrap_or_else(|| zygote_image::suggest_name(&pulled.reference));
+                Ok(zygote_image::import(&img, &name, opts, progress)?)
+            })
+            .await?;
+            report(&outcome, t0, local.json)
+        }
+        ImageCmd::Import {
+            path,
+            tag,
+            name,
+            local,
+        } => {
+            let t0 = Instant::now();
+            let scratch = local
+                .home
+                .join(format!("cache/oci-import/{}", std::process::id()));
+            let home = local.home.clone();
+            let outcome = make(&local, move |opts, progress| {
+                let img = if path.is_dir() {
+                    zygote_image::open_layout(&path, tag.as_deref())
+                } else {
+                    zygote_image::open_docker_archive(&path, &scratch, tag.as_deref())
+                };
+                let made = img.and_then(|img| {
+                    let name = name.unwrap_or_else(|| img.suggested_name.clone());
+                    zygote_image::import(&img, &name, opts, progress)
+                });
+                let _ = std::fs::remove_dir_all(&scratch);
+                let _ = std::fs::remove_dir(home.join("cache/oci-import"));
+                Ok(made?)
+            })
+            .await?;
+            report(&outcome, t0, local.json)
         }
         ImageCmd::Ls { home, json } => {
             let list = zygote_image::list(&home)?;
@@ -156,4 +243,91 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Runs an image step on a blocking thread with progress on stderr: on a
+/// terminal a spinner naming the step, finished steps above it; otherwise
+/// (logs, CI) one line per step.
+async fn make(
+    local: &Local,
+    step: impl FnOnce(
+            &zygote_image::BuildOptions<'_>,
+            &mut dyn FnMut(zygote_image::Progress),
+        ) -> Result<zygote_image::BuildOutcome>
+        + Send
+        + 'static,
+) -> Result<zygote_image::BuildOutcome> {
+    let agent = find_agent(local.agent.clone())?;
+    let home = local.home.clone();
+    tokio::task::spawn_blocking(move || {
+        let opts = zygote_image::BuildOptions {
+            home: &home,
+            agent_bin: &agent,
+        };
+        let spin = crate::output::Spinner::start("making image".to_string());
+        let mut progress = |p: zygote_image::Progress| match p {
+            zygote_image::Progress::Step { name, detail } => {
+                if spin.active() {
+                    spin.set(format!("{name}: {detail}"));
+                } else {
+                    eprintln!("  {name}: {detail}");
+                }
+            }
+            zygote_image::Progress::Done { step, secs } => {
+                spin.println(&format!("  {step}: done in {secs:.1} s"))
+            }
+        };
+        step(&opts, &mut progress)
+    })
+    .await?
+}
+
+fn report(outcome: &zygote_image::BuildOutcome, t0: Instant, json: bool) -> Result<u8> {
+    if json {
+        let mut v = serde_json::to_value(&outcome.image)?;
+        v["cached"] = outcome.cached.into();
+        v["build_secs"] = t0.elapsed().as_secs_f64().into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "image {} {} ({}; {:.1} s): {}",
+            outcome.image.name,
+            &outcome.image.id[..12.min(outcome.image.id.len())],
+            if outcome.cached { "cached" } else { "built" },
+            t0.elapsed().as_secs_f64(),
+            outcome.image.dir.display()
+        );
+    }
+    Ok(0)
+}
+
+/// Registry credentials from the flags, standard input and the environment.
+fn auth(
+    username: Option<String>,
+    password_stdin: bool,
+    token_stdin: bool,
+) -> Result<zygote_registry::Auth> {
+    let read_stdin = || -> Result<String> {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("cannot read standard input")?;
+        Ok(s.trim_end_matches(['\r', '\n']).to_string())
+    };
+    if token_stdin {
+        return Ok(zygote_registry::Auth::Bearer(read_stdin()?));
+    }
+    let Some(username) = username else {
+        return Ok(zygote_registry::Auth::Anonymous);
+    };
+    let password = if password_stdin {
+        read_stdin()?
+    } else {
+        std::env::var(env::REGISTRY_PASSWORD).map_err(|_| {
+            anyhow::anyhow!(
+                "--username {username} needs a password: pass --password-stdin or set {}",
+                env::REGISTRY_PASSWORD
+            )
+        })?
+    };
+    Ok(zygote_registry::Auth::Basic { username, password })
 }

@@ -11,9 +11,18 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cache::{self, IdInputs, Manifest, INITRD_FILE, KERNEL_FILE, META_FILE, ROOTFS_FILE};
 use crate::error::ImageError;
+use crate::oci::{self, OciImage};
 use crate::recipe::{validate_name, Recipe};
 use crate::{debootstrap, host, initramfs, kernel, modules, rootfs};
-use crate::{BuildOptions, BuildOutcome, ImageInfo, Progress, BUSYBOX_PATH};
+use crate::{BuildOptions, BuildOutcome, ExecDefaults, ImageInfo, Progress, BUSYBOX_PATH};
+
+/// Where an image's root tree comes from.
+enum Base<'a> {
+    /// `debootstrap` of the recipe's release and packages.
+    Debian,
+    /// The layers of an OCI image.
+    Oci(&'a OciImage),
+}
 
 /// Builds (or finds already built) the image for `recipe`.
 ///
@@ -21,6 +30,37 @@ use crate::{BuildOptions, BuildOutcome, ImageInfo, Progress, BUSYBOX_PATH};
 /// returns `cached: true` without running any tool.
 pub fn build(
     recipe: &Recipe,
+    opts: &BuildOptions<'_>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BuildOutcome, ImageError> {
+    build_from(recipe, &Base::Debian, opts, progress)
+}
+
+/// Makes an image named `name` from an OCI image (see [`crate::open_layout`]
+/// and [`crate::open_docker_archive`]): its layers are the root tree, zygote's
+/// kernel, initramfs and agent are added, and its config's `Env`,
+/// `WorkingDir` and `User` become the defaults of every exec.
+pub fn import(
+    img: &OciImage,
+    name: &str,
+    opts: &BuildOptions<'_>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BuildOutcome, ImageError> {
+    let recipe = Recipe {
+        name: name.to_string(),
+        release: "oci".into(),
+        packages: Vec::new(),
+        warmup: None,
+        disk_mib: None,
+        files: Vec::new(),
+        source: img.reference.clone().into(),
+    };
+    build_from(&recipe, &Base::Oci(img), opts, progress)
+}
+
+fn build_from(
+    recipe: &Recipe,
+    base_of: &Base<'_>,
     opts: &BuildOptions<'_>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<BuildOutcome, ImageError> {
@@ -40,7 +80,14 @@ pub fn build(
         _ => ImageError::io("read", BUSYBOX_PATH)(e),
     })?;
     let kpkg = kernel::resolve(home)?;
-    let rootfs_key = debootstrap::key(recipe);
+    let (rootfs_key, exec, from) = match base_of {
+        Base::Debian => (debootstrap::key(recipe), ExecDefaults::default(), None),
+        Base::Oci(img) => (
+            format!("oci:{}", img.digest),
+            img.exec.clone(),
+            Some(format!("{}@{}", img.reference, img.digest)),
+        ),
+    };
     let kernel_id = kpkg.id();
     let id = cache::image_id(
         recipe,
@@ -91,7 +138,10 @@ pub fn build(
     });
 
     // Base tree (cached across agents and files).
-    let base = debootstrap::ensure(home, recipe, progress)?;
+    let base = match base_of {
+        Base::Debian => debootstrap::ensure(home, recipe, progress)?,
+        Base::Oci(img) => oci::ensure_tree(home, img, progress)?,
+    };
 
     let staging = name_dir.join(format!(".staging-{id}"));
     host::remove_all(&staging)?;
@@ -130,6 +180,7 @@ pub fn build(
         "name": recipe.name,
         "id": id,
         "warmup": recipe.warmup,
+        "exec": exec,
     }))
     .unwrap_or_default();
     rootfs::assemble(&base, &tree, recipe, opts.agent_bin, &guest_meta)?;
@@ -160,6 +211,8 @@ pub fn build(
         release: recipe.release.clone(),
         packages: recipe.packages.clone(),
         warmup: recipe.warmup.clone(),
+        exec,
+        from,
         created_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -142,6 +142,20 @@ pub enum ImageError {
     /// The builder must run as root (debootstrap, device nodes, file ownership).
     #[error("building an image needs root (debootstrap creates device nodes and root-owned files): run as root")]
     NotRoot,
+
+    /// An OCI layer cannot be applied.
+    #[error(
+        "layer {layer}: entry `{entry}`: {message}: the image is malformed or hostile; rebuild it"
+    )]
+    Layer {
+        layer: String,
+        entry: String,
+        message: String,
+    },
+
+    /// An OCI image (layout directory or `docker save` tarball) is unusable.
+    #[error("OCI image {}: {message}", path.display())]
+    Oci { path: PathBuf, message: String },
 }
 
 fn tail_block(tail: &str) -> String {

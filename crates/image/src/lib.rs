@@ -28,13 +28,16 @@ mod error;
 mod host;
 mod initramfs;
 mod kernel;
+mod layers;
 mod modules;
+mod oci;
 mod recipe;
 mod rootfs;
 
-pub use build::build;
+pub use build::{build, import};
 pub use cache::{list, resolve, FORMAT_VERSION};
 pub use error::ImageError;
+pub use oci::{open_docker_archive, open_layout, suggest_name, OciImage, REF_NAME};
 pub use recipe::{
     builtin_names, load_recipe, parse_recipe, validate_name, Recipe, RecipeFile, DEFAULT_RECIPE,
 };
@@ -93,5 +96,25 @@ pub struct ImageInfo {
     pub release: String,
     pub packages: Vec<String>,
     pub warmup: Option<String>,
+    /// Defaults of every exec in the guest (from an OCI image's config).
+    #[serde(default)]
+    pub exec: ExecDefaults,
+    /// The OCI image it was made from (`reference@digest`), if any.
+    #[serde(default)]
+    pub from: Option<String>,
     pub created_unix: u64,
+}
+
+/// What an exec gets when its request does not say: the image config's `Env`
+/// (under the request's own variables), `WorkingDir` and `User`. The guest
+/// agent reads them from `/etc/zygote/image.json` (key `exec`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExecDefaults {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
