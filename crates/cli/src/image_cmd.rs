@@ -150,7 +150,7 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
                 Ok(zygote_image::build(&recipe, opts, progress)?)
             })
             .await?;
-            report(&outcome, t0, local.json)
+            report(&outcome, t0, local.json, None)
         }
         ImageCmd::Pull {
             reference,
@@ -171,6 +171,7 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
             let layout = zygote_registry::Layout::open(&local.home.join("cache/oci"))?;
             eprintln!("  pull: {reference}");
             let pulled = zygote_registry::pull_image(&reference, &layout, &remote).await?;
+            let reference_of = pulled.reference.clone();
             eprintln!(
                 "  pull: {} blob(s) fetched ({:.1} MB), {} cached, in {:.1} s",
                 pulled.fetched_blobs,
@@ -180,13 +181,20 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
             );
             let dir = layout.dir().to_path_buf();
             let outcome = make(&local, move |opts, progress| {
-                let mut img = zygote_image::open_layout(&dir, Some(&pulled.reference))?;
-                img.reference = pulled.reference.clone();
-                let name = name.unwrap_or_else(|| zygote_image::suggest_name(&pulled.reference));
+                let mut img = zygote_image::open_layout(&dir, Some(&reference_of))?;
+                img.reference = reference_of.clone();
+                let name = name.unwrap_or_else(|| zygote_image::suggest_name(&reference_of));
                 Ok(zygote_image::import(&img, &name, opts, progress)?)
             })
             .await?;
-            report(&outcome, t0, local.json)
+            let stats = serde_json::json!({
+                "reference": pulled.reference,
+                "digest": pulled.digest,
+                "fetched_blobs": pulled.fetched_blobs,
+                "fetched_bytes": pulled.fetched_bytes,
+                "cached_blobs": pulled.cached_blobs,
+            });
+            report(&outcome, t0, local.json, Some(stats))
         }
         ImageCmd::Import {
             path,
@@ -214,7 +222,7 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
                 Ok(made?)
             })
             .await?;
-            report(&outcome, t0, local.json)
+            report(&outcome, t0, local.json, None)
         }
         ImageCmd::Ls { home, json } => {
             let list = zygote_image::list(&home)?;
@@ -282,10 +290,18 @@ async fn make(
     .await?
 }
 
-fn report(outcome: &zygote_image::BuildOutcome, t0: Instant, json: bool) -> Result<u8> {
+fn report(
+    outcome: &zygote_image::BuildOutcome,
+    t0: Instant,
+    json: bool,
+    pull: Option<serde_json::Value>,
+) -> Result<u8> {
     if json {
         let mut v = serde_json::to_value(&outcome.image)?;
         v["cached"] = outcome.cached.into();
+        if let Some(p) = pull {
+            v["pull"] = p;
+        }
         v["build_secs"] = t0.elapsed().as_secs_f64().into();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

@@ -140,7 +140,7 @@ fn build_from(
     // Base tree (cached across agents and files).
     let base = match base_of {
         Base::Debian => debootstrap::ensure(home, recipe, progress)?,
-        Base::Oci(img) => oci::ensure_tree(home, img, progress)?,
+        Base::Oci(img) => oci::apply_tree(home, &recipe.name, img, progress)?,
     };
 
     let staging = name_dir.join(format!(".staging-{id}"));
@@ -183,7 +183,12 @@ fn build_from(
         "exec": exec,
     }))
     .unwrap_or_default();
-    rootfs::assemble(&base, &tree, recipe, opts.agent_bin, &guest_meta)?;
+    let assembled = rootfs::assemble(&base, &tree, recipe, opts.agent_bin, &guest_meta);
+    if let Base::Oci(_) = base_of {
+        // The layers' tree is scratch (the debootstrap tree is a cache).
+        host::remove_all(&base)?;
+    }
+    assembled?;
     let size_mib = rootfs::disk_size_mib(recipe, host::tree_bytes(&tree)?)?;
     let rootfs_path = staging.join(ROOTFS_FILE);
     let packed = rootfs::mkfs(&tree, &rootfs_path, size_mib);

@@ -1,7 +1,7 @@
 //! OCI images as a base tree: an OCI layout directory (what `zygote image pull`
 //! writes, `skopeo copy ... oci:DIR:TAG` and `umoci` make) or a `docker save`
-//! tarball, read into an [`OciImage`]; its layers applied in order into a tree
-//! cached by manifest digest under `<home>/cache/oci-tree/`.
+//! tarball, read into an [`OciImage`]; its layers applied in order into a
+//! scratch tree under `<home>/cache/oci-tree/` that lives only for the build.
 //!
 //! Every blob is checked against its digest before it is used. Only
 //! linux/amd64 images are accepted (the guests are x86-64).
@@ -322,34 +322,33 @@ pub fn open_docker_archive(
     })
 }
 
-/// The base tree of `img` (its layers applied in order), cached by digest.
-pub(crate) fn ensure_tree(
+/// The root tree of `img` (its layers applied in order) for the image `name`,
+/// at `<home>/cache/oci-tree/<name>`. The caller holds the name's build lock
+/// and removes the tree once the image is packed: nothing is kept, since an
+/// image of the same digest is found by its id without rebuilding.
+pub(crate) fn apply_tree(
     home: &Path,
+    name: &str,
     img: &OciImage,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<PathBuf, ImageError> {
-    let hex = img.digest.trim_start_matches("sha256:");
-    let cache = home.join("cache/oci-tree");
-    let tree = cache.join(hex);
-    let complete = cache.join(format!("{hex}.complete"));
-    if complete.is_file() && tree.is_dir() {
-        return Ok(tree);
-    }
     let t = Instant::now();
     progress(Progress::Step {
         name: "layers".into(),
         detail: format!("{} layer(s) of {}", img.layers.len(), img.reference),
     });
-    let partial = cache.join(format!(".partial-{hex}"));
-    host::remove_all(&partial)?;
-    host::mkdir_p(&partial)?;
-    for (digest, path) in &img.layers {
-        let done = layers::apply(&partial, path, digest)?;
-        tracing::info!(layer = %digest, ?done, "layer applied");
-    }
+    let tree = home.join("cache/oci-tree").join(name);
     host::remove_all(&tree)?;
-    fs::rename(&partial, &tree).map_err(ImageError::io("rename into place", &tree))?;
-    fs::write(&complete, b"").map_err(ImageError::io("write", &complete))?;
+    host::mkdir_p(&tree)?;
+    for (digest, path) in &img.layers {
+        match layers::apply(&tree, path, digest) {
+            Ok(done) => tracing::info!(layer = %digest, ?done, "layer applied"),
+            Err(e) => {
+                let _ = host::remove_all(&tree);
+                return Err(e);
+            }
+        }
+    }
     progress(Progress::Done {
         step: "layers".into(),
         secs: t.elapsed().as_secs_f64(),

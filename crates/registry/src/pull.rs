@@ -147,6 +147,12 @@ async fn fetch_blob(
         .await
         .map(|m| m.len())
         .unwrap_or(0);
+    let size = u64::try_from(desc.size).unwrap_or(0);
+    if size > 0 && have >= size {
+        // Complete but never checked (cut between the last byte and the rename).
+        commit(layout, reference, &desc.digest).await?;
+        return Ok(0);
+    }
     let (mut stream, offset) = if have > 0 {
         match client
             .pull_blob_stream_partial(r, desc, have, None)
@@ -181,7 +187,20 @@ async fn fetch_blob(
         .map_err(|e| Fetch::Local(io("seek")(e)))?;
     let mut got = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Fetch::Registry(OciDistributionError::IoError(e)))?;
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) if size > 0 && offset + got >= size => {
+                // Every byte arrived and the client's check failed: start over next time.
+                drop(file);
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(Fetch::Local(RegistryError::Digest {
+                    reference: reference.into(),
+                    digest: desc.digest.clone(),
+                    message: e.to_string(),
+                }));
+            }
+            Err(e) => return Err(Fetch::Registry(OciDistributionError::IoError(e))),
+        };
         file.write_all(&chunk)
             .await
             .map_err(|e| Fetch::Local(io("write")(e)))?;
@@ -191,12 +210,22 @@ async fn fetch_blob(
         .await
         .map_err(|e| Fetch::Local(io("write")(e)))?;
     drop(file);
-    let (layout, reference, digest) = (layout.clone(), reference.to_string(), desc.digest.clone());
+    commit(layout, reference, &desc.digest).await?;
+    Ok(got)
+}
+
+/// Hashes the partial blob and renames it into place (off the runtime).
+async fn commit(layout: &Layout, reference: &str, digest: &str) -> Result<(), Fetch> {
+    let (layout, reference, digest) = (layout.clone(), reference.to_string(), digest.to_string());
+    let partial = layout.partial_path(&digest);
     tokio::task::spawn_blocking(move || layout.commit_blob(&reference, &digest))
         .await
-        .map_err(|e| Fetch::Local(io("hash")(std::io::Error::other(e.to_string()))))?
-        .map_err(Fetch::Local)?;
-    Ok(got)
+        .map_err(|e| {
+            Fetch::Local(RegistryError::io("hash", partial)(std::io::Error::other(
+                e.to_string(),
+            )))
+        })?
+        .map_err(Fetch::Local)
 }
 
 /// A client for `registry`: http for loopback or when insecure, https
