@@ -6,9 +6,9 @@
 set -euo pipefail
 
 # fonts-dejavu-core: the TrueType font `zygote bench` draws its PNG charts' text with.
-# docker-registry, umoci, skopeo: the OCI tests' local registry and the tools that
-# make and push their images (tests/e2e_oci.rs).
-need_pkgs=(qemu-system-x86 qemu-utils cpio busybox-static debootstrap e2fsprogs zstd fonts-dejavu-core tmux ca-certificates nftables iproute2 iperf3 docker-registry umoci skopeo)
+# docker-registry, umoci, skopeo, apache2-utils (htpasswd): the OCI tests' local
+# registry and the tools that make and push their images (tests/e2e_oci.rs).
+need_pkgs=(qemu-system-x86 qemu-utils cpio busybox-static debootstrap e2fsprogs zstd fonts-dejavu-core tmux ca-certificates nftables iproute2 iperf3 docker-registry umoci skopeo apache2-utils)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -67,6 +67,9 @@ pub enum RegistryError {
     #[error("registry {registry} refused the credentials for `{reference}`: check --username and the password (or the token)")]
     Unauthorized { registry: String, reference: String },
 
+    #[error("registry {registry} needs credentials for `{reference}`: pass --username with --password-stdin, or --token-stdin")]
+    AuthRequired { registry: String, reference: String },
+
     #[error("`{reference}` is not in the registry: check the repository and tag")]
     NotFound { reference: String },
 

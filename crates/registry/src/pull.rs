@@ -61,7 +61,8 @@ pub async fn pull_image(
         }
         Auth::Bearer(t) => RegistryAuth::Bearer(t.clone()),
     };
-    let fail = |e| classify(&registry, reference, e);
+    let anonymous = remote.auth == Auth::Anonymous;
+    let fail = |e| classify(&registry, reference, anonymous, e);
     let (mut bytes, mut digest) = client
         .pull_manifest_raw(&r, &auth, MANIFEST_TYPES)
         .await
@@ -265,10 +266,24 @@ fn remote_err(registry: &str, message: String) -> RegistryError {
 
 /// Maps the client's errors onto ours: refused credentials, unknown
 /// references, bad digests, everything else with its message.
-fn classify(registry: &str, reference: &str, e: OciDistributionError) -> RegistryError {
-    let unauthorized = || RegistryError::Unauthorized {
-        registry: registry.into(),
-        reference: reference.into(),
+fn classify(
+    registry: &str,
+    reference: &str,
+    anonymous: bool,
+    e: OciDistributionError,
+) -> RegistryError {
+    let unauthorized = || {
+        if anonymous {
+            RegistryError::AuthRequired {
+                registry: registry.into(),
+                reference: reference.into(),
+            }
+        } else {
+            RegistryError::Unauthorized {
+                registry: registry.into(),
+                reference: reference.into(),
+            }
+        }
     };
     let not_found = || RegistryError::NotFound {
         reference: reference.into(),

@@ -38,7 +38,8 @@ fn clean_once() {
             .flatten()
             .flatten()
         {
-            if e.file_name().to_string_lossy().starts_with("e2e-oci-") {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("e2e-oci-") || name == "saved-v2" {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -47,7 +48,7 @@ fn clean_once() {
 
 /// The tools the tests need; under ZYGOTE_E2E=1 their absence is a failure.
 fn tools() -> bool {
-    let missing: Vec<&str> = ["docker-registry", "umoci", "skopeo", "debugfs"]
+    let missing: Vec<&str> = ["docker-registry", "umoci", "skopeo", "debugfs", "htpasswd"]
         .into_iter()
         .filter(|t| {
             !Command::new("sh")
@@ -83,14 +84,31 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Self::start_with_user(None)
+    }
+
+    /// With `user` (name, password): basic auth from an htpasswd file.
+    fn start_with_user(user: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let store = dir.path().join("store");
         let config = dir.path().join("config.yml");
+        let auth = match user {
+            None => String::new(),
+            Some((name, password)) => {
+                let htpasswd = dir.path().join("htpasswd");
+                let line = run(Command::new("htpasswd").args(["-Bbn", name, password]));
+                std::fs::write(&htpasswd, line).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: zygote-test\n    path: {}\n",
+                    htpasswd.display()
+                )
+            }
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n{auth}http:\n  addr: 127.0.0.1:{port}\n",
                 store.display()
             ),
         )
@@ -120,11 +138,17 @@ impl Registry {
 
     /// Pushes `layout:tag` as `repo:tag` with skopeo.
     fn push(&self, layout: &Path, tag: &str, repo: &str) -> String {
+        self.push_as(layout, tag, repo, None)
+    }
+
+    fn push_as(&self, layout: &Path, tag: &str, repo: &str, creds: Option<&str>) -> String {
         let reference = format!("{}/{repo}:{tag}", self.addr);
-        run(Command::new("skopeo").args([
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--dest-creds", c]);
+        }
+        run(cmd.args([
             &format!("oci:{}:{tag}", layout.display()),
             &format!("docker://{reference}"),
         ]));
@@ -203,13 +227,29 @@ fn busybox_root(dir: &Path) -> PathBuf {
 /// `zygote image pull` into the test home; returns its JSON answer, or the
 /// error text when `ok` is false.
 fn pull(reference: &str, name: &str, ok: bool) -> Value {
-    let out = Command::new(zygote_bin())
-        .args([
-            "image", "pull", reference, "--name", name, "--json", "--home",
-        ])
-        .arg(image_home())
-        .output()
-        .unwrap();
+    pull_as(reference, name, None, ok)
+}
+
+/// The same with `user` (name, password; the password on standard input).
+fn pull_as(reference: &str, name: &str, user: Option<(&str, &str)>, ok: bool) -> Value {
+    let mut cmd = Command::new(zygote_bin());
+    cmd.args([
+        "image", "pull", reference, "--name", name, "--json", "--home",
+    ])
+    .arg(image_home())
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    if let Some((u, _)) = user {
+        cmd.args(["--username", u, "--password-stdin"]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    if let Some((_, p)) = user {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{p}").unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.success(), ok, "pull {reference}: {stderr}");
     if ok {
@@ -431,4 +471,58 @@ fn bad_input_is_refused_with_the_reason() {
         .join("cache/oci/blobs/sha256")
         .join(format!(".partial-{}", top.trim_start_matches("sha256:")));
     assert!(!partial.exists(), "a corrupt blob was kept");
+}
+
+#[test]
+fn credentials_are_required_and_checked_and_docker_archives_import() {
+    if !require_e2e() || !tools() {
+        return;
+    }
+    let reg = Registry::start_with_user(Some(("alice", "s3cret")));
+    let tmp = tempfile::tempdir().unwrap();
+    let root = busybox_root(tmp.path());
+    make_image(
+        tmp.path(),
+        "auth",
+        &root,
+        &["--config.env", "WHO=alice"],
+        |_| {},
+    );
+    let layout = tmp.path().join("layout");
+    let reference = reg.push_as(&layout, "auth", "e2e/private", Some("alice:s3cret"));
+
+    let err = pull(&reference, "e2e-oci-auth", false);
+    assert!(err.as_str().unwrap().contains("needs credentials"), "{err}");
+    let err = pull_as(&reference, "e2e-oci-auth", Some(("alice", "wrong")), false);
+    assert!(
+        err.as_str().unwrap().contains("refused the credentials"),
+        "{err}"
+    );
+    assert!(!image_home().join("images/e2e-oci-auth/current").exists());
+    let ok = pull_as(&reference, "e2e-oci-auth", Some(("alice", "s3cret")), true);
+    assert_eq!(ok["exec"]["env"]["WHO"], "alice", "{ok}");
+
+    // The same image as a `docker save` tarball (skopeo writes that format).
+    let tarball = tmp.path().join("saved.tar");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        &format!("oci:{}:auth", layout.display()),
+        &format!("docker-archive:{}:e2e/saved:v2", tarball.display()),
+    ]));
+    let out = Command::new(zygote_bin())
+        .args(["image", "import", "--json", "--home"])
+        .arg(image_home())
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "saved-v2", "{v}");
+    assert_eq!(v["exec"]["env"]["WHO"], "alice", "{v}");
+    let _ = std::fs::remove_dir_all(image_home().join("images/saved-v2"));
 }
