@@ -4,6 +4,7 @@
 //! REST API. Data goes to stdout, logs to stderr; `--json` prints one JSON
 //! document for scripts.
 
+mod bundle_cmd;
 mod connect;
 mod doctor;
 mod env;

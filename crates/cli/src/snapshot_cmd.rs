@@ -54,6 +54,29 @@ pub(crate) enum SnapshotCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write a snapshot, its disk chain and its image to one file (zstd tar),
+    /// for `zygote snapshot unpack` on another host.
+    Pack {
+        #[command(flatten)]
+        conn: Conn,
+        /// The snapshot (ready).
+        tag: String,
+        /// The file to write.
+        file: std::path::PathBuf,
+    },
+    /// Make a file written by `zygote snapshot pack` a snapshot of this daemon.
+    Unpack {
+        #[command(flatten)]
+        conn: Conn,
+        /// The file.
+        file: std::path::PathBuf,
+        /// Tag of the new snapshot (default: the one it was packed with).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List snapshots.
     Ls {
         #[command(flatten)]
@@ -344,6 +367,39 @@ pub(crate) async fn snapshot(cmd: SnapshotCmd) -> Result<u8> {
                     ]);
                 }
                 print!("{}", t.render());
+            }
+        }
+        SnapshotCmd::Pack { conn, tag, file } => {
+            let c = client(&conn).await?;
+            let t0 = std::time::Instant::now();
+            let n = crate::bundle_cmd::pack(&c, &tag, &file).await?;
+            let on_disk = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "{tag}: {} ({:.1} MB bundle, {:.1} MB compressed, {:.1} s)",
+                file.display(),
+                n as f64 / 1e6,
+                on_disk as f64 / 1e6,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        SnapshotCmd::Unpack {
+            conn,
+            file,
+            tag,
+            json,
+        } => {
+            let c = client(&conn).await?;
+            let t0 = std::time::Instant::now();
+            let s = crate::bundle_cmd::unpack(&c, &file, tag).await?;
+            if json {
+                print_json(&s)?;
+            } else {
+                println!(
+                    "{} (from {}, {:.1} s)",
+                    s.tag,
+                    file.display(),
+                    t0.elapsed().as_secs_f64()
+                );
             }
         }
         SnapshotCmd::Inspect { conn, tag, json } => {

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+mod bundles;
 mod net;
 mod procs;
 mod tls;
@@ -177,7 +178,7 @@ impl ClientError {
     }
 }
 
-type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+pub(crate) type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 pub(crate) fn full(b: impl Into<Bytes>) -> BoxBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()

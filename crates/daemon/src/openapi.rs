@@ -48,6 +48,8 @@ use utoipa::OpenApi;
         crate::routes::snapshots::get,
         crate::routes::snapshots::delete,
         crate::routes::snapshots::spawn,
+        crate::routes::snapshots::export,
+        crate::routes::snapshots::import,
         crate::routes::volumes::list,
         crate::routes::volumes::create,
         crate::routes::volumes::get,
@@ -88,6 +90,7 @@ mod tests {
             "/v1/sandboxes/{id}/files",
             "/healthz",
             "/v1/snapshots/{tag}/spawn",
+            "/v1/snapshots/{tag}/bundle",
         ] {
             assert!(paths.contains_key(p), "{p} missing");
         }

@@ -79,6 +79,15 @@ pub trait EngineApi: Send + Sync + 'static {
     async fn spawn(&self, spec: SpawnSpec) -> Result<Vec<ChildOutcome>>;
     /// Boot, warm up and snapshot an image.
     async fn create_snapshot(&self, spec: SnapshotSpec) -> Result<SnapshotView>;
+    /// A ready snapshot and everything it needs (its disk chain, its image)
+    /// as a bundle: a tar stream (see [`crate::bundle`]).
+    async fn export_snapshot(&self, tag: &str) -> Result<BoxStream<'static, Result<bytes::Bytes>>>;
+    /// A bundle made a snapshot of this home, under `tag` or its own.
+    async fn import_snapshot(
+        &self,
+        body: UploadStream,
+        tag: Option<String>,
+    ) -> Result<SnapshotView>;
     /// Every snapshot, oldest first.
     fn snapshots(&self) -> Vec<SnapshotView>;
     /// One snapshot.
@@ -253,6 +262,20 @@ impl EngineApi for Arc<Engine> {
 
     async fn create_snapshot(&self, spec: SnapshotSpec) -> Result<SnapshotView> {
         Engine::create_snapshot(self, spec).await
+    }
+
+    async fn export_snapshot(&self, tag: &str) -> Result<BoxStream<'static, Result<bytes::Bytes>>> {
+        self.check_open()?;
+        Ok(Engine::export_snapshot(self, tag).await?.into_stream())
+    }
+
+    async fn import_snapshot(
+        &self,
+        body: UploadStream,
+        tag: Option<String>,
+    ) -> Result<SnapshotView> {
+        self.check_open()?;
+        Engine::import_snapshot(self, body, tag).await
     }
 
     fn snapshots(&self) -> Vec<SnapshotView> {

@@ -7,6 +7,7 @@
 pub mod agent_link;
 mod api;
 mod branch;
+pub mod bundle;
 mod catalog;
 pub mod cgroup;
 mod console;

@@ -483,6 +483,34 @@ impl Snapshots {
         Ok(snap)
     }
 
+    /// Make an imported snapshot visible: its staging directory already holds
+    /// `vmstate` and `memory.bin`, its disks are in place; `meta.json` is
+    /// written, everything fsynced and the directory renamed in, `ready`.
+    pub(crate) fn adopt(&self, mut staging: Staging, meta: SnapshotMeta) -> Result<Arc<Snapshot>> {
+        let dir_staged = staging.path().to_path_buf();
+        let json =
+            serde_json::to_vec_pretty(&meta).map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        disks::sync_file(&dir_staged.join("vmstate"))?;
+        disks::sync_file(&dir_staged.join("memory.bin"))?;
+        for d in meta.disk_chain.iter().chain([&meta.disk]) {
+            disks::sync_file(d)?;
+        }
+        disks::sync_dir(&self.disks)?;
+        disks::write_durable(&dir_staged.join("meta.json"), &json)?;
+        disks::sync_dir(&dir_staged)?;
+        let dir = self.root.join(&meta.tag);
+        std::fs::rename(&dir_staged, &dir).map_err(|source| EngineError::Io {
+            what: format!("cannot move {} to {}", dir_staged.display(), dir.display()),
+            source,
+        })?;
+        staging.committed = true;
+        disks::sync_dir(&self.root)?;
+        let tag = meta.tag.clone();
+        let snap = Arc::new(Snapshot::new(meta, dir, None, SnapshotStatus::Ready));
+        self.map().insert(tag, snap.clone());
+        Ok(snap)
+    }
+
     /// One snapshot.
     pub fn get(&self, tag: &str) -> Result<Arc<Snapshot>> {
         validate_tag(tag)?;

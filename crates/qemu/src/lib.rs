@@ -25,6 +25,9 @@ pub use binary::{detect_qemu, qemu_img_path, QemuBinary};
 pub use config::{volume_serial, Nic, VmConfig, VolumeDrive, DEFAULT_APPEND};
 pub use error::QemuError;
 pub use pidfd::PidFd;
-pub use process::{create_overlay, create_overlay_unchecked, read_tail, QemuExit, QemuProcess};
+pub use process::{
+    backing_file, create_overlay, create_overlay_unchecked, read_tail, rebase_unchecked, QemuExit,
+    QemuProcess,
+};
 pub use qmp::{wait_event, Qmp, QmpEvent};
 pub use timing::{default_append, host_tsc_khz};

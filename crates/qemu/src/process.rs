@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -487,11 +487,19 @@ async fn run_qemu_img(
     args: &[&std::ffi::OsStr],
     err: impl Fn(String) -> QemuError,
 ) -> Result<(), QemuError> {
+    run_qemu_img_output(args, err).await.map(drop)
+}
+
+/// [`run_qemu_img`] that returns what qemu-img printed.
+async fn run_qemu_img_output(
+    args: &[&std::ffi::OsStr],
+    err: impl Fn(String) -> QemuError,
+) -> Result<Vec<u8>, QemuError> {
     let img = crate::qemu_img_path()?;
     let mut cmd = Command::new(&img);
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let out = tokio::time::timeout(QEMU_IMG_TIMEOUT, cmd.output())
@@ -510,7 +518,67 @@ async fn run_qemu_img(
             out.status
         )));
     }
-    Ok(())
+    Ok(out.stdout)
+}
+
+/// The backing file a qcow2 `image` names (as written in its header) and its
+/// format, or `None` for an image without one.
+pub async fn backing_file(image: &Path) -> Result<Option<(PathBuf, String)>, QemuError> {
+    let err = |detail: String| QemuError::Overlay {
+        base: PathBuf::new(),
+        overlay: image.to_path_buf(),
+        detail,
+    };
+    let out = run_qemu_img_output(
+        &[
+            "info".as_ref(),
+            "--output=json".as_ref(),
+            "-U".as_ref(),
+            image.as_os_str(),
+        ],
+        err,
+    )
+    .await?;
+    let v: serde_json::Value = serde_json::from_slice(&out)
+        .map_err(|e| err(format!("qemu-img info printed no JSON: {e}")))?;
+    Ok(v["backing-filename"].as_str().map(|b| {
+        let format = v["backing-filename-format"]
+            .as_str()
+            .unwrap_or("raw")
+            .to_string();
+        (PathBuf::from(b), format)
+    }))
+}
+
+/// Rewrites the backing file named in qcow2 `image`'s header to `base` (of
+/// `base_format`) without touching the data (`qemu-img rebase -u`): for a
+/// disk chain moved to other paths, the same contents.
+pub async fn rebase_unchecked(
+    image: &Path,
+    base: &Path,
+    base_format: &str,
+) -> Result<(), QemuError> {
+    let err = |detail: String| QemuError::Overlay {
+        base: base.to_path_buf(),
+        overlay: image.to_path_buf(),
+        detail,
+    };
+    if !base.is_absolute() {
+        return Err(err("the backing path must be absolute".into()));
+    }
+    run_qemu_img(
+        &[
+            "rebase".as_ref(),
+            "-u".as_ref(),
+            "-F".as_ref(),
+            base_format.as_ref(),
+            "-b".as_ref(),
+            base.as_os_str(),
+            image.as_os_str(),
+        ],
+        err,
+    )
+    .await
 }
 
 /// Reads at most the last `max_bytes` of a file (e.g. the console log, for error

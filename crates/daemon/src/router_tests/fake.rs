@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use zygote_engine::*;
 use zygote_proto::agent::{DirEntry, EvalResult, ExitStatus, FileStat};
 use zygote_proto::procs::{FsEvent, FsEventKind, ProcInfo, WalkEntry};
@@ -421,6 +421,34 @@ impl EngineApi for Fake {
     async fn create_snapshot(&self, spec: SnapshotSpec) -> Result<SnapshotView> {
         self.call(format!("snapshot {} warmup={:?}", spec.tag, spec.warmup))?;
         Ok(snapshot(&spec.tag, SnapshotStatus::Ready))
+    }
+
+    async fn export_snapshot(
+        &self,
+        tag: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
+        self.call(format!("export {tag}"))?;
+        self.known_tag(tag)?;
+        Ok(futures::stream::iter([Ok(bytes::Bytes::from_static(b"bundle"))]).boxed())
+    }
+
+    async fn import_snapshot(
+        &self,
+        body: UploadStream,
+        tag: Option<String>,
+    ) -> Result<SnapshotView> {
+        let data: Vec<bytes::Bytes> = body
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(EngineError::UploadBroken)?;
+        self.call(format!(
+            "import {tag:?} {} bytes",
+            data.iter().map(|b| b.len()).sum::<usize>()
+        ))?;
+        Ok(snapshot(
+            tag.as_deref().unwrap_or("imported"),
+            SnapshotStatus::Ready,
+        ))
     }
 
     fn snapshots(&self) -> Vec<SnapshotView> {

@@ -407,6 +407,46 @@ async fn files_routes() {
 }
 
 #[tokio::test]
+async fn snapshot_bundles_out_and_in() {
+    let h = harness();
+    let a = h.get("/v1/snapshots/warm/bundle").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers[header::CONTENT_TYPE], "application/x-tar");
+    assert_eq!(a.body, b"bundle");
+    let a = h.get("/v1/snapshots/nope/bundle").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.error());
+    let a = h
+        .send(
+            Request::put("/v1/snapshots/moved/bundle")
+                .body(Body::from("tar bytes"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.json()["tag"], "moved");
+    assert_eq!(
+        h.fake.calls(),
+        [
+            "export warm",
+            "export nope",
+            "import Some(\"moved\") 9 bytes"
+        ]
+    );
+    h.fail_next(EngineError::BadRequest(
+        "snapshot `x` was made by QEMU 8.2.0, this engine runs QEMU 10.0".into(),
+    ));
+    let a = h
+        .send(
+            Request::put("/v1/snapshots/x/bundle")
+                .body(Body::from("t"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.error().contains("QEMU 8.2.0"), "{}", a.error());
+}
+
+#[tokio::test]
 async fn branch_and_fork() {
     let h = harness();
     let a = h

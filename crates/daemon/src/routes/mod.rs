@@ -161,6 +161,10 @@ pub(crate) fn router(state: AppState, token: Option<Arc<String>>) -> Router {
         .route("/v1/snapshots", get(sn::list).post(sn::create))
         .route("/v1/snapshots/{tag}", get(sn::get).delete(sn::delete))
         .route("/v1/snapshots/{tag}/spawn", post(sn::spawn))
+        .route(
+            "/v1/snapshots/{tag}/bundle",
+            get(sn::export).put(sn::import),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

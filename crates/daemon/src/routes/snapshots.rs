@@ -1,10 +1,13 @@
-//! Snapshot routes: warm snapshots from an image, list, get, delete, and
-//! children of a snapshot (`spawn`).
+//! Snapshot routes: warm snapshots from an image, list, get, delete,
+//! children of a snapshot (`spawn`), and bundles (a snapshot with its disk
+//! chain and image as one tar stream, out and in).
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::{StreamExt, TryStreamExt};
 use zygote_proto::api::{CreateSnapshot, SnapshotDeleted, SnapshotInfo, SpawnBody, SpawnResult};
 
 use super::{from_value, only_params, ApiJson, Params};
@@ -82,4 +85,38 @@ pub(crate) async fn spawn(
         .collect();
     let found = Found::children(&children);
     Ok(found.on((StatusCode::CREATED, Json(children))))
+}
+
+#[utoipa::path(get, path = "/v1/snapshots/{tag}/bundle", params(("tag" = String, Path)),
+    responses((status = 200, content_type = "application/x-tar", body = Vec<u8>, description = "bundle.json, vmstate, memory.bin, disks/, image/, checksums.json"),
+        (status = 404, body = zygote_proto::api::ErrorBody), (status = 409, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn export(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+) -> Result<Response, ApiError> {
+    let stream = s.engine.export_snapshot(&tag).await?;
+    let found = Found::snapshot(&tag);
+    Ok(found.on((
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(stream),
+    )
+        .into_response()))
+}
+
+#[utoipa::path(put, path = "/v1/snapshots/{tag}/bundle", params(("tag" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 201, body = SnapshotInfo), (status = 400, body = zygote_proto::api::ErrorBody),
+        (status = 409, body = zygote_proto::api::ErrorBody), (status = 429, body = zygote_proto::api::ErrorBody)))]
+pub(crate) async fn import(
+    State(s): State<AppState>,
+    Path(tag): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let stream = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed();
+    let info = wire::snapshot(s.engine.import_snapshot(stream, Some(tag)).await?);
+    let found = Found::snapshot(&info.tag);
+    Ok(found.on((StatusCode::CREATED, Json(info))))
 }
