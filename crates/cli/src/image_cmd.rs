@@ -36,22 +36,8 @@ pub(crate) enum ImageCmd {
         /// Image name (default: the reference's last component and tag, e.g. `python-3.12`).
         #[arg(long)]
         name: Option<String>,
-        /// Use plain http even for a registry that is not on loopback.
-        #[arg(long)]
-        insecure: bool,
-        /// Extra trusted CA certificates (PEM) for the registry's https.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// Registry user (basic auth; the password comes from --password-stdin
-        /// or ZYGOTE_REGISTRY_PASSWORD).
-        #[arg(long)]
-        username: Option<String>,
-        /// Read the password from standard input.
-        #[arg(long, requires = "username")]
-        password_stdin: bool,
-        /// Read a bearer token from standard input instead of a user and password.
-        #[arg(long, conflicts_with = "username")]
-        token_stdin: bool,
+        #[command(flatten)]
+        registry: crate::registry_args::RegistryArgs,
         #[command(flatten)]
         local: Local,
     },
@@ -155,20 +141,12 @@ pub(crate) async fn run(cmd: ImageCmd) -> Result<u8> {
         ImageCmd::Pull {
             reference,
             name,
-            insecure,
-            ca_file,
-            username,
-            password_stdin,
-            token_stdin,
+            registry,
             local,
         } => {
             let t0 = Instant::now();
-            let remote = zygote_registry::Remote {
-                auth: auth(username, password_stdin, token_stdin)?,
-                insecure,
-                ca_file,
-            };
-            let layout = zygote_registry::Layout::open(&local.home.join("cache/oci"))?;
+            let remote = registry.remote()?;
+            let layout = crate::registry_args::layout(&local.home)?;
             eprintln!("  pull: {reference}");
             let pulled = zygote_registry::pull_image(&reference, &layout, &remote).await?;
             let reference_of = pulled.reference.clone();
@@ -315,35 +293,4 @@ fn report(
         );
     }
     Ok(0)
-}
-
-/// Registry credentials from the flags, standard input and the environment.
-fn auth(
-    username: Option<String>,
-    password_stdin: bool,
-    token_stdin: bool,
-) -> Result<zygote_registry::Auth> {
-    let read_stdin = || -> Result<String> {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .context("cannot read standard input")?;
-        Ok(s.trim_end_matches(['\r', '\n']).to_string())
-    };
-    if token_stdin {
-        return Ok(zygote_registry::Auth::Bearer(read_stdin()?));
-    }
-    let Some(username) = username else {
-        return Ok(zygote_registry::Auth::Anonymous);
-    };
-    let password = if password_stdin {
-        read_stdin()?
-    } else {
-        std::env::var(env::REGISTRY_PASSWORD).map_err(|_| {
-            anyhow::anyhow!(
-                "--username {username} needs a password: pass --password-stdin or set {}",
-                env::REGISTRY_PASSWORD
-            )
-        })?
-    };
-    Ok(zygote_registry::Auth::Basic { username, password })
 }

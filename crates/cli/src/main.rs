@@ -13,6 +13,7 @@ mod image_cmd;
 mod net_cmd;
 mod output;
 mod proc_cmd;
+mod registry_args;
 mod sandbox_cmd;
 mod snapshot_cmd;
 mod volume_cmd;

@@ -77,6 +77,31 @@ pub(crate) enum SnapshotCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Push a snapshot to an OCI registry as content-addressed chunks (only
+    /// the chunks the registry lacks are sent).
+    Push {
+        #[command(flatten)]
+        conn: Conn,
+        /// The snapshot (ready).
+        tag: String,
+        /// REGISTRY/REPOSITORY:TAG to push to.
+        reference: String,
+        #[command(flatten)]
+        with: crate::registry_args::ChunkArgs,
+    },
+    /// Pull a snapshot pushed with `zygote snapshot push` (only the chunks
+    /// this host lacks) and make it a snapshot of this daemon.
+    Pull {
+        #[command(flatten)]
+        conn: Conn,
+        /// REGISTRY/REPOSITORY:TAG.
+        reference: String,
+        /// Tag of the new snapshot (default: the one it was pushed from).
+        #[arg(long)]
+        tag: Option<String>,
+        #[command(flatten)]
+        with: crate::registry_args::ChunkArgs,
+    },
     /// List snapshots.
     Ls {
         #[command(flatten)]
@@ -402,6 +427,18 @@ pub(crate) async fn snapshot(cmd: SnapshotCmd) -> Result<u8> {
                 );
             }
         }
+        SnapshotCmd::Push {
+            conn,
+            tag,
+            reference,
+            with,
+        } => crate::bundle_cmd::push_cmd(&client(&conn).await?, &tag, &reference, &with).await?,
+        SnapshotCmd::Pull {
+            conn,
+            reference,
+            tag,
+            with,
+        } => crate::bundle_cmd::pull_cmd(&client(&conn).await?, &reference, tag, &with).await?,
         SnapshotCmd::Inspect { conn, tag, json } => {
             let c = client(&conn).await?;
             let s = c.snapshot(&tag).await?;

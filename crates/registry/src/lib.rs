@@ -13,15 +13,29 @@
 //! bearer challenge get their token exchange from `oci-client`) or a bearer
 //! token.
 //!
-//! Module map: `layout` (the local OCI layout), `pull`.
+//! Snapshots travel as an OCI artifact of zygote's own media types: the
+//! config is a [`ChunkIndex`] of the daemon's bundle, the layers its
+//! zstd-compressed, content-addressed chunks (see [`chunks`]), so snapshots
+//! of one lineage share most of their blobs and a pull fetches only what the
+//! host lacks.
+//!
+//! Module map: `layout` (the local OCI layout), `pull` (images), `chunks`
+//! (bundles cut and reassembled), `snapshot` (push and pull of snapshots).
 
 use std::path::PathBuf;
 
+pub mod chunks;
 mod layout;
 mod pull;
+mod snapshot;
 
+pub use chunks::{ChunkIndex, CutStats};
 pub use layout::Layout;
 pub use pull::{pull_image, Pulled};
+pub use snapshot::{
+    pull_snapshot, push_snapshot, Pushed, SnapshotPulled, ARTIFACT_TYPE, CHUNK_MEDIA_TYPE,
+    INDEX_MEDIA_TYPE,
+};
 
 /// How to authenticate to a registry.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -78,6 +92,15 @@ pub enum RegistryError {
         reference: String,
         digest: String,
         message: String,
+    },
+
+    #[error("snapshot bundle: {0}")]
+    Bundle(String),
+
+    #[error("`{reference}` is not a zygote snapshot (its config is {media_type}): pull images with `zygote image pull`")]
+    NotASnapshot {
+        reference: String,
+        media_type: String,
     },
 
     #[error("cannot read CA file `{}`: {source}", path.display())]

@@ -45,23 +45,13 @@ pub async fn pull_image(
     layout: &Layout,
     remote: &Remote,
 ) -> Result<Pulled, RegistryError> {
-    let r: Reference =
-        reference
-            .parse()
-            .map_err(|e: oci_client::ParseError| RegistryError::BadReference {
-                reference: reference.into(),
-                message: e.to_string(),
-            })?;
-    let registry = r.resolve_registry().to_string();
-    let client = client(&registry, remote)?;
-    let auth = match &remote.auth {
-        Auth::Anonymous => RegistryAuth::Anonymous,
-        Auth::Basic { username, password } => {
-            RegistryAuth::Basic(username.clone(), password.clone())
-        }
-        Auth::Bearer(t) => RegistryAuth::Bearer(t.clone()),
-    };
-    let anonymous = remote.auth == Auth::Anonymous;
+    let Session {
+        r,
+        registry,
+        client,
+        auth,
+        anonymous,
+    } = Session::open(reference, remote)?;
     let fail = |e| classify(&registry, reference, anonymous, e);
     let (mut bytes, mut digest) = client
         .pull_manifest_raw(&r, &auth, MANIFEST_TYPES)
@@ -129,14 +119,76 @@ pub async fn pull_image(
     Ok(pulled)
 }
 
-enum Fetch {
+pub(crate) enum Fetch {
     Registry(OciDistributionError),
     Local(RegistryError),
 }
 
+/// A parsed reference and a client for its registry.
+pub(crate) struct Session {
+    pub(crate) r: Reference,
+    pub(crate) registry: String,
+    pub(crate) client: Client,
+    pub(crate) auth: RegistryAuth,
+    pub(crate) anonymous: bool,
+}
+
+impl Session {
+    pub(crate) fn open(reference: &str, remote: &Remote) -> Result<Session, RegistryError> {
+        let r: Reference =
+            reference
+                .parse()
+                .map_err(|e: oci_client::ParseError| RegistryError::BadReference {
+                    reference: reference.into(),
+                    message: e.to_string(),
+                })?;
+        let registry = r.resolve_registry().to_string();
+        let client = client(&registry, remote)?;
+        let auth = match &remote.auth {
+            Auth::Anonymous => RegistryAuth::Anonymous,
+            Auth::Basic { username, password } => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            Auth::Bearer(t) => RegistryAuth::Bearer(t.clone()),
+        };
+        Ok(Session {
+            r,
+            registry,
+            client,
+            auth,
+            anonymous: remote.auth == Auth::Anonymous,
+        })
+    }
+
+    /// Maps a client error for `reference`.
+    pub(crate) fn fail(&self, reference: &str, e: OciDistributionError) -> RegistryError {
+        classify(&self.registry, reference, self.anonymous, e)
+    }
+
+    /// Fetches blob `desc` into `layout` unless it is there; returns the
+    /// bytes received.
+    pub(crate) async fn fetch(
+        &self,
+        r: &Reference,
+        desc: &OciDescriptor,
+        layout: &Layout,
+        reference: &str,
+    ) -> Result<u64, RegistryError> {
+        if layout.has_blob(&desc.digest) {
+            return Ok(0);
+        }
+        fetch_blob(&self.client, r, desc, layout, reference)
+            .await
+            .map_err(|e| match e {
+                Fetch::Registry(e) => self.fail(reference, e),
+                Fetch::Local(e) => e,
+            })
+    }
+}
+
 /// Fetches one blob into the layout (resuming a partial one); returns the
 /// bytes received.
-async fn fetch_blob(
+pub(crate) async fn fetch_blob(
     client: &Client,
     r: &Reference,
     desc: &OciDescriptor,
@@ -257,7 +309,7 @@ fn client(registry: &str, remote: &Remote) -> Result<Client, RegistryError> {
     Ok(Client::new(config))
 }
 
-fn remote_err(registry: &str, message: String) -> RegistryError {
+pub(crate) fn remote_err(registry: &str, message: String) -> RegistryError {
     RegistryError::Remote {
         registry: registry.into(),
         message,

@@ -10,6 +10,8 @@
 //! the CLI's binary, so `cargo test -p zygote-tests` alone does not build it
 //! (`cargo test --workspace` and `scripts/test.sh` do).
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;

@@ -187,3 +187,154 @@ async fn a_snapshot_moves_to_another_daemon_and_bad_bundles_are_refused() {
         .unwrap();
     assert!(kids[0].sandbox.is_some(), "{:?}", kids[0].error);
 }
+
+/// `zygote snapshot push|pull` against daemon `d`, its chunk cache in `home`;
+/// the JSON answer, or the error text when `ok` is false.
+fn registry_cmd(d: &Daemon, args: &[&str], home: &Path, ok: bool) -> serde_json::Value {
+    let out = std::process::Command::new(zygote_tests::zygote_bin())
+        .args(["snapshot"])
+        .args(args)
+        .args(["--json", "--home"])
+        .arg(home)
+        .env("ZYGOTE_SOCKET", &d.socket)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.success(), ok, "snapshot {args:?}: {stderr}");
+    if ok {
+        serde_json::from_slice(&out.stdout).unwrap()
+    } else {
+        serde_json::Value::String(stderr)
+    }
+}
+
+async fn wait_ready(d: &Daemon, tag: &str) {
+    for _ in 0..600 {
+        if d.client.snapshot(tag).await.unwrap().status == SnapshotStatus::Ready {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("snapshot {tag} never became ready");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_travel_through_a_registry_in_shared_chunks() {
+    if !require_e2e() {
+        return;
+    }
+    if !zygote_tests::registry::available() {
+        return;
+    }
+    let reg = zygote_tests::registry::Registry::start();
+    let a = Daemon::start().await;
+    let a_cache = a.dir.path().join("chunks");
+    a.client
+        .create_snapshot(&CreateSnapshot {
+            tag: "base".into(),
+            warmup: Some("x = 41".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wait_ready(&a, "base").await;
+    let first_ref = format!("{}/e2e/snap:base", reg.addr);
+    let first = registry_cmd(&a, &["push", "base", &first_ref], &a_cache, true);
+    let first_bytes = first["pushed_bytes"].as_u64().unwrap();
+    assert!(first["pushed_blobs"].as_u64().unwrap() > 10, "{first}");
+
+    // A branch of a child of the same parent: only what changed travels.
+    let kids = a
+        .client
+        .spawn(&SpawnBody {
+            snapshot_tag: "base".into(),
+            n: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let child = kids[0].sandbox.as_ref().unwrap().id.clone();
+    a.client.eval(&child, "y = 7").await.unwrap();
+    a.sh(&child, "echo second > /root/branch-file").await;
+    a.client
+        .branch(
+            &child,
+            &zygote_proto::api::BranchBody {
+                tag: Some("second".into()),
+                wait: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_ready(&a, "second").await;
+    let second_ref = format!("{}/e2e/snap:second", reg.addr);
+    let second = registry_cmd(&a, &["push", "second", &second_ref], &a_cache, true);
+    // (Measured: about a seventh; the child's own pages and disk.)
+    let sent = second["pushed_bytes"].as_u64().unwrap();
+    assert!(
+        sent * 3 < first_bytes,
+        "a branch of the same parent sent {sent} bytes, the parent {first_bytes}: {second}"
+    );
+    assert!(second["present_blobs"].as_u64().unwrap() > 0, "{second}");
+
+    // Another daemon, its own home and chunk cache, no images.
+    let b = daemon_without_images().await;
+    let b_cache = b.dir.path().join("chunks");
+    let got = registry_cmd(&b, &["pull", &second_ref, "--tag", "got"], &b_cache, true);
+    assert_eq!(got["snapshot"]["tag"], "got", "{got}");
+    let kids = b
+        .client
+        .spawn(&SpawnBody {
+            snapshot_tag: "got".into(),
+            n: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = &kids[0]
+        .sandbox
+        .as_ref()
+        .unwrap_or_else(|| panic!("{:?}", kids[0].error))
+        .id;
+    let v = b.client.eval(id, "x + y").await.unwrap();
+    assert_eq!(v.result.as_deref(), Some("48"), "{v:?}");
+    assert_eq!(b.sh(id, "cat /root/branch-file").await.stdout, "second\n");
+    // Its parent now costs only what differs; a second pull costs nothing.
+    let parent = registry_cmd(&b, &["pull", &first_ref], &b_cache, true);
+    assert_eq!(parent["snapshot"]["tag"], "base", "{parent}");
+    assert!(
+        parent["fetched_bytes"].as_u64().unwrap() * 3 < first_bytes,
+        "{parent}"
+    );
+    let again = registry_cmd(&b, &["pull", &first_ref, "--tag", "again"], &b_cache, true);
+    assert_eq!(again["fetched_blobs"], 0, "{again}");
+
+    // A corrupted chunk in the registry: a digest error, nothing registered.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(reg.blob_file(second["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let chunk = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut body = std::fs::read(reg.blob_file(&chunk)).unwrap();
+    body[0] ^= 0xff;
+    std::fs::write(reg.blob_file(&chunk), &body).unwrap();
+    let fresh = b.dir.path().join("fresh-chunks");
+    let err = registry_cmd(&b, &["pull", &second_ref, "--tag", "broken"], &fresh, false);
+    assert!(err.as_str().unwrap().contains("verification"), "{err}");
+    assert!(b.client.snapshot("broken").await.is_err());
+    // Something that is not a snapshot.
+    let err = registry_cmd(
+        &b,
+        &["pull", &format!("{}/e2e/none:1", reg.addr)],
+        &fresh,
+        false,
+    );
+    assert!(
+        err.as_str().unwrap().contains("not in the registry"),
+        "{err}"
+    );
+}

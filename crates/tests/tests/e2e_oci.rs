@@ -5,24 +5,12 @@
 //! Nothing leaves the machine.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use zygote_proto::api::CreateSandbox;
-use zygote_tests::{eventually, free_port, image_home, require_e2e, zygote_bin, Daemon};
-
-/// Runs a command, panicking with its output when it fails.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use zygote_tests::registry::{run, Registry};
+use zygote_tests::{image_home, require_e2e, zygote_bin, Daemon};
 
 /// What earlier runs left in the shared test home (pulled blobs, `e2e-oci-*`
 /// images), removed once per run before the first test uses it, so runs on
@@ -72,105 +60,6 @@ fn tools() -> bool {
     );
     eprintln!("SKIP: {why}");
     false
-}
-
-/// A `docker-registry` on 127.0.0.1 with its storage in a temp dir.
-struct Registry {
-    child: Child,
-    addr: String,
-    store: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        Self::start_with_user(None)
-    }
-
-    /// With `user` (name, password): basic auth from an htpasswd file.
-    fn start_with_user(user: Option<(&str, &str)>) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let store = dir.path().join("store");
-        let config = dir.path().join("config.yml");
-        let auth = match user {
-            None => String::new(),
-            Some((name, password)) => {
-                let htpasswd = dir.path().join("htpasswd");
-                let line = run(Command::new("htpasswd").args(["-Bbn", name, password]));
-                std::fs::write(&htpasswd, line).unwrap();
-                format!(
-                    "auth:\n  htpasswd:\n    realm: zygote-test\n    path: {}\n",
-                    htpasswd.display()
-                )
-            }
-        };
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n{auth}http:\n  addr: 127.0.0.1:{port}\n",
-                store.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let addr = format!("127.0.0.1:{port}");
-        assert!(
-            eventually(Duration::from_secs(20), || std::net::TcpStream::connect(
-                &addr
-            )
-            .is_ok()),
-            "docker-registry did not listen on {addr}"
-        );
-        Registry {
-            child,
-            addr,
-            store,
-            _dir: dir,
-        }
-    }
-
-    /// Pushes `layout:tag` as `repo:tag` with skopeo.
-    fn push(&self, layout: &Path, tag: &str, repo: &str) -> String {
-        self.push_as(layout, tag, repo, None)
-    }
-
-    fn push_as(&self, layout: &Path, tag: &str, repo: &str, creds: Option<&str>) -> String {
-        let reference = format!("{}/{repo}:{tag}", self.addr);
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
-        if let Some(c) = creds {
-            cmd.args(["--dest-creds", c]);
-        }
-        run(cmd.args([
-            &format!("oci:{}:{tag}", layout.display()),
-            &format!("docker://{reference}"),
-        ]));
-        reference
-    }
-
-    /// The data file of blob `digest` in the registry's storage.
-    fn blob_file(&self, digest: &str) -> PathBuf {
-        let hex = digest.trim_start_matches("sha256:");
-        self.store
-            .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// An OCI layout at `dir` with image `tag`: `root` as the first layer, then a
