@@ -6,6 +6,7 @@
 
 mod bundle_cmd;
 mod connect;
+mod daemon_config;
 mod doctor;
 mod env;
 mod help;
@@ -59,7 +60,7 @@ pub(crate) struct Conn {
 enum Cmd {
     /// Run the daemon in the foreground (as root).
     #[command(long_about = help::DAEMON)]
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Build and list guest images.
     #[command(subcommand, long_about = help::IMAGE)]
     Image(image_cmd::ImageCmd),
@@ -242,6 +243,15 @@ struct DaemonArgs {
     /// snapshot beginning below it is refused (507).
     #[arg(long, value_name = "GIB", value_parser = positive_gib)]
     min_free_disk_gib: Option<f64>,
+    /// Seconds a blocking exec that names no timeout may run before it is
+    /// killed and answered `timed_out` (0: none) [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    exec_timeout_secs: Option<u64>,
+    /// A TOML file with the quotas above under `[limits]` (max_sandboxes,
+    /// max_guest_memory_mib, max_snapshots, max_snapshot_gib,
+    /// min_free_disk_gib, exec_timeout_secs); flags win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 fn positive_gib(s: &str) -> Result<f64, String> {
@@ -308,7 +318,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(cmd: Cmd) -> Result<u8> {
     match cmd {
-        Cmd::Daemon(a) => daemon(a).await.map(|_| 0),
+        Cmd::Daemon(a) => daemon(*a).await.map(|_| 0),
         Cmd::Image(c) => image_cmd::run(c).await,
         Cmd::Run(a) => sandbox_cmd::run(a).await,
         Cmd::Create(a) => sandbox_cmd::create(a).await,
@@ -372,13 +382,19 @@ async fn daemon(a: DaemonArgs) -> Result<()> {
     engine.volume_host_root = a.volume_host_root;
     engine.cgroups = a.cgroups == "on";
     engine.cgroup_overhead_mib = a.cgroup_overhead_mib;
-    engine.limits = zygote_engine::Limits {
+    let file = match &a.config {
+        Some(p) => daemon_config::load(p)?,
+        None => daemon_config::LimitsFile::default(),
+    };
+    let flags = daemon_config::LimitsFile {
         max_sandboxes: a.max_sandboxes,
         max_guest_memory_mib: a.max_guest_memory_mib,
         max_snapshots: a.max_snapshots,
         max_snapshot_gib: a.max_snapshot_gib,
         min_free_disk_gib: a.min_free_disk_gib,
+        exec_timeout_secs: a.exec_timeout_secs,
     };
+    engine.limits = daemon_config::limits(&flags, &file);
     engine.network = match a.network.as_str() {
         "none" => zygote_engine::NetworkMode::None,
         _ => zygote_engine::NetworkMode::Nat {

@@ -214,7 +214,8 @@ impl EngineApi for Arc<Engine> {
         self.get(id)?.ping().await
     }
 
-    async fn exec(&self, id: &str, spec: ExecSpec) -> Result<ExecItems> {
+    async fn exec(&self, id: &str, mut spec: ExecSpec) -> Result<ExecItems> {
+        spec.timeout = spec.timeout.or(self.cfg.limits.exec_timeout);
         self.get(id)?.exec(spec).await
     }
 

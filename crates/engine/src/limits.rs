@@ -26,6 +26,9 @@ pub struct Limits {
     /// Free space kept on the home's file system, GiB: a start or snapshot
     /// that would begin below it is refused (507).
     pub min_free_disk_gib: Option<f64>,
+    /// How long a blocking exec that names no timeout may run (then it is
+    /// killed and answered `timed_out`); background processes are not bound.
+    pub exec_timeout: Option<std::time::Duration>,
 }
 
 fn gib(g: f64) -> u64 {

@@ -398,3 +398,64 @@ async fn disk_quotas_answer_429_and_507() {
     assert!(e.to_string().contains("--min-free-disk-gib"), "{e}");
     assert!(d.client.list().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quotas_from_a_config_file_and_a_default_exec_timeout() {
+    if !require_e2e() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zygote.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_sandboxes = 1\nexec_timeout_secs = 2\nmax_snapshots = 7\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    // The flag wins over the file (7 snapshots); the file's other keys hold.
+    let d = Daemon::start_with(&["--prestart", "0", "--config", cfg, "--max-snapshots", "7"]).await;
+    let a = d.create().await;
+    let e = d
+        .client
+        .create(&CreateSandbox::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(429), "{e}");
+    assert!(e.to_string().contains("at most 1 sandboxes"), "{e}");
+    // An exec that names no timeout ends at the daemon's default; one that
+    // names its own keeps it.
+    let t0 = std::time::Instant::now();
+    let r = d.sh(&a.id, "sleep 30").await;
+    assert!(r.timed_out, "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    let r = d
+        .client
+        .exec(
+            &a.id,
+            &ExecBody {
+                cmd: Some("sleep 3; echo done".into()),
+                timeout_secs: Some(10.0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!r.timed_out && r.stdout == "done\n", "{r:?}");
+    drop(d);
+
+    // A key that does not exist: the daemon refuses to start, naming it.
+    std::fs::write(&config, "[limits]\nmax_sandbox = 1\n").unwrap();
+    let out = std::process::Command::new(zygote_tests::zygote_bin())
+        .args(["daemon", "--socket"])
+        .arg(dir.path().join("s.sock"))
+        .arg("--home")
+        .arg(dir.path().join("home"))
+        .args(["--config", cfg])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("max_sandbox"),
+        "{text}"
+    );
+}
