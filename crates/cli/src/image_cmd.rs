@@ -27,8 +27,8 @@ pub(crate) enum ImageCmd {
     },
     /// Pull an OCI image from a registry and make a zygote image of it.
     ///
-    /// Plain http is used for registries on loopback and with --insecure;
-    /// https (system roots, plus --ca-file) otherwise. Layers are cached by
+    /// Plain http is used with --insecure and for registries on loopback
+    /// without --ca-file; https (system roots, plus --ca-file) otherwise. Layers are cached by
     /// digest under HOME/cache/oci; an interrupted pull resumes.
     Pull {
         /// REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST).

@@ -10,10 +10,11 @@ use crate::env;
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct RegistryArgs {
     /// Use plain http even for a registry that is not on loopback (loopback
-    /// registries always use it).
+    /// registries use it unless --ca-file is given).
     #[arg(long)]
     pub(crate) insecure: bool,
-    /// Extra trusted CA certificates (PEM) for the registry's https.
+    /// Extra trusted CA certificates (PEM) for the registry's https (a
+    /// loopback registry is then reached over https too).
     #[arg(long)]
     pub(crate) ca_file: Option<PathBuf>,
     /// Registry user (basic auth; the password comes from --password-stdin

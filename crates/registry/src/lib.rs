@@ -8,7 +8,8 @@
 //! reference. The image crate reads that layout like any other.
 //!
 //! Transport: https with the system roots (plus a CA file if given); plain
-//! http only for a registry on loopback or when the caller says `insecure`.
+//! http only when the caller says `insecure`, or for a registry on loopback
+//! given no CA file.
 //! Auth: anonymous, basic (user and password; registries that answer with a
 //! bearer challenge get their token exchange from `oci-client`) or a bearer
 //! token.
@@ -63,7 +64,8 @@ impl std::fmt::Debug for Auth {
 #[derive(Debug, Clone, Default)]
 pub struct Remote {
     pub auth: Auth,
-    /// Plain http for any registry (loopback registries always use it).
+    /// Plain http for any registry (loopback registries use it unless a CA
+    /// file is given).
     pub insecure: bool,
     /// Extra trusted roots (PEM).
     pub ca_file: Option<PathBuf>,

@@ -281,13 +281,15 @@ async fn commit(layout: &Layout, reference: &str, digest: &str) -> Result<(), Fe
         .map_err(Fetch::Local)
 }
 
-/// A client for `registry`: http for loopback or when insecure, https
-/// otherwise with the system roots plus the CA file.
+/// A client for `registry`: http when insecure, or on loopback without a
+/// CA file; https otherwise, with the system roots plus the CA file.
 fn client(registry: &str, remote: &Remote) -> Result<Client, RegistryError> {
     // reqwest is built without a compiled-in provider; the workspace uses ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = ClientConfig {
-        protocol: if remote.insecure || is_loopback(registry) {
+        // A loopback registry speaks plain http unless a CA file says it
+        // has a certificate of its own.
+        protocol: if remote.insecure || (is_loopback(registry) && remote.ca_file.is_none()) {
             ClientProtocol::HttpsExcept(vec![registry.to_string()])
         } else {
             ClientProtocol::Https

@@ -34,6 +34,12 @@ impl Registry {
 
     /// With `user` (name, password): basic auth from an htpasswd file.
     pub fn start_with_user(user: Option<(&str, &str)>) -> Registry {
+        Self::start_with(user, None)
+    }
+
+    /// With basic auth (`user`) and/or https (`tls`: certificate and key PEM
+    /// files).
+    pub fn start_with(user: Option<(&str, &str)>, tls: Option<(&Path, &Path)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let store = dir.path().join("store");
@@ -50,10 +56,18 @@ impl Registry {
                 )
             }
         };
+        let tls = match tls {
+            None => String::new(),
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n{auth}http:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n{auth}http:\n  addr: 127.0.0.1:{port}\n{tls}",
                 store.display()
             ),
         )

@@ -415,3 +415,83 @@ fn credentials_are_required_and_checked_and_docker_archives_import() {
     assert_eq!(v["exec"]["env"]["WHO"], "alice", "{v}");
     let _ = std::fs::remove_dir_all(image_home().join("images/saved-v2"));
 }
+
+#[test]
+fn an_https_registry_with_a_private_ca() {
+    if !require_e2e() || !tools() {
+        return;
+    }
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "zygote registry test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca_cert, &ca_key)
+        .unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    std::fs::write(p("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(p("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(p("key.pem"), key.serialize_pem()).unwrap();
+    let reg = Registry::start_with(None, Some((&p("cert.pem"), &p("key.pem"))));
+    let root = busybox_root(tmp.path());
+    make_image(
+        tmp.path(),
+        "tls",
+        &root,
+        &["--config.env", "VIA=https"],
+        |_| {},
+    );
+    // skopeo pushes without checking the certificate; zygote checks it.
+    let reference = reg.push(&tmp.path().join("layout"), "tls", "e2e/tls");
+    let pull_with = |extra: &[&str]| {
+        Command::new(zygote_bin())
+            .args([
+                "image",
+                "pull",
+                &reference,
+                "--name",
+                "e2e-oci-tls",
+                "--json",
+                "--home",
+            ])
+            .arg(image_home())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // No CA: plain http to an https port fails.
+    let out = pull_with(&[]);
+    assert!(
+        !out.status.success(),
+        "pulled over http from an https registry"
+    );
+    // Another CA: the certificate is refused.
+    std::fs::write(p("other.pem"), {
+        let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
+        other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        other
+            .self_signed(&KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+    })
+    .unwrap();
+    let out = pull_with(&["--ca-file", p("other.pem").to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "a certificate of an unknown CA was accepted"
+    );
+    let out = pull_with(&["--ca-file", p("ca.pem").to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exec"]["env"]["VIA"], "https", "{v}");
+}
