@@ -234,11 +234,39 @@ pub(crate) async fn pull(
     layout: zygote_registry::Layout,
     remote: &zygote_registry::Remote,
 ) -> Result<(SnapshotInfo, zygote_registry::SnapshotPulled)> {
-    let (index, pulled) = zygote_registry::pull_snapshot(reference, &layout, remote).await?;
+    // Refuse before the download what the daemon would refuse after it.
+    let daemon = c.version().await?;
+    let check = move |json: &[u8]| -> Result<(), String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| format!("bundle.json is not JSON: {e}"))?;
+        let minor = |s: &str| s.split('.').take(2).collect::<Vec<_>>().join(".");
+        let theirs = v["qemu_version"].as_str().unwrap_or("?");
+        if minor(theirs) != minor(&daemon.qemu) {
+            return Err(format!(
+                "the snapshot was made by QEMU {theirs}, the daemon runs QEMU {}: a restore needs the same QEMU major.minor version",
+                daemon.qemu
+            ));
+        }
+        let accel = v["snapshot"]["machine"]["accel"].as_str().unwrap_or("?");
+        if accel != daemon.accel {
+            return Err(format!(
+                "the snapshot was taken under {accel}, the daemon runs {}: children must use the same accelerator",
+                daemon.accel
+            ));
+        }
+        Ok(())
+    };
+    let (index, pulled) =
+        zygote_registry::pull_snapshot(reference, &layout, remote, &check).await?;
     let tag = match tag {
         Some(t) => t,
         None => {
-            let json = zygote_registry::chunks::read_file(&index, &layout, "bundle.json", 1 << 20)?;
+            let json = zygote_registry::chunks::read_file(
+                &index,
+                &layout,
+                zygote_registry::chunks::MANIFEST_FILE,
+                1 << 20,
+            )?;
             let v: serde_json::Value = serde_json::from_slice(&json)
                 .with_context(|| format!("bundle.json of {reference} is not JSON"))?;
             v["snapshot"]["tag"]

@@ -15,6 +15,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{Layout, RegistryError};
 
+/// The bundle's manifest, its first file.
+pub const MANIFEST_FILE: &str = "bundle.json";
 /// Bytes per chunk (before compression).
 pub const CHUNK: u64 = 4 << 20;
 /// zstd level of chunks.

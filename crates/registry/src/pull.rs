@@ -4,7 +4,7 @@
 
 use std::io::SeekFrom;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use oci_client::client::{
     BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
 };
@@ -19,6 +19,9 @@ use serde_json::Value;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::{is_loopback, Auth, Layout, RegistryError, Remote};
+
+/// Blobs moved at once.
+pub(crate) const PARALLEL: usize = 4;
 
 const MANIFEST_TYPES: &[&str] = &[
     OCI_IMAGE_MEDIA_TYPE,
@@ -45,22 +48,17 @@ pub async fn pull_image(
     layout: &Layout,
     remote: &Remote,
 ) -> Result<Pulled, RegistryError> {
-    let Session {
-        r,
-        registry,
-        client,
-        auth,
-        anonymous,
-    } = Session::open(reference, remote)?;
-    let fail = |e| classify(&registry, reference, anonymous, e);
+    let s = Session::open(reference, remote)?;
+    let (r, registry, client, auth) = (&s.r, &s.registry, &s.client, &s.auth);
+    let fail = |e| s.fail(reference, e);
     let (mut bytes, mut digest) = client
-        .pull_manifest_raw(&r, &auth, MANIFEST_TYPES)
+        .pull_manifest_raw(r, auth, MANIFEST_TYPES)
         .await
         .map_err(fail)?;
     let mut pinned = r.clone();
     let top: Value = serde_json::from_slice(&bytes).map_err(|e| {
         remote_err(
-            &registry,
+            registry,
             format!("manifest of `{reference}` is not JSON: {e}"),
         )
     })?;
@@ -73,20 +71,20 @@ pub async fn pull_image(
             .and_then(|m| m["digest"].as_str())
             .ok_or_else(|| {
                 remote_err(
-                    &registry,
+                    registry,
                     format!("`{reference}` has no linux/amd64 image: zygote guests are x86-64"),
                 )
             })?;
         pinned = r.clone_with_digest(entry.to_string());
         (bytes, digest) = client
-            .pull_manifest_raw(&pinned, &auth, MANIFEST_TYPES)
+            .pull_manifest_raw(&pinned, auth, MANIFEST_TYPES)
             .await
             .map_err(fail)?;
     }
     layout.put_blob(reference, &digest, &bytes)?;
     let manifest: OciImageManifest = serde_json::from_slice(&bytes).map_err(|e| {
         remote_err(
-            &registry,
+            registry,
             format!("manifest {digest} of `{reference}` is invalid: {e}"),
         )
     })?;
@@ -101,18 +99,17 @@ pub async fn pull_image(
         cached_blobs: 0,
         fetched_bytes: 0,
     };
-    for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        if layout.has_blob(&desc.digest) {
-            pulled.cached_blobs += 1;
-            continue;
+    let descs: Vec<&OciDescriptor> = std::iter::once(&manifest.config)
+        .chain(&manifest.layers)
+        .collect();
+    for got in s.fetch_all(&pinned, &descs, layout, reference).await? {
+        match got {
+            Some(n) => {
+                pulled.fetched_blobs += 1;
+                pulled.fetched_bytes += n;
+            }
+            None => pulled.cached_blobs += 1,
         }
-        pulled.fetched_bytes += fetch_blob(&client, &pinned, desc, layout, reference)
-            .await
-            .map_err(|e| match e {
-                Fetch::Registry(e) => fail(e),
-                Fetch::Local(e) => e,
-            })?;
-        pulled.fetched_blobs += 1;
     }
     layout.tag(&pulled.reference, &media_type, &digest, bytes.len() as u64)?;
     tracing::info!(?pulled, "image pulled");
@@ -166,23 +163,38 @@ impl Session {
     }
 
     /// Fetches blob `desc` into `layout` unless it is there; returns the
-    /// bytes received.
+    /// bytes received, `None` when it was there.
     pub(crate) async fn fetch(
         &self,
         r: &Reference,
         desc: &OciDescriptor,
         layout: &Layout,
         reference: &str,
-    ) -> Result<u64, RegistryError> {
+    ) -> Result<Option<u64>, RegistryError> {
         if layout.has_blob(&desc.digest) {
-            return Ok(0);
+            return Ok(None);
         }
         fetch_blob(&self.client, r, desc, layout, reference)
             .await
+            .map(Some)
             .map_err(|e| match e {
                 Fetch::Registry(e) => self.fail(reference, e),
                 Fetch::Local(e) => e,
             })
+    }
+
+    /// [`Session::fetch`] of every blob, [`PARALLEL`] at a time.
+    pub(crate) async fn fetch_all(
+        &self,
+        r: &Reference,
+        descs: &[&OciDescriptor],
+        layout: &Layout,
+        reference: &str,
+    ) -> Result<Vec<Option<u64>>, RegistryError> {
+        futures::stream::iter(descs.iter().map(|d| self.fetch(r, d, layout, reference)))
+            .buffer_unordered(PARALLEL)
+            .try_collect()
+            .await
     }
 }
 

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest, OCI_IMAGE_MEDIA_TYPE};
 
 use crate::chunks::{ChunkIndex, MAX_INDEX_BYTES};
-use crate::pull::{remote_err, Session};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::pull::{remote_err, Session, PARALLEL};
 use crate::{Layout, RegistryError, Remote};
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.zygote.snapshot.v1";
@@ -50,31 +52,49 @@ pub async fn push_snapshot(
         pushed_bytes: 0,
         present_blobs: 0,
     };
-    let mut layers = Vec::new();
-    for digest in index.blobs() {
-        let path = layout.blob_path(&digest);
-        let size = std::fs::metadata(&path)
-            .map_err(RegistryError::io("stat chunk", &path))?
-            .len();
-        layers.push(OciDescriptor {
-            media_type: CHUNK_MEDIA_TYPE.into(),
-            digest: digest.clone(),
-            size: size as i64,
-            ..Default::default()
-        });
-        if s.client.blob_exists(&s.r, &digest).await.map_err(fail)? {
-            pushed.present_blobs += 1;
-            continue;
+    // Each chunk: its descriptor, and whether it was sent (in index order).
+    let one = |digest: String| {
+        let (s, fail) = (&s, &fail);
+        async move {
+            let path = layout.blob_path(&digest);
+            let size = tokio::fs::metadata(&path)
+                .await
+                .map_err(RegistryError::io("stat chunk", &path))?
+                .len();
+            let desc = OciDescriptor {
+                media_type: CHUNK_MEDIA_TYPE.into(),
+                digest: digest.clone(),
+                size: size as i64,
+                ..Default::default()
+            };
+            if s.client.blob_exists(&s.r, &digest).await.map_err(fail)? {
+                return Ok::<_, RegistryError>((desc, None));
+            }
+            let data = tokio::fs::read(&path)
+                .await
+                .map_err(RegistryError::io("read chunk", &path))?;
+            s.client
+                .push_blob(&s.r, data, &digest)
+                .await
+                .map_err(fail)?;
+            Ok((desc, Some(size)))
         }
-        let data = tokio::fs::read(&path)
-            .await
-            .map_err(RegistryError::io("read chunk", &path))?;
-        s.client
-            .push_blob(&s.r, data, &digest)
-            .await
-            .map_err(fail)?;
-        pushed.pushed_blobs += 1;
-        pushed.pushed_bytes += size;
+    };
+    let done: Vec<(OciDescriptor, Option<u64>)> =
+        futures::stream::iter(index.blobs().into_iter().map(one))
+            .buffered(PARALLEL)
+            .try_collect()
+            .await?;
+    let mut layers = Vec::new();
+    for (desc, sent) in done {
+        match sent {
+            Some(n) => {
+                pushed.pushed_blobs += 1;
+                pushed.pushed_bytes += n;
+            }
+            None => pushed.present_blobs += 1,
+        }
+        layers.push(desc);
     }
     if s.client
         .blob_exists(&s.r, &config_digest)
@@ -130,10 +150,15 @@ pub struct SnapshotPulled {
 
 /// Pulls the snapshot artifact `reference`: its index, and every chunk the
 /// layout lacks.
+///
+/// `check` sees the bundle's `bundle.json` before any other chunk is
+/// fetched: a snapshot the caller cannot use (another QEMU, another
+/// accelerator) is refused without downloading it.
 pub async fn pull_snapshot(
     reference: &str,
     layout: &Layout,
     remote: &Remote,
+    check: &(dyn Fn(&[u8]) -> Result<(), String> + Sync),
 ) -> Result<(ChunkIndex, SnapshotPulled), RegistryError> {
     let s = Session::open(reference, remote)?;
     let fail = |e| s.fail(reference, e);
@@ -171,18 +196,17 @@ pub async fn pull_snapshot(
         fetched_bytes: 0,
         cached_blobs: 0,
     };
-    let mut fetch = |n: u64| {
-        if n > 0 {
+    let mut count = |got: Option<u64>| match got {
+        Some(n) => {
             pulled.fetched_blobs += 1;
             pulled.fetched_bytes += n;
-        } else {
-            pulled.cached_blobs += 1;
         }
+        None => pulled.cached_blobs += 1,
     };
-    let n = s
-        .fetch(&pinned, &manifest.config, layout, reference)
-        .await?;
-    fetch(n);
+    count(
+        s.fetch(&pinned, &manifest.config, layout, reference)
+            .await?,
+    );
     let path = layout.blob_path(&manifest.config.digest);
     let text = std::fs::read(&path).map_err(RegistryError::io("read", &path))?;
     let index: ChunkIndex = serde_json::from_slice(&text).map_err(|e| {
@@ -200,9 +224,29 @@ pub async fn pull_snapshot(
             )));
         }
     }
-    for layer in &manifest.layers {
-        let n = s.fetch(&pinned, layer, layout, reference).await?;
-        fetch(n);
+    let first: std::collections::HashSet<&str> = index
+        .files
+        .iter()
+        .filter(|f| f.name == crate::chunks::MANIFEST_FILE)
+        .flat_map(|f| f.chunks.iter().flatten().map(String::as_str))
+        .collect();
+    let head: Vec<&OciDescriptor> = manifest
+        .layers
+        .iter()
+        .filter(|l| first.contains(l.digest.as_str()))
+        .collect();
+    for got in s.fetch_all(&pinned, &head, layout, reference).await? {
+        count(got);
+    }
+    let json = crate::chunks::read_file(&index, layout, crate::chunks::MANIFEST_FILE, 1 << 20)?;
+    check(&json).map_err(|m| RegistryError::Bundle(format!("`{reference}`: {m}")))?;
+    let layers: Vec<&OciDescriptor> = manifest
+        .layers
+        .iter()
+        .filter(|l| !first.contains(l.digest.as_str()))
+        .collect();
+    for got in s.fetch_all(&pinned, &layers, layout, reference).await? {
+        count(got);
     }
     tracing::info!(?pulled, "snapshot pulled");
     Ok((index, pulled))
