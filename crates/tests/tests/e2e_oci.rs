@@ -108,7 +108,11 @@ fn busybox_root(dir: &Path) -> PathBuf {
     for applet in ["sh", "ls", "cat", "echo", "test", "pwd", "id", "sleep"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(root.join("etc/doomed"), "deleted by the upper layer\n").unwrap();
     root
 }
@@ -167,6 +171,8 @@ async fn busybox_image_pulled_boots_with_its_config_and_whiteouts() {
             "GREETING=hello",
             "--config.workingdir",
             "/etc",
+            "--config.user",
+            "app",
         ],
         |r| std::fs::remove_file(r.join("etc/doomed")).unwrap(),
     );
@@ -197,7 +203,21 @@ async fn busybox_image_pulled_boots_with_its_config_and_whiteouts() {
             "echo $GREETING; pwd; test -e /etc/doomed && echo present || echo absent; id -u",
         )
         .await;
-    assert_eq!(r.stdout, "hello\n/etc\nabsent\n0\n", "{r:?}");
+    // The image's User runs the command; a request's own user wins.
+    assert_eq!(r.stdout, "hello\n/etc\nabsent\n1000\n", "{r:?}");
+    let r = d
+        .client
+        .exec(
+            &sb.id,
+            &zygote_proto::api::ExecBody {
+                cmd: Some("id -u".into()),
+                user: Some("root".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, "0\n", "{r:?}");
     let err = d
         .client
         .eval(&sb.id, "1+1")
