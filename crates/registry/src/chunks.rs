@@ -272,6 +272,7 @@ mod tests {
             h.set_mtime(0);
             h.set_uid(0);
             h.set_gid(0);
+            h.set_entry_type(tar::EntryType::Regular);
             b.append_data(&mut h, name, &data[..]).unwrap();
         }
         b.into_inner().unwrap()
